@@ -1,0 +1,140 @@
+"""Terminal presentation shared by the commands: errors, progress bars and metric tables."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from libra_cli.errors import LibraError
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+
+
+def handle_errors(func: Callable) -> Callable:
+    """Turn LibraError into one red line on stderr and exit code 2; Ctrl-C into exit code 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LibraError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/] — progress so far is saved; continue with --resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def count_progress(description: str) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+class TrainProgress:
+    """A rich progress bar for the training loop: iteration, losses, learning rate, ETA."""
+
+    def __init__(self, description: str = "train") -> None:
+        self.description = description
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+        )
+        self.task = None
+
+    def start(self, total: int, completed: int) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task(self.description, total=total, completed=completed, status="")
+
+    def update(self, iteration: int, record: dict[str, Any] | None) -> None:
+        fields = {}
+        if record is not None:
+            losses = " ".join(
+                f"{name.removeprefix('loss_')} {value:.3f}"
+                for name, value in record.items()
+                if name.startswith("loss_")
+            )
+            fields["status"] = f"loss {record['loss']:.3f} ({losses}) lr {record['lr']:.2e}"
+        self.progress.update(self.task, completed=iteration, **fields)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def progress_callback(progress: Progress, description: str, total: int) -> Callable[[int, int], None]:
+    task = progress.add_task(description, total=total)
+
+    def callback(done: int, _total: int) -> None:
+        progress.update(task, completed=done)
+
+    return callback
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def metrics_table(metrics: dict[str, Any], title: str = "evaluation") -> Table:
+    """The summary metrics as one row of a table, plus the best and worst categories."""
+    summary = metrics["summary"]
+    table = Table(title=f"{title} ({metrics.get('format', 'coco').upper()}, {metrics.get('num_images', '?')} images)")
+    for name in summary:
+        table.add_column(name, justify="right")
+    table.add_row(*(_fmt(v) for v in summary.values()))
+    return table
+
+
+def category_table(metrics: dict[str, Any], limit: int = 10) -> Table:
+    rows = [row for row in metrics.get("per_category", []) if row.get("AP") is not None]
+    rows.sort(key=lambda row: row["AP"], reverse=True)
+    shown = rows if len(rows) <= limit else rows[: limit // 2] + rows[-(limit - limit // 2) :]
+    table = Table(title="per-category AP" + ("" if len(rows) <= limit else f" (best and worst of {len(rows)})"))
+    table.add_column("category")
+    table.add_column("id", justify="right")
+    if any("frequency" in row for row in shown):
+        table.add_column("freq")
+    table.add_column("AP", justify="right")
+    table.add_column("AP50", justify="right")
+    for row in shown:
+        cells = [str(row.get("name", "")), str(row["category_id"])]
+        if any("frequency" in r for r in shown):
+            cells.append(str(row.get("frequency", "")))
+        cells += [_fmt(row["AP"]), _fmt(row.get("AP50"))]
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,326 @@
+"""Run configuration: typed dataclasses per concern, loaded from and saved to YAML.
+
+A run is described by four sections — ``data``, ``model``, ``libra`` (the balanced-learning switches)
+and ``train`` — each a dataclass whose fields carry a comment saying what they do. Presets in
+``experiments/*.yaml`` set any subset of fields; command-line flags override the preset; the resolved
+config is saved as ``RUN_DIR/config.yaml`` so that every run records exactly what it did.
+
+Components never read this object: ``build_detector`` and the engine pass plain keyword arguments on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from libra_cli.errors import LibraError
+
+# Where the default synthetic benchmark lives (relative to the working directory) unless told otherwise.
+DEFAULT_SYNTH_DIR = "data/synth"
+# The repository's presets; a preset may also be given as a path to any YAML file.
+PRESET_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+
+@dataclass
+class DataConfig:
+    train_ann: str | None = None  # COCO/LVIS annotation JSON; None → the default synthetic benchmark
+    train_images: str | None = None  # folder the train file names are relative to
+    val_ann: str | None = None  # annotation JSON for periodic and final evaluation
+    val_images: str | None = None
+    synth_dir: str = DEFAULT_SYNTH_DIR  # where the default benchmark is generated when no files are given
+    synth_long_tail: bool = False  # default benchmark with a Zipf-like class frequency (LVIS format)
+    hflip_prob: float = 0.5  # horizontal-flip probability during training
+    scale_jitter: tuple[float, float] | None = None  # random resize of train images by a factor in range
+    batch_size: int = 4  # images per iteration (global batch)
+    num_workers: int = 1  # DataLoader worker processes
+    on_bad_sample: str = "error"  # "error" stops at a broken image, "skip" drops it and counts it
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "faster_rcnn"  # "faster_rcnn" or "retinanet"
+    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50, always with an FPN
+    norm: str = "gn"  # backbone normalisation: "gn" (from scratch), "bn", or "frozen_bn" (pretrained)
+    fpn_channels: int = 64  # channels of every pyramid level
+    weights: str | None = None  # local file with a full detector state_dict (optional)
+    backbone_weights: str | None = None  # local file with an ImageNet ResNet state_dict (optional)
+    min_size: int = 256  # images are resized so the shorter side is min_size …
+    max_size: int = 256  # … and the longer side at most max_size
+    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # one anchor size per pyramid level
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_batch_size_per_image: int = 256  # anchors sampled per image for the RPN loss
+    rpn_pre_nms_top_n_train: int = 1000
+    rpn_post_nms_top_n_train: int = 1000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 500
+    roi_batch_size_per_image: int = 512  # RoIs sampled per image for the box head (Libra: 512)
+    roi_positive_fraction: float = 0.25
+    roi_sampling_ratio: int = 1  # RoIAlign sampling points per bin side (torchvision's default is 2)
+    box_head_dim: int = 256  # width of the two-layer MLP box head (torchvision's default is 1024)
+    score_thresh: float = 0.05  # detections below this score are dropped at inference
+    detections_per_image: int = 100  # 300 is used automatically for LVIS evaluation
+
+
+@dataclass
+class LibraConfig:
+    """The balanced-learning switches (SPEC §2–§5). All off = the plain torchvision detector."""
+
+    iou_sampling: bool = False  # IoU-balanced negatives (+ instance-balanced positives) in the RoI head
+    iou_bins: int = 3  # K, number of IoU intervals
+    iou_floor_thr: float = -1.0  # −1: no floor set; 0: IoU = 0 is the floor; > 0: IoU < thr
+    iou_floor_fraction: float = 0.0  # share of negatives drawn from the floor set
+    iou_bins_upper: str = "max-iou"  # "max-iou" (reference code) or "neg-thr" (paper text)
+    pos_balance: bool = True  # instance-balanced positives together with IoU sampling
+    bfp: bool = False  # Balanced Feature Pyramid after the FPN
+    bfp_refine: str = "non_local"  # "non_local", "conv" or "none"
+    bfp_refine_level: int | None = None  # None → 2 (P4) for Faster R-CNN, 1 (P4) for RetinaNet
+    balanced_l1: bool = False  # balanced L1 loss for box regression
+    bl1_alpha: float = 0.5
+    bl1_gamma: float = 1.5
+    bl1_beta: float | None = None  # None → 1.0 for Faster R-CNN, 0.11 for RetinaNet
+    eql: bool = False  # equalization loss with a sigmoid classifier (Faster R-CNN only)
+    eql_lambda: float = 1.76e-3  # tail threshold on image frequency; choose per dataset (see TR(λ))
+
+    def enabled(self) -> list[str]:
+        """Names of the components switched on, in the paper's order, e.g. ['iou_sampling', 'bfp']."""
+        names = ("iou_sampling", "bfp", "balanced_l1", "eql")
+        return [name for name in names if getattr(self, name)]
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/default"  # the run directory: config, log, checkpoints, metrics, analyses
+    max_iters: int = 450  # optimisation steps
+    lr: float = 0.02  # peak learning rate for the global batch
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 100  # linear warm-up from lr × warmup_factor
+    warmup_factor: float = 0.001
+    schedule: str = "step"  # "step" (×0.1 at each milestone) or "cosine"
+    lr_milestones: tuple[float, ...] = (0.75, 0.92)  # step schedule milestones, as fractions of max_iters
+    grad_clip: float | None = 35.0  # max gradient norm; None disables clipping
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp_dtype: str = "bf16"  # "bf16" or "fp16" (fp16 uses a gradient scaler)
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
+    seed: int = 0
+    log_interval: int = 20  # iterations between JSONL log lines and progress updates
+    eval_interval: int = 0  # iterations between evaluations on the val split (0: only at the end)
+    checkpoint_interval: int = 200  # iterations between `last` checkpoints
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    libra: LibraConfig = field(default_factory=LibraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "libra": LibraConfig, "train": TrainConfig}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples → lists so YAML stays plain (safe_load can read it back)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a field's type annotation and convert lists to tuples."""
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise LibraError(f"{where}: must not be null")
+    if origin is not None and type(None) in args:  # Optional[X] / X | None
+        inner = [arg for arg in args if arg is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise LibraError(f"{where}: expected a list, got {value!r}")
+        item_type = args[0] if args else Any
+        return tuple(_coerce(item, item_type, f"{where}[{i}]") for i, item in enumerate(value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise LibraError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise LibraError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise LibraError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise LibraError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, dict[str, Any]], source: str) -> RunConfig:
+    """Return a copy of ``config`` with ``{section: {field: value}}`` applied and type-checked.
+
+    Unknown sections or fields raise LibraError naming ``source`` (a file name or "command line").
+    """
+    if not isinstance(overrides, dict):
+        raise LibraError(f"{source}: expected a mapping of sections (data, model, libra, train)")
+    sections = {name: dataclasses.replace(getattr(config, name)) for name in SECTIONS}
+    for section_name, values in overrides.items():
+        if section_name not in SECTIONS:
+            known = ", ".join(SECTIONS)
+            raise LibraError(f"{source}: unknown section {section_name!r} (known: {known})")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise LibraError(f"{source}: section {section_name!r} must be a mapping")
+        cls = SECTIONS[section_name]
+        hints = get_type_hints(cls)
+        section = sections[section_name]
+        for key, value in values.items():
+            if key not in hints:
+                raise LibraError(f"{source}: {section_name}.{key} is not a known setting")
+            setattr(section, key, _coerce(value, hints[key], f"{source}: {section_name}.{key}"))
+    return RunConfig(**sections)
+
+
+def resolve_preset(preset: str) -> Path:
+    """A preset is a YAML path, or a name looked up in ``experiments/`` (``baseline`` → baseline.yaml)."""
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise LibraError(f"{preset}: preset file not found")
+        return path
+    candidate = PRESET_DIR / f"{preset}.yaml"
+    if candidate.is_file():
+        return candidate
+    available = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
+    raise LibraError(f"unknown preset {preset!r} (available: {', '.join(available) or 'none'})")
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle) or {}
+    except OSError as exc:
+        raise LibraError(f"{path}: cannot read ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise LibraError(f"{path}: not valid YAML{where}") from exc
+
+
+def load_config(preset: str | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+    """Defaults ← preset file ← command-line overrides."""
+    config = RunConfig()
+    if preset:
+        path = resolve_preset(preset)
+        config = apply_overrides(config, read_yaml(path), str(path))
+    if overrides:
+        config = apply_overrides(config, overrides, "command line")
+    validate(config)
+    return config
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config saved in a run directory."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise LibraError(f"{run_dir}: not a run directory (no config.yaml)")
+    config = apply_overrides(RunConfig(), read_yaml(path), str(path))
+    validate(config)
+    return config
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    from libra_cli.engine.checkpoint import atomic_write_text
+
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    atomic_write_text(Path(path), text)
+
+
+def _check_choice(where: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise LibraError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def validate(config: RunConfig) -> None:
+    """Reject contradictory or out-of-range settings before any work starts."""
+    m, d, t, lib = config.model, config.data, config.train, config.libra
+    _check_choice("model.arch", m.arch, ("faster_rcnn", "retinanet"))
+    _check_choice("model.backbone", m.backbone, ("resnet18", "resnet34", "resnet50"))
+    _check_choice("model.norm", m.norm, ("gn", "bn", "frozen_bn"))
+    _check_choice("train.schedule", t.schedule, ("step", "cosine"))
+    _check_choice("train.amp_dtype", t.amp_dtype, ("bf16", "fp16"))
+    _check_choice("data.on_bad_sample", d.on_bad_sample, ("error", "skip"))
+    _check_choice("libra.iou_bins_upper", lib.iou_bins_upper, ("max-iou", "neg-thr"))
+    _check_choice("libra.bfp_refine", lib.bfp_refine, ("non_local", "conv", "none"))
+    positive = {
+        "model.min_size": m.min_size,
+        "model.max_size": m.max_size,
+        "model.fpn_channels": m.fpn_channels,
+        "model.roi_batch_size_per_image": m.roi_batch_size_per_image,
+        "data.batch_size": d.batch_size,
+        "train.max_iters": t.max_iters,
+        "train.log_interval": t.log_interval,
+        "train.checkpoint_interval": t.checkpoint_interval,
+        "libra.iou_bins": lib.iou_bins,
+    }
+    for where, value in positive.items():
+        if value <= 0:
+            raise LibraError(f"{where}: must be positive, got {value}")
+    if m.max_size < m.min_size:
+        raise LibraError(f"model.max_size: {m.max_size} is smaller than model.min_size {m.min_size}")
+    if len(m.anchor_sizes) != 5:
+        raise LibraError(f"model.anchor_sizes: need one size per pyramid level (5), got {len(m.anchor_sizes)}")
+    if not 0 < m.roi_positive_fraction <= 1:
+        raise LibraError(f"model.roi_positive_fraction: must be in (0, 1], got {m.roi_positive_fraction}")
+    if not 0 <= lib.iou_floor_fraction <= 1:
+        raise LibraError(f"libra.iou_floor_fraction: must be in [0, 1], got {lib.iou_floor_fraction}")
+    if t.lr <= 0:
+        raise LibraError(f"train.lr: must be positive, got {t.lr}")
+    if d.num_workers < 0:
+        raise LibraError(f"data.num_workers: must be >= 0, got {d.num_workers}")
+    if t.eval_interval < 0:
+        raise LibraError(f"train.eval_interval: must be >= 0, got {t.eval_interval}")
+    if not (t.device == "cpu" or t.device == "cuda" or t.device.startswith("cuda:")):
+        raise LibraError(f"train.device: {t.device!r} is not cpu, cuda or cuda:N")
+    if any(f <= 0 or f >= 1 for f in t.lr_milestones):
+        raise LibraError(f"train.lr_milestones: fractions must lie in (0, 1), got {list(t.lr_milestones)}")
+    if d.scale_jitter is not None and (len(d.scale_jitter) != 2 or not 0 < d.scale_jitter[0] <= d.scale_jitter[1]):
+        raise LibraError(f"data.scale_jitter: expected [low, high] with 0 < low <= high, got {d.scale_jitter}")
+    # Contradictions between switches and the architecture.
+    if m.arch == "retinanet":
+        if lib.eql:
+            raise LibraError("libra.eql: the equalization loss needs the Faster R-CNN RoI head, not RetinaNet")
+        if lib.iou_sampling:
+            raise LibraError("libra.iou_sampling: RetinaNet has no RoI sampler; use --arch faster_rcnn")
+    if (d.train_ann is None) != (d.train_images is None):
+        raise LibraError("data: --train-ann and --train-images must be given together")
+    if (d.val_ann is None) != (d.val_images is None):
+        raise LibraError("data: --val-ann and --val-images must be given together")
+    if d.train_ann is not None and d.val_ann is None:
+        raise LibraError("data: a custom --train-ann needs --val-ann/--val-images for evaluation")
+
+
+def resolved_component_settings(config: RunConfig) -> dict[str, Any]:
+    """Architecture-dependent defaults of the Libra components made explicit (SPEC §3, §4)."""
+    lib = config.libra
+    retina = config.model.arch == "retinanet"
+    return {
+        "bfp_refine_level": lib.bfp_refine_level if lib.bfp_refine_level is not None else (1 if retina else 2),
+        "bl1_beta": lib.bl1_beta if lib.bl1_beta is not None else (0.11 if retina else 1.0),
+    }

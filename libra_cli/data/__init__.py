@@ -1,0 +1,1 @@
+"""Datasets: COCO / LVIS loaders, the synthetic benchmark generator and transforms."""

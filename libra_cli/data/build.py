@@ -1,0 +1,78 @@
+"""From a run config to datasets: the user's files, or the default synthetic benchmark."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from libra_cli.config import DataConfig
+from libra_cli.data.coco import DetectionDataset
+from libra_cli.data.synth import LONG_TAIL_NUM_CLASSES, SynthSpec, benchmark_exists, generate_benchmark
+from libra_cli.data.transforms import TrainAugmentation
+from libra_cli.errors import LibraError
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    train_ann: Path
+    train_images: Path
+    val_ann: Path
+    val_images: Path
+
+
+def default_synth_spec(long_tail: bool = False) -> SynthSpec:
+    """The benchmark ``libra demo`` uses; the long-tailed variant has 40 Zipf-distributed classes."""
+    return SynthSpec(long_tail=True, num_classes=LONG_TAIL_NUM_CLASSES) if long_tail else SynthSpec()
+
+
+def benchmark_paths(root: str | Path) -> DataPaths:
+    root = Path(root)
+    return DataPaths(
+        train_ann=root / "annotations" / "train.json",
+        train_images=root / "images" / "train",
+        val_ann=root / "annotations" / "val.json",
+        val_images=root / "images" / "val",
+    )
+
+
+def ensure_benchmark(
+    root: str | Path, spec: SynthSpec, progress: Callable[[int, int], None] | None = None
+) -> tuple[DataPaths, bool]:
+    """Generate the benchmark into ``root`` unless it is already there with this spec.
+
+    Returns the paths and whether it was generated now.
+    """
+    if benchmark_exists(root, spec):
+        return benchmark_paths(root), False
+    generate_benchmark(root, spec, progress=progress)
+    return benchmark_paths(root), True
+
+
+def resolve_data_paths(data: DataConfig, progress: Callable[[int, int], None] | None = None) -> DataPaths:
+    if data.train_ann is None:
+        paths, _ = ensure_benchmark(data.synth_dir, default_synth_spec(data.synth_long_tail), progress)
+        return paths
+    assert data.train_images is not None and data.val_ann is not None and data.val_images is not None
+    paths = DataPaths(Path(data.train_ann), Path(data.train_images), Path(data.val_ann), Path(data.val_images))
+    for name in ("train_ann", "val_ann"):
+        if not getattr(paths, name).is_file():
+            raise LibraError(f"{getattr(paths, name)}: annotation file not found (data.{name})")
+    for name in ("train_images", "val_images"):
+        if not getattr(paths, name).is_dir():
+            raise LibraError(f"{getattr(paths, name)}: image folder not found (data.{name})")
+    return paths
+
+
+def build_train_dataset(data: DataConfig, paths: DataPaths) -> DetectionDataset:
+    augmentation = TrainAugmentation(hflip_prob=data.hflip_prob, scale_range=data.scale_jitter)
+    return DetectionDataset(
+        paths.train_ann, paths.train_images, augmentation=augmentation, on_bad_sample=data.on_bad_sample
+    )
+
+
+def build_eval_dataset(
+    ann: str | Path, images: str | Path, category_ids: list[int], on_bad_sample: str = "error"
+) -> DetectionDataset:
+    """An evaluation split whose labels follow the trained model's category order."""
+    return DetectionDataset(ann, images, category_ids=category_ids, on_bad_sample=on_bad_sample)

@@ -1,0 +1,278 @@
+"""COCO / LVIS detection datasets yielding torchvision-style targets.
+
+Both formats are read from their JSON directly (one pass, no global state): LVIS is COCO's schema plus
+category frequency fields and per-image federated lists, and its v1 images name their file through
+``coco_url`` instead of ``file_name``. Each item is ``(image, target)`` with
+
+- ``image``: float tensor [3, H, W] in [0, 1], RGB;
+- ``target["boxes"]``: float tensor [N, 4], absolute (x1, y1, x2, y2) pixels;
+- ``target["labels"]``: int64 [N], contiguous 1..C in the order of sorted category ids (0 = background);
+- ``target["image_id"]``: the dataset's own image id.
+
+Crowd annotations (``iscrowd = 1``) never become training targets; images without boxes are kept (they
+contribute negatives only). ``label_to_category_id`` maps labels back to the dataset's own ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.functional import pil_to_tensor
+
+from libra_cli.data.transforms import TrainAugmentation
+from libra_cli.errors import LibraError
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    image_id: int
+    path: Path
+    width: int
+    height: int
+    boxes: tuple[tuple[float, float, float, float], ...]  # xyxy, crowd excluded
+    labels: tuple[int, ...]  # contiguous 1..C
+
+
+def read_annotation_file(path: str | Path) -> dict[str, Any]:
+    """Load a COCO/LVIS JSON file, with one-line errors for unreadable or malformed files."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            dataset = json.load(handle)
+    except FileNotFoundError as exc:
+        raise LibraError(f"{path}: annotation file not found") from exc
+    except OSError as exc:
+        raise LibraError(f"{path}: cannot read ({exc.strerror})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LibraError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(dataset, dict):
+        raise LibraError(f"{path}: expected a JSON object with images, annotations and categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(dataset.get(key), list):
+            raise LibraError(f"{path}: missing required list field {key!r}")
+    return dataset
+
+
+def _field(record: dict, key: str, where: str, kinds: type | tuple[type, ...]) -> Any:
+    if key not in record:
+        raise LibraError(f"{where}: missing field {key!r}")
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise LibraError(f"{where}.{key}: unexpected value {value!r}")
+    return value
+
+
+def _image_file_name(image: dict, where: str) -> str:
+    name = image.get("file_name")
+    if not name and image.get("coco_url"):
+        # LVIS v1 names images only by their COCO URL; the file is the URL's last component.
+        name = str(image["coco_url"]).rsplit("/", 1)[-1]
+    if not isinstance(name, str) or not name:
+        raise LibraError(f"{where}: missing field 'file_name' (or 'coco_url')")
+    return name
+
+
+def _resolve_image_path(root: Path, name: str, where: str) -> Path:
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise LibraError(f"{where}.file_name: {name!r} points outside the image folder {root}")
+    return path
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """A COCO or LVIS annotation file plus its image folder.
+
+    Args:
+        ann_file: path to the JSON annotations.
+        image_root: folder the images' ``file_name`` (or ``coco_url`` basename) are relative to.
+        augmentation: training-time flips / resizes; None for evaluation.
+        category_ids: the label order to use (e.g. a trained model's), default sorted ids of the file.
+        on_bad_sample: "error" raises on a degenerate box, "skip" drops it and counts it.
+    Items are indexed by ``int`` or by ``(index, augmentation_seed)`` so that augmentation is a function
+    of the sample's position in the run, independent of worker processes and resumption.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_root: str | Path,
+        *,
+        augmentation: TrainAugmentation | None = None,
+        category_ids: Sequence[int] | None = None,
+        on_bad_sample: str = "error",
+    ) -> None:
+        self.ann_file = Path(ann_file)
+        self.image_root = Path(image_root).resolve()
+        if not self.image_root.is_dir():
+            raise LibraError(f"{image_root}: image folder not found")
+        self.augmentation = augmentation
+        self.dataset = read_annotation_file(self.ann_file)
+        self.format = "lvis" if _looks_like_lvis(self.dataset) else "coco"
+        self.categories = self._read_categories()
+        file_ids = sorted(self.categories)
+        self.category_ids: list[int] = list(category_ids) if category_ids is not None else file_ids
+        unknown = sorted(set(file_ids) - set(self.category_ids))
+        if category_ids is not None and unknown:
+            raise LibraError(f"{self.ann_file}: category ids {unknown[:5]} are unknown to the model")
+        self.skipped_boxes = 0
+        self.records = self._read_records(on_bad_sample)
+
+    # --- parsing -------------------------------------------------------------------------------------
+    def _read_categories(self) -> dict[int, dict]:
+        categories: dict[int, dict] = {}
+        for i, category in enumerate(self.dataset["categories"]):
+            where = f"{self.ann_file}: categories[{i}]"
+            if not isinstance(category, dict):
+                raise LibraError(f"{where}: expected an object")
+            cat_id = _field(category, "id", where, int)
+            if cat_id in categories:
+                raise LibraError(f"{where}.id: duplicate category id {cat_id}")
+            categories[cat_id] = category
+        if not categories:
+            raise LibraError(f"{self.ann_file}: 'categories' is empty")
+        return categories
+
+    def _read_records(self, on_bad_sample: str) -> list[ImageRecord]:
+        label_of = {cat_id: label for label, cat_id in enumerate(self.category_ids, start=1)}
+        images: dict[int, dict] = {}
+        for i, image in enumerate(self.dataset["images"]):
+            where = f"{self.ann_file}: images[{i}]"
+            if not isinstance(image, dict):
+                raise LibraError(f"{where}: expected an object")
+            image_id = _field(image, "id", where, int)
+            if image_id in images:
+                raise LibraError(f"{where}.id: duplicate image id {image_id}")
+            for key in ("width", "height"):
+                if _field(image, key, where, int) <= 0:
+                    raise LibraError(f"{where}.{key}: must be positive, got {image[key]}")
+            images[image_id] = image
+        boxes: dict[int, list[tuple[float, float, float, float]]] = {image_id: [] for image_id in images}
+        labels: dict[int, list[int]] = {image_id: [] for image_id in images}
+        for i, ann in enumerate(self.dataset["annotations"]):
+            where = f"{self.ann_file}: annotations[{i}]"
+            if not isinstance(ann, dict):
+                raise LibraError(f"{where}: expected an object")
+            image_id = _field(ann, "image_id", where, int)
+            if image_id not in images:
+                raise LibraError(f"{where}.image_id: unknown image id {image_id}")
+            cat_id = _field(ann, "category_id", where, int)
+            if cat_id not in self.categories:
+                raise LibraError(f"{where}.category_id: unknown category id {cat_id}")
+            if ann.get("iscrowd", 0):
+                continue  # crowd regions are ignored by training (and by COCOeval)
+            bbox = _field(ann, "bbox", where, list)
+            if len(bbox) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox):
+                raise LibraError(f"{where}.bbox: expected [x, y, w, h] numbers, got {bbox!r}")
+            x, y, w, h = (float(v) for v in bbox)
+            image = images[image_id]
+            x1, y1 = max(x, 0.0), max(y, 0.0)
+            x2, y2 = min(x + w, float(image["width"])), min(y + h, float(image["height"]))
+            if w <= 0 or h <= 0 or x2 <= x1 or y2 <= y1:
+                if on_bad_sample == "skip":
+                    self.skipped_boxes += 1
+                    continue
+                problem = "has zero or negative size" if w <= 0 or h <= 0 else "lies outside the image"
+                raise LibraError(f"{where}.bbox: {bbox!r} {problem} (use --on-bad-sample skip to drop it)")
+            boxes[image_id].append((x1, y1, x2, y2))
+            labels[image_id].append(label_of[cat_id])
+        records = []
+        for image_id in sorted(images):
+            image = images[image_id]
+            where = f"{self.ann_file}: image {image_id}"
+            path = _resolve_image_path(self.image_root, _image_file_name(image, where), where)
+            records.append(
+                ImageRecord(
+                    image_id=image_id,
+                    path=path,
+                    width=image["width"],
+                    height=image["height"],
+                    boxes=tuple(boxes[image_id]),
+                    labels=tuple(labels[image_id]),
+                )
+            )
+        return records
+
+    # --- public API ----------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Number of foreground classes C (labels run 1..C)."""
+        return len(self.category_ids)
+
+    def label_to_category_id(self, label: int) -> int:
+        return self.category_ids[label - 1]
+
+    def category_names(self) -> list[str]:
+        return [str(self.categories.get(cat_id, {}).get("name", cat_id)) for cat_id in self.category_ids]
+
+    def images_per_class(self) -> torch.Tensor:
+        """int64 [C]: number of images containing each class (crowd excluded), for EQL's frequencies."""
+        counts = torch.zeros(self.num_classes, dtype=torch.int64)
+        for record in self.records:
+            for label in set(record.labels):
+                counts[label - 1] += 1
+        return counts
+
+    def instances_per_class(self) -> torch.Tensor:
+        counts = torch.zeros(self.num_classes, dtype=torch.int64)
+        for record in self.records:
+            for label in record.labels:
+                counts[label - 1] += 1
+        return counts
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load_image(self, record: ImageRecord) -> torch.Tensor:
+        try:
+            with Image.open(record.path) as pil:
+                pil.load()
+                if pil.mode not in ("RGB", "L", "RGBA", "P", "LA"):
+                    # 16-bit and float images: scale to 8 bits before converting to RGB.
+                    pil = pil.point(lambda v: v / 256).convert("L") if pil.mode.startswith("I;16") else pil
+                image = pil.convert("RGB")
+        except FileNotFoundError as exc:
+            raise LibraError(f"{record.path}: image file not found (image id {record.image_id})") from exc
+        except (UnidentifiedImageError, OSError) as exc:
+            raise LibraError(f"{record.path}: cannot decode image (image id {record.image_id}): {exc}") from exc
+        return pil_to_tensor(image).float().div_(255.0)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, Any]]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        record = self.records[index]
+        image = self.load_image(record)
+        boxes = torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4)
+        # Boxes are in the annotated size; rescale if the file on disk differs.
+        height, width = image.shape[-2:]
+        if (width, height) != (record.width, record.height):
+            scale = torch.tensor([width / record.width, height / record.height] * 2)
+            boxes = boxes * scale
+        target = {
+            "boxes": boxes,
+            "labels": torch.tensor(record.labels, dtype=torch.int64),
+            "image_id": record.image_id,
+        }
+        if self.augmentation is not None:
+            generator = torch.Generator().manual_seed(seed if seed is not None else index)
+            image, target = self.augmentation(image, target, generator)
+        return image, target
+
+
+def _looks_like_lvis(dataset: dict) -> bool:
+    categories = dataset.get("categories") or []
+    images = dataset.get("images") or []
+    return bool(
+        (categories and isinstance(categories[0], dict) and "frequency" in categories[0])
+        or (images and isinstance(images[0], dict) and "neg_category_ids" in images[0])
+    )
+
+
+def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
+    """Detection batches are lists: images differ in size and targets in box count."""
+    images, targets = zip(*batch, strict=True)
+    return list(images), list(targets)

@@ -1,0 +1,142 @@
+"""Inference over a dataset and the official COCO / LVIS metrics for it.
+
+``predict`` turns a detector's outputs into COCO results records (image_id, the dataset's own
+category_id, bbox [x, y, w, h], score); ``evaluate_model`` writes them to ``detections.json`` and the
+metrics to ``metrics.json``; ``evaluate_run`` does both for a saved run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from libra_cli.data.coco import DetectionDataset, collate
+from libra_cli.engine.checkpoint import atomic_write_text
+from libra_cli.engine.metrics import LVIS_MAX_DETS, evaluate_detections
+from libra_cli.errors import LibraError
+
+
+def _detections_per_image(model: nn.Module) -> tuple[Any, str]:
+    """The module and attribute that cap detections per image (RoI heads or RetinaNet)."""
+    roi_heads = getattr(model, "roi_heads", None)
+    if roi_heads is not None:
+        return roi_heads, "detections_per_img"
+    return model, "detections_per_img"
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    dataset: DetectionDataset,
+    *,
+    device: torch.device,
+    batch_size: int = 4,
+    num_workers: int = 1,
+    max_detections: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``model`` over ``dataset`` and return COCO-format detections (boxes in original pixels)."""
+    owner, attribute = _detections_per_image(model)
+    saved_cap = getattr(owner, attribute)
+    if max_detections is not None:
+        setattr(owner, attribute, max_detections)
+    was_training = model.training
+    model.eval()
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+    )
+    results: list[dict[str, Any]] = []
+    done = 0
+    try:
+        for images, targets in loader:
+            images = [image.to(device, non_blocking=True) for image in images]
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                outputs = model(images)
+            for output, target in zip(outputs, targets, strict=True):
+                boxes = output["boxes"].float().cpu()
+                xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+                # Rounded once here so that the file and the metrics computed from it agree exactly.
+                xywh = xywh.mul(100).round().div(100).tolist()
+                scores = output["scores"].float().cpu().mul(1e5).round().div(1e5).tolist()
+                labels = output["labels"].cpu().tolist()
+                for box, score, label in zip(xywh, scores, labels, strict=True):
+                    results.append(
+                        {
+                            "image_id": target["image_id"],
+                            "category_id": dataset.label_to_category_id(label),
+                            "bbox": box,
+                            "score": score,
+                        }
+                    )
+            done += len(images)
+            if progress is not None:
+                progress(done, len(dataset))
+    finally:
+        setattr(owner, attribute, saved_cap)
+        model.train(was_training)
+    return results
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: DetectionDataset,
+    out_dir: str | Path,
+    *,
+    device: torch.device,
+    batch_size: int = 4,
+    num_workers: int = 1,
+    autocast_dtype: torch.dtype | None = None,
+    extra: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Predict, write ``out_dir/detections.json`` and ``out_dir/metrics.json``, return the metrics."""
+    start = time.perf_counter()
+    max_dets = LVIS_MAX_DETS if dataset.format == "lvis" else None
+    detections = predict(
+        model,
+        dataset,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        max_detections=max_dets,
+        autocast_dtype=autocast_dtype,
+        progress=progress,
+    )
+    inference_s = time.perf_counter() - start
+    out = Path(out_dir)
+    atomic_write_text(out / "detections.json", json.dumps(detections))
+    metrics = evaluate_detections(dataset.dataset, detections)
+    metrics.update(
+        {
+            "ann_file": str(dataset.ann_file),
+            "num_images": len(dataset),
+            "num_detections": len(detections),
+            "inference_s": round(inference_s, 3),
+            "images_per_s": round(len(dataset) / max(inference_s, 1e-9), 3),
+            **(extra or {}),
+        }
+    )
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise LibraError(f"{path}: no metrics (run `libra eval` first)") from exc
+    except json.JSONDecodeError as exc:
+        raise LibraError(f"{path}: not valid JSON ({exc})") from exc

@@ -1,0 +1,122 @@
+"""A run directory is the unit of record; this module knows its layout.
+
+RUN_DIR/
+  config.yaml          the resolved config (what the run did)
+  dataset.json         category ids/names and training-set class statistics
+  log.jsonl            one JSON line per logged iteration and per evaluation
+  checkpoints/last.pt  the latest state (model, optimizer, scaler, RNG, iteration)
+  checkpoints/best.pt  the state with the best val AP so far
+  eval/                detections.json, metrics.json (from training's final evaluation or `libra eval`)
+  analysis/            outputs of `libra analyze`
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from libra_cli.config import RunConfig, load_run_config
+from libra_cli.engine.checkpoint import atomic_write_text, load_checkpoint
+from libra_cli.errors import LibraError
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.root / "analysis"
+
+
+def write_dataset_info(layout: RunLayout, info: dict[str, Any]) -> None:
+    atomic_write_text(layout.dataset, json.dumps(info, indent=2))
+
+
+def read_dataset_info(layout: RunLayout) -> dict[str, Any]:
+    try:
+        info = json.loads(layout.dataset.read_text())
+    except FileNotFoundError as exc:
+        raise LibraError(f"{layout.root}: not a run directory (no dataset.json)") from exc
+    except json.JSONDecodeError as exc:
+        raise LibraError(f"{layout.dataset}: not valid JSON ({exc})") from exc
+    for key in ("category_ids", "images_per_class", "num_images"):
+        if key not in info:
+            raise LibraError(f"{layout.dataset}: missing field {key!r}")
+    return info
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LibraError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return torch.device(name)
+
+
+def load_trained_model(
+    run_dir: str | Path, checkpoint: str = "best", device: str | None = None
+) -> tuple[RunConfig, nn.Module, dict[str, Any], dict[str, Any]]:
+    """Rebuild a run's detector and load a checkpoint ("best", "last" or a path).
+
+    Returns (config, model on device in eval mode, dataset info, checkpoint metadata).
+    """
+    from libra_cli.models.build import build_detector
+
+    layout = RunLayout(Path(run_dir))
+    if not layout.root.is_dir():
+        raise LibraError(f"{run_dir}: run directory not found")
+    config = load_run_config(layout.root)
+    info = read_dataset_info(layout)
+    if checkpoint in ("best", "last"):
+        path = layout.best if checkpoint == "best" and layout.best.is_file() else layout.last
+    else:
+        path = Path(checkpoint)
+    state = load_checkpoint(path)
+    config.model.weights = None  # the checkpoint supersedes any initial weights file
+    config.model.backbone_weights = None
+    model = build_detector(
+        config,
+        len(info["category_ids"]),
+        images_per_class=torch.tensor(info["images_per_class"]),
+        num_images=info["num_images"],
+    )
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise LibraError(f"{path}: does not match the run's detector ({str(exc).splitlines()[0]})") from exc
+    target = resolve_device(device or config.train.device)
+    model.to(target).eval()
+    meta = {"checkpoint": str(path), "iteration": int(state["iteration"])}
+    return config, model, info, meta

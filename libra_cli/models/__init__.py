@@ -1,0 +1,1 @@
+"""Detector parts: the Balanced Feature Pyramid neck, RoI heads and the detector builder."""

@@ -1,0 +1,227 @@
+"""``build_detector``: compose a torchvision Faster R-CNN or RetinaNet from a run config.
+
+Every part is a torchvision module passed in by constructor injection; the Libra components replace or
+wrap exactly one part each and only when switched on:
+
+- ``--bfp``: the backbone is wrapped by ``BackboneWithBFP`` (pyramid in, balanced pyramid out);
+- ``--iou-sampling`` / ``--balanced-l1`` / ``--eql`` (Faster R-CNN): the RoI heads become
+  ``LibraRoIHeads``, a ``RoIHeads`` subclass with the same pooler, box head and matcher;
+- ``--balanced-l1`` (RetinaNet): the regression head's loss becomes balanced L1.
+
+With every switch off the result is the plain torchvision model (the tests compare losses).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet
+from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from libra_cli.config import RunConfig, resolved_component_settings
+from libra_cli.errors import LibraError
+from libra_cli.models.bfp import BackboneWithBFP
+
+RESNET_OUT_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+GROUP_NORM_GROUPS = 32
+
+
+def norm_layer(kind: str):
+    """Normalisation for the ResNet body. GroupNorm trains from scratch with small batches."""
+    if kind == "gn":
+        return lambda channels: nn.GroupNorm(GROUP_NORM_GROUPS, channels)
+    if kind == "bn":
+        return nn.BatchNorm2d
+    return FrozenBatchNorm2d
+
+
+def load_state_dict_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """Read a weights file without executing code from it (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LibraError(f"{path}: {what} file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling/format error is a bad file for the user
+        raise LibraError(f"{path}: not a loadable weights file ({type(exc).__name__}: {exc})") from exc
+    if isinstance(payload, dict) and isinstance(payload.get("model"), dict):
+        payload = payload["model"]
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise LibraError(f"{path}: {what} file does not hold a state_dict of tensors")
+    return payload
+
+
+def build_backbone(config: RunConfig) -> nn.Module:
+    """ResNet body + FPN (+ BFP). Faster R-CNN uses P2–P6, RetinaNet P3–P7 (SPEC §3)."""
+    model_cfg = config.model
+    body = getattr(resnet, model_cfg.backbone)(weights=None, norm_layer=norm_layer(model_cfg.norm))
+    if model_cfg.backbone_weights:
+        state = load_state_dict_file(model_cfg.backbone_weights, "backbone weights")
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = body.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("fc.")]:
+            raise LibraError(
+                f"{model_cfg.backbone_weights}: does not match {model_cfg.backbone} "
+                f"(missing {len(missing)}, unexpected {len(unexpected)} keys)"
+            )
+    stage_channels = RESNET_OUT_CHANNELS[model_cfg.backbone] // 8
+    channels = model_cfg.fpn_channels
+    if model_cfg.arch == "faster_rcnn":
+        returned, extra = [1, 2, 3, 4], LastLevelMaxPool()
+    else:
+        returned, extra = [2, 3, 4], LastLevelP6P7(channels, channels)
+    return_layers = {f"layer{k}": str(i) for i, k in enumerate(returned)}
+    in_channels = [stage_channels * 2 ** (k - 1) for k in returned]
+    backbone: nn.Module = BackboneWithFPN(body, return_layers, in_channels, channels, extra_blocks=extra)
+    if config.libra.bfp:
+        refine_level = resolved_component_settings(config)["bfp_refine_level"]
+        if not 0 <= refine_level < 5:
+            raise LibraError(f"libra.bfp_refine_level: must be in 0..4 for 5 pyramid levels, got {refine_level}")
+        backbone = BackboneWithBFP(
+            backbone, num_levels=5, refine_level=refine_level, refine_type=config.libra.bfp_refine
+        )
+    return backbone
+
+
+def build_detector(
+    config: RunConfig,
+    num_classes: int,
+    *,
+    images_per_class: torch.Tensor | None = None,
+    num_images: int | None = None,
+) -> nn.Module:
+    """A torchvision detector for ``num_classes`` foreground classes (labels 1..C).
+
+    ``images_per_class`` [C] and ``num_images`` (training-set statistics) are required by ``--eql``.
+    """
+    model_cfg, lib = config.model, config.libra
+    backbone = build_backbone(config)
+    anchor_sizes = tuple((size,) for size in model_cfg.anchor_sizes)
+    common = dict(
+        min_size=model_cfg.min_size,
+        max_size=model_cfg.max_size,
+        detections_per_img=model_cfg.detections_per_image,
+    )
+    if model_cfg.arch == "faster_rcnn":
+        model = _build_faster_rcnn(config, backbone, num_classes, anchor_sizes, images_per_class, num_images)
+    else:
+        # Three scales per level (x, x·2^(1/3), x·2^(2/3)), as in RetinaNet.
+        sizes = tuple((s, round(s * 2 ** (1 / 3)), round(s * 2 ** (2 / 3))) for (s,) in anchor_sizes)
+        anchors = AnchorGenerator(sizes, (tuple(model_cfg.aspect_ratios),) * len(sizes))
+        head = RetinaNetHead(
+            backbone.out_channels,
+            anchors.num_anchors_per_location()[0],
+            num_classes + 1,
+            norm_layer=partial(nn.GroupNorm, GROUP_NORM_GROUPS) if model_cfg.norm == "gn" else None,
+        )
+        if lib.balanced_l1:
+            from libra_cli.models.retinanet import use_balanced_l1
+
+            use_balanced_l1(
+                head, alpha=lib.bl1_alpha, gamma=lib.bl1_gamma, beta=resolved_component_settings(config)["bl1_beta"]
+            )
+        model = RetinaNet(
+            backbone,
+            num_classes + 1,
+            anchor_generator=anchors,
+            head=head,
+            score_thresh=model_cfg.score_thresh,
+            topk_candidates=1000,
+            **common,
+        )
+    if model_cfg.weights:
+        state = load_state_dict_file(model_cfg.weights, "detector weights")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise LibraError(f"{model_cfg.weights}: does not match the configured detector ({first})") from exc
+    return model
+
+
+def _build_faster_rcnn(
+    config: RunConfig,
+    backbone: nn.Module,
+    num_classes: int,
+    anchor_sizes: tuple[tuple[int, ...], ...],
+    images_per_class: torch.Tensor | None,
+    num_images: int | None,
+) -> FasterRCNN:
+    model_cfg, lib = config.model, config.libra
+    channels = backbone.out_channels
+    anchors = AnchorGenerator(anchor_sizes, (tuple(model_cfg.aspect_ratios),) * len(anchor_sizes))
+    pooler = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=model_cfg.roi_sampling_ratio)
+    box_head = TwoMLPHead(channels * 7 * 7, model_cfg.box_head_dim)
+    predictor = FastRCNNPredictor(model_cfg.box_head_dim, num_classes + 1)
+    model = FasterRCNN(
+        backbone,
+        num_classes=None,
+        min_size=model_cfg.min_size,
+        max_size=model_cfg.max_size,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=model_cfg.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=model_cfg.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=model_cfg.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=model_cfg.rpn_post_nms_top_n_test,
+        rpn_batch_size_per_image=model_cfg.rpn_batch_size_per_image,
+        box_roi_pool=pooler,
+        box_head=box_head,
+        box_predictor=predictor,
+        box_score_thresh=model_cfg.score_thresh,
+        box_detections_per_img=model_cfg.detections_per_image,
+        box_batch_size_per_image=model_cfg.roi_batch_size_per_image,
+        box_positive_fraction=model_cfg.roi_positive_fraction,
+    )
+    if lib.iou_sampling or lib.balanced_l1 or lib.eql:
+        model.roi_heads = _libra_roi_heads(config, model.roi_heads, num_classes, images_per_class, num_images)
+    return model
+
+
+def _libra_roi_heads(config, plain_heads, num_classes, images_per_class, num_images):
+    """Replace torchvision's RoIHeads by the subclass carrying the switched-on components."""
+    from libra_cli.losses import image_frequency, tail_class_mask
+    from libra_cli.models.roi_heads import LibraRoIHeads
+    from libra_cli.sampling import IoUBalancedSampler
+
+    model_cfg, lib = config.model, config.libra
+    sampler = None
+    if lib.iou_sampling:
+        try:
+            sampler = IoUBalancedSampler(
+                batch_size_per_image=model_cfg.roi_batch_size_per_image,
+                positive_fraction=model_cfg.roi_positive_fraction,
+                num_bins=lib.iou_bins,
+                floor_thr=lib.iou_floor_thr,
+                floor_fraction=lib.iou_floor_fraction,
+                bins_upper=lib.iou_bins_upper,
+                neg_iou_thr=0.5,
+                pos_balance=lib.pos_balance,
+            )
+        except ValueError as exc:
+            raise LibraError(f"libra: invalid IoU-balanced sampling settings ({exc})") from exc
+    balanced_l1 = None
+    if lib.balanced_l1:
+        beta = resolved_component_settings(config)["bl1_beta"]
+        balanced_l1 = {"alpha": lib.bl1_alpha, "gamma": lib.bl1_gamma, "beta": beta}
+    tail_mask = None
+    if lib.eql:
+        if images_per_class is None or not num_images:
+            raise LibraError("libra.eql: needs the training set's per-class image counts")
+        tail_mask = tail_class_mask(image_frequency(images_per_class, num_images), lib.eql_lambda)
+    return LibraRoIHeads.from_plain(
+        plain_heads,
+        num_classes=num_classes,
+        iou_sampler=sampler,
+        balanced_l1=balanced_l1,
+        eql_tail_mask=tail_mask,
+    )

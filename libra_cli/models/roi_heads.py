@@ -1,0 +1,420 @@
+"""``LibraRoIHeads``: torchvision's Faster R-CNN RoI heads with the Libra R-CNN and EQL components.
+
+Each component changes exactly one step of torchvision's ``RoIHeads`` and is off unless given:
+
+- ``iou_sampler`` (SPEC §2): the RoIs of each image are chosen by an ``IoUBalancedSampler``, which needs
+  every proposal's largest IoU with the GT boxes, instead of by torchvision's random sampler;
+- ``balanced_l1`` (SPEC §4): the box loss of the sampled positives is balanced L1 instead of smooth L1;
+- ``eql_tail_mask`` (SPEC §5): the classifier becomes a sigmoid classifier over the C foreground classes
+  (``EQLPredictor``) trained with the equalization loss, and detections are scored by its sigmoids.
+
+Everything else (pooling, box head, matching thresholds, box coding, NMS) is torchvision's, reached
+through ``super()``. Only the box branch is supported: Faster R-CNN, no mask or keypoint heads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import boxes as box_ops
+
+from libra_cli.losses import balanced_l1_loss, equalization_loss, init_eql_classifier
+
+# torchvision's RoI-head box loss: smooth L1 with this β, summed and divided by the sampled RoIs.
+TORCHVISION_SMOOTH_L1_BETA = 1 / 9
+BALANCED_L1_KEYS = {"alpha", "gamma", "beta"}
+
+
+class EQLPredictor(nn.Module):
+    """Box predictor with a sigmoid classifier over the C foreground classes (EQL, SPEC §5).
+
+    Unlike torchvision's ``FastRCNNPredictor`` there is no background logit: a background RoI is one
+    whose C sigmoids are all low. The box regressor keeps torchvision's layout, (C + 1) × 4 deltas with
+    class k's at columns 4k..4k+3, so torchvision's box decoding applies unchanged.
+
+    The classifier starts as the EQL reference does (``init_eql_classifier``: weights N(0, 0.01²), every
+    class at prior probability 0.001), so that the C negative terms of an untrained classifier do not
+    swamp the loss.
+
+    Args:
+        in_features: width of the box head's output.
+        num_classes: C, the number of foreground classes.
+    """
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.cls_score = nn.Linear(in_features, num_classes)
+        self.bbox_pred = nn.Linear(in_features, (num_classes + 1) * 4)
+        init_eql_classifier(self.cls_score)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: x [R, in_features] (or [R, in_features, 1, 1]) box-head features.
+
+        Returns:
+            (class_logits [R, C], box_regression [R, (C + 1) * 4]).
+        """
+        x = x.flatten(start_dim=1)
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class LibraRoIHeads(RoIHeads):
+    """torchvision ``RoIHeads`` with IoU-balanced sampling, balanced L1 and/or the equalization loss.
+
+    Build it with :meth:`from_plain` from the ``RoIHeads`` torchvision's ``FasterRCNN`` made. With every
+    component off it computes exactly what the plain head computes.
+
+    Args:
+        box_roi_pool, box_head, box_predictor, fg_iou_thresh, bg_iou_thresh, batch_size_per_image,
+            positive_fraction, bbox_reg_weights, score_thresh, nms_thresh, detections_per_img:
+            as torchvision's ``RoIHeads``.
+        num_classes: C, the number of foreground classes (labels 1..C).
+        iou_sampler: called as ``iou_sampler(labels, max_ious, matched_gt)`` per batch (e.g.
+            ``libra_cli.sampling.IoUBalancedSampler``); None keeps torchvision's random sampler.
+        balanced_l1: ``{"alpha", "gamma", "beta"}`` of the balanced L1 box loss; None keeps smooth L1.
+        eql_tail_mask: [C] bool, the tail classes T_λ(f_j) of the equalization loss; None keeps the
+            softmax classifier and cross-entropy. When given, ``box_predictor`` is replaced by an
+            ``EQLPredictor`` of the same input width.
+    """
+
+    def __init__(
+        self,
+        box_roi_pool: nn.Module,
+        box_head: nn.Module,
+        box_predictor: nn.Module,
+        fg_iou_thresh: float,
+        bg_iou_thresh: float,
+        batch_size_per_image: int,
+        positive_fraction: float,
+        bbox_reg_weights: tuple[float, float, float, float] | None,
+        score_thresh: float,
+        nms_thresh: float,
+        detections_per_img: int,
+        *,
+        num_classes: int,
+        iou_sampler=None,
+        balanced_l1: dict[str, float] | None = None,
+        eql_tail_mask: torch.Tensor | None = None,
+    ) -> None:
+        if eql_tail_mask is not None:
+            eql_tail_mask = torch.as_tensor(eql_tail_mask, dtype=torch.bool)
+            if eql_tail_mask.shape != (num_classes,):
+                raise ValueError(
+                    f"eql_tail_mask must be [{num_classes}] (one flag per foreground class); "
+                    f"got shape {tuple(eql_tail_mask.shape)}"
+                )
+            box_predictor = EQLPredictor(_predictor_in_features(box_predictor), num_classes)
+        super().__init__(
+            box_roi_pool,
+            box_head,
+            box_predictor,
+            fg_iou_thresh,
+            bg_iou_thresh,
+            batch_size_per_image,
+            positive_fraction,
+            bbox_reg_weights,
+            score_thresh,
+            nms_thresh,
+            detections_per_img,
+        )
+        self.num_classes = num_classes
+        self.iou_sampler = iou_sampler
+        self.balanced_l1 = _checked_balanced_l1(balanced_l1)
+        # A buffer, so that it moves with the model to the GPU and is saved with its weights.
+        self.register_buffer("eql_tail_mask", eql_tail_mask)
+
+    @classmethod
+    def from_plain(
+        cls,
+        plain: RoIHeads,
+        *,
+        num_classes: int,
+        iou_sampler=None,
+        balanced_l1: dict[str, float] | None = None,
+        eql_tail_mask: torch.Tensor | None = None,
+    ) -> LibraRoIHeads:
+        """The Libra head that reuses ``plain``'s modules (shared, not copied) and settings.
+
+        Reused: box_roi_pool, box_head, box_predictor (unless EQL replaces it), the matcher's IoU
+        thresholds, the sampler's batch size and positive fraction, the box coder's weights, the score
+        and NMS thresholds and the detections per image.
+
+        Raises:
+            ValueError: ``plain`` has mask or keypoint heads (only the box branch is supported), or its
+                predictor does not score C + 1 classes.
+        """
+        if plain.has_mask() or plain.has_keypoint():
+            raise ValueError("LibraRoIHeads supports the box branch only (no mask or keypoint heads)")
+        cls_score = getattr(plain.box_predictor, "cls_score", None)
+        if isinstance(cls_score, nn.Linear) and cls_score.out_features != num_classes + 1:
+            raise ValueError(
+                f"the box predictor scores {cls_score.out_features} classes; expected num_classes + 1 = "
+                f"{num_classes + 1} (background included)"
+            )
+        return cls(
+            plain.box_roi_pool,
+            plain.box_head,
+            plain.box_predictor,
+            plain.proposal_matcher.high_threshold,
+            plain.proposal_matcher.low_threshold,
+            plain.fg_bg_sampler.batch_size_per_image,
+            plain.fg_bg_sampler.positive_fraction,
+            plain.box_coder.weights,
+            plain.score_thresh,
+            plain.nms_thresh,
+            plain.detections_per_img,
+            num_classes=num_classes,
+            iou_sampler=iou_sampler,
+            balanced_l1=balanced_l1,
+            eql_tail_mask=eql_tail_mask,
+        )
+
+    @property
+    def changes_loss(self) -> bool:
+        """Whether the training losses differ from torchvision's ``fastrcnn_loss``."""
+        return self.balanced_l1 is not None or self.eql_tail_mask is not None
+
+    # ---- training: sampling -------------------------------------------------------------------------
+
+    def match_proposals(
+        self,
+        proposals: list[torch.Tensor],
+        gt_boxes: list[torch.Tensor],
+        gt_labels: list[torch.Tensor],
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """torchvision's ``assign_targets_to_proposals``, also returning each proposal's largest IoU.
+
+        torchvision computes the GT × proposal IoU matrix inside ``assign_targets_to_proposals`` and
+        drops it; the IoU-balanced sampler needs its column maxima. So the assignment is made here from
+        one IoU matrix per image, with torchvision's ``proposal_matcher`` and its labelling rules.
+
+        Args:
+            proposals: per image, Tensor[N_i, 4] (x1, y1, x2, y2), GT boxes already appended.
+            gt_boxes: per image, Tensor[G_i, 4] (x1, y1, x2, y2); G_i may be 0.
+            gt_labels: per image, Int64Tensor[G_i] in 1..C.
+
+        Returns:
+            (matched_gt, labels, max_ious), per image: Int64Tensor[N_i] index of the matched GT box
+            (0 where unmatched, as torchvision clamps it); Int64Tensor[N_i] label (> 0 foreground,
+            0 background, −1 between the thresholds, ignored); Tensor[N_i] largest IoU with any GT box
+            (0 in an image without GT boxes, whose proposals are all background).
+        """
+        matcher = self.proposal_matcher
+        all_matched, all_labels, all_max_ious = [], [], []
+        for proposals_in_image, gt_boxes_in_image, gt_labels_in_image in zip(
+            proposals, gt_boxes, gt_labels, strict=True
+        ):
+            num_proposals = proposals_in_image.shape[0]
+            device = proposals_in_image.device
+            if gt_boxes_in_image.numel() == 0:
+                matched = torch.zeros(num_proposals, dtype=torch.int64, device=device)
+                labels = torch.zeros(num_proposals, dtype=torch.int64, device=device)
+                max_ious = torch.zeros(num_proposals, dtype=proposals_in_image.dtype, device=device)
+            else:
+                ious = box_ops.box_iou(gt_boxes_in_image, proposals_in_image)  # [G, N]
+                max_ious = ious.max(dim=0).values
+                raw_matches = matcher(ious)
+                matched = raw_matches.clamp(min=0)
+                labels = gt_labels_in_image[matched].to(torch.int64)
+                labels[raw_matches == matcher.BELOW_LOW_THRESHOLD] = 0
+                labels[raw_matches == matcher.BETWEEN_THRESHOLDS] = -1
+            all_matched.append(matched)
+            all_labels.append(labels)
+            all_max_ious.append(max_ious)
+        return all_matched, all_labels, all_max_ious
+
+    def select_training_samples(
+        self,
+        proposals: list[torch.Tensor],
+        targets: list[dict[str, torch.Tensor]] | None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """torchvision's RoI sampling, with the IoU-balanced sampler when one is set (SPEC §2).
+
+        As torchvision: the GT boxes are appended to the proposals (their IoU is 1) and every proposal
+        is matched; then ``iou_sampler(labels, max_ious, matched_gt)`` chooses the RoIs instead of
+        ``fg_bg_sampler(labels)``, and the chosen RoIs' regression targets are encoded as torchvision
+        does.
+
+        Args:
+            proposals: per image, Tensor[N_i, 4] (x1, y1, x2, y2) from the RPN.
+            targets: per image, {"boxes": Tensor[G_i, 4] (x1, y1, x2, y2), "labels": Int64Tensor[G_i]}.
+
+        Returns:
+            (proposals, matched_gt, labels, regression_targets) of the sampled RoIs, per image:
+            Tensor[S_i, 4], Int64Tensor[S_i], Int64Tensor[S_i], Tensor[S_i, 4] (encoded deltas).
+        """
+        if self.iou_sampler is None:
+            return super().select_training_samples(proposals, targets)
+        self.check_targets(targets)
+        dtype, device = proposals[0].dtype, proposals[0].device
+        gt_boxes = [t["boxes"].to(dtype) for t in targets]
+        gt_labels = [t["labels"] for t in targets]
+        proposals = self.add_gt_proposals(proposals, gt_boxes)
+        matched_gt, labels, max_ious = self.match_proposals(proposals, gt_boxes, gt_labels)
+        positive_masks, negative_masks = self.iou_sampler(labels, max_ious, matched_gt)
+
+        matched_gt_boxes = []
+        for i, (positive, negative) in enumerate(zip(positive_masks, negative_masks, strict=True)):
+            sampled = torch.where(positive | negative)[0]
+            proposals[i] = proposals[i][sampled]
+            labels[i] = labels[i][sampled]
+            matched_gt[i] = matched_gt[i][sampled]
+            # An image without GT boxes has only background RoIs; their targets are encoded against a
+            # dummy box and never enter the loss (as in torchvision).
+            boxes = gt_boxes[i] if gt_boxes[i].numel() else torch.zeros((1, 4), dtype=dtype, device=device)
+            matched_gt_boxes.append(boxes[matched_gt[i]])
+        regression_targets = self.box_coder.encode(matched_gt_boxes, proposals)
+        return proposals, matched_gt, labels, regression_targets
+
+    # ---- training: losses ---------------------------------------------------------------------------
+
+    def forward(
+        self,
+        features: dict[str, torch.Tensor],
+        proposals: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: list[dict[str, torch.Tensor]] | None = None,
+    ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """torchvision's forward, except that training with balanced L1 or EQL uses :meth:`box_losses`.
+
+        Args:
+            features: FPN maps by name, each Tensor[B, channels, H, W].
+            proposals: per image, Tensor[N_i, 4] (x1, y1, x2, y2).
+            image_shapes: per image, (height, width) after resizing.
+            targets: per image, {"boxes", "labels"}; required in training.
+
+        Returns:
+            (detections, losses): in training ([], {"loss_classifier", "loss_box_reg"}); in evaluation
+            (per image {"boxes" [D, 4], "labels" [D], "scores" [D]}, {}).
+        """
+        if not (self.training and self.changes_loss):
+            return super().forward(features, proposals, image_shapes, targets)
+        proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        return [], self.box_losses(class_logits, box_regression, labels, regression_targets)
+
+    def box_losses(
+        self,
+        class_logits: torch.Tensor,
+        box_regression: torch.Tensor,
+        labels: list[torch.Tensor],
+        regression_targets: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """Classification and box losses of the sampled RoIs, under torchvision's keys.
+
+        - ``loss_classifier``: the equalization loss (SPEC §5) with a tail mask, else cross-entropy.
+        - ``loss_box_reg``: over the sampled positives, the deltas of their own class against their
+          targets, balanced L1 (SPEC §4, loss weight 1.0) if set, else smooth L1 with β = 1/9; summed and
+          divided by the number of sampled RoIs (positives and negatives), as torchvision normalises.
+
+        Args:
+            class_logits: [R, C + 1] softmax logits, or [R, C] sigmoid logits with EQL.
+            box_regression: [R, (C + 1) * 4] encoded deltas, class k at columns 4k..4k+3.
+            labels: per image, Int64Tensor[S_i] in 0..C (R = Σ S_i).
+            regression_targets: per image, Tensor[S_i, 4] encoded target deltas.
+        """
+        labels = torch.cat(labels, dim=0)
+        regression_targets = torch.cat(regression_targets, dim=0)
+
+        if self.eql_tail_mask is not None:
+            loss_classifier = equalization_loss(class_logits, labels, self.eql_tail_mask)
+        else:
+            loss_classifier = F.cross_entropy(class_logits, labels)
+
+        positives = torch.where(labels > 0)[0]
+        deltas_per_class = box_regression.reshape(box_regression.shape[0], -1, 4)
+        predicted, target = deltas_per_class[positives, labels[positives]], regression_targets[positives]
+        if self.balanced_l1 is not None:
+            box_loss = balanced_l1_loss(predicted, target, **self.balanced_l1, reduction="sum")
+        else:
+            box_loss = F.smooth_l1_loss(predicted, target, beta=TORCHVISION_SMOOTH_L1_BETA, reduction="sum")
+        return {"loss_classifier": loss_classifier, "loss_box_reg": box_loss / labels.numel()}
+
+    # ---- inference ----------------------------------------------------------------------------------
+
+    def postprocess_detections(
+        self,
+        class_logits: torch.Tensor,
+        box_regression: torch.Tensor,
+        proposals: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """torchvision's post-processing; with EQL the scores are the C sigmoids, not a softmax.
+
+        A softmax over sigmoid logits would make the classes compete, which EQL's classifier was not
+        trained for (SPEC §5: at test time the scores are the sigmoids). The sigmoid scores are put in
+        torchvision's [R, C + 1] layout with a zero background column and selected as torchvision does.
+
+        Returns:
+            Per image: boxes [D, 4] (x1, y1, x2, y2), scores [D], labels [D] in 1..C.
+        """
+        if self.eql_tail_mask is None:
+            return super().postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        scores = F.pad(torch.sigmoid(class_logits), (1, 0))  # background column of zeros, [R, C + 1]
+        return self.select_detections(scores, box_regression, proposals, image_shapes)
+
+    def select_detections(
+        self,
+        scores: torch.Tensor,
+        box_regression: torch.Tensor,
+        proposals: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """torchvision's detection selection for class scores that are already probabilities.
+
+        Each (RoI, foreground class) pair is a candidate with its class's decoded box, clipped to the
+        image; candidates at or below ``score_thresh`` and boxes narrower than 0.01 are dropped, NMS runs
+        per class at ``nms_thresh``, and the ``detections_per_img`` best are kept.
+
+        Args:
+            scores: [R, C + 1] per-class scores, column 0 the background (never a detection).
+            box_regression: [R, (C + 1) * 4] encoded deltas.
+            proposals: per image, Tensor[N_i, 4] (x1, y1, x2, y2), R = Σ N_i.
+            image_shapes: per image, (height, width).
+
+        Returns:
+            Per image: boxes [D, 4], scores [D], labels [D] in 1..C.
+        """
+        boxes_per_image = [len(p) for p in proposals]
+        pred_boxes = self.box_coder.decode(box_regression, proposals)  # [R, C + 1, 4]
+        class_ids = torch.arange(scores.shape[1], device=scores.device)
+        all_boxes, all_scores, all_labels = [], [], []
+        for boxes, image_scores, image_shape in zip(
+            pred_boxes.split(boxes_per_image), scores.split(boxes_per_image), image_shapes, strict=True
+        ):
+            boxes = box_ops.clip_boxes_to_image(boxes, image_shape)[:, 1:].reshape(-1, 4)
+            labels = class_ids.expand_as(image_scores)[:, 1:].reshape(-1)
+            image_scores = image_scores[:, 1:].reshape(-1)
+
+            keep = torch.where(image_scores > self.score_thresh)[0]
+            boxes, image_scores, labels = boxes[keep], image_scores[keep], labels[keep]
+            keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+            boxes, image_scores, labels = boxes[keep], image_scores[keep], labels[keep]
+            keep = box_ops.batched_nms(boxes, image_scores, labels, self.nms_thresh)
+            keep = keep[: self.detections_per_img]
+            all_boxes.append(boxes[keep])
+            all_scores.append(image_scores[keep])
+            all_labels.append(labels[keep])
+        return all_boxes, all_scores, all_labels
+
+
+def _predictor_in_features(box_predictor: nn.Module) -> int:
+    """The input width of a torchvision-style predictor (one with a ``cls_score`` linear layer)."""
+    cls_score = getattr(box_predictor, "cls_score", None)
+    if not isinstance(cls_score, nn.Linear):
+        raise ValueError("EQL needs a box predictor with a `cls_score` nn.Linear (to read its input width)")
+    return cls_score.in_features
+
+
+def _checked_balanced_l1(settings: dict[str, float] | None) -> dict[str, float] | None:
+    """The balanced L1 settings as floats, checked now rather than at the first training step."""
+    if settings is None:
+        return None
+    if set(settings) != BALANCED_L1_KEYS:
+        raise ValueError(f"balanced_l1 must have exactly the keys {sorted(BALANCED_L1_KEYS)}; got {sorted(settings)}")
+    settings = {key: float(value) for key, value in settings.items()}
+    empty = torch.zeros(0)
+    balanced_l1_loss(empty, empty, **settings, reduction="sum")  # raises LossArgumentError on α, γ, β <= 0
+    return settings

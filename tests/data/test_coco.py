@@ -1,0 +1,166 @@
+"""DetectionDataset: torchvision-style targets, sparse-id round trip, crowd handling, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from libra_cli.data.coco import DetectionDataset
+from libra_cli.data.sampler import IterationBatchSampler
+from libra_cli.data.transforms import TrainAugmentation, hflip
+from libra_cli.errors import LibraError
+
+
+def write_dataset(root: Path, *, annotations, categories, images=None, size=(40, 30)) -> Path:
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    images = images or [
+        {"id": 10, "file_name": "a.png", "width": size[0], "height": size[1]},
+        {"id": 20, "file_name": "b.png", "width": size[0], "height": size[1]},
+    ]
+    for image in images:
+        Image.new("RGB", (image["width"], image["height"]), (10, 20, 30)).save(root / "img" / image["file_name"])
+    path = root / "ann.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+SPARSE_CATEGORIES = [{"id": 12, "name": "c"}, {"id": 3, "name": "a"}, {"id": 7, "name": "b"}]
+
+
+def test_sparse_category_ids_map_to_contiguous_labels_and_back(tmp_path):
+    anns = [
+        {"id": 1, "image_id": 10, "category_id": 3, "bbox": [1, 2, 10, 5], "area": 50, "iscrowd": 0},
+        {"id": 2, "image_id": 10, "category_id": 12, "bbox": [5, 5, 4, 4], "area": 16, "iscrowd": 0},
+        {"id": 3, "image_id": 20, "category_id": 7, "bbox": [0, 0, 8, 8], "area": 64, "iscrowd": 0},
+    ]
+    ds = DetectionDataset(write_dataset(tmp_path, annotations=anns, categories=SPARSE_CATEGORIES), tmp_path / "img")
+    # Sorted ids 3, 7, 12 become labels 1, 2, 3.
+    assert ds.category_ids == [3, 7, 12]
+    _, target = ds[0]
+    assert target["labels"].tolist() == [1, 3]
+    # xywh [1, 2, 10, 5] → xyxy [1, 2, 11, 7]
+    assert target["boxes"].tolist() == [[1.0, 2.0, 11.0, 7.0], [5.0, 5.0, 9.0, 9.0]]
+    assert [ds.label_to_category_id(label) for label in (1, 2, 3)] == [3, 7, 12]
+    assert ds.category_names() == ["a", "b", "c"]
+
+
+def test_crowd_boxes_are_excluded_and_images_without_boxes_are_kept(tmp_path):
+    anns = [
+        {"id": 1, "image_id": 10, "category_id": 3, "bbox": [1, 2, 10, 5], "area": 50, "iscrowd": 1},
+        {"id": 2, "image_id": 10, "category_id": 7, "bbox": [5, 5, 4, 4], "area": 16},  # no iscrowd field
+    ]
+    ds = DetectionDataset(write_dataset(tmp_path, annotations=anns, categories=SPARSE_CATEGORIES), tmp_path / "img")
+    assert len(ds) == 2
+    image, target = ds[0]
+    assert image.shape == (3, 30, 40) and image.dtype == torch.float32
+    assert target["labels"].tolist() == [2]
+    _, empty = ds[1]
+    assert empty["boxes"].shape == (0, 4) and empty["labels"].shape == (0,)
+
+
+def test_images_per_class_counts_each_image_once(tmp_path):
+    anns = [
+        {"id": 1, "image_id": 10, "category_id": 3, "bbox": [1, 1, 4, 4], "iscrowd": 0},
+        {"id": 2, "image_id": 10, "category_id": 3, "bbox": [6, 6, 4, 4], "iscrowd": 0},
+        {"id": 3, "image_id": 20, "category_id": 3, "bbox": [6, 6, 4, 4], "iscrowd": 0},
+        {"id": 4, "image_id": 20, "category_id": 12, "bbox": [6, 6, 4, 4], "iscrowd": 0},
+    ]
+    ds = DetectionDataset(write_dataset(tmp_path, annotations=anns, categories=SPARSE_CATEGORIES), tmp_path / "img")
+    assert ds.images_per_class().tolist() == [2, 0, 1]
+    assert ds.instances_per_class().tolist() == [3, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("annotation", "message"),
+    [
+        ({"id": 1, "image_id": 10, "category_id": 99, "bbox": [1, 1, 4, 4]}, "unknown category id 99"),
+        ({"id": 1, "image_id": 77, "category_id": 3, "bbox": [1, 1, 4, 4]}, "unknown image id 77"),
+        ({"id": 1, "image_id": 10, "category_id": 3, "bbox": [1, 1, 0, 4]}, "zero or negative size"),
+        ({"id": 1, "image_id": 10, "category_id": 3, "bbox": [100, 100, 4, 4]}, "outside the image"),
+        ({"id": 1, "image_id": 10, "category_id": 3}, "missing field 'bbox'"),
+    ],
+)
+def test_bad_annotations_name_the_field_and_value(tmp_path, annotation, message):
+    path = write_dataset(tmp_path, annotations=[annotation], categories=SPARSE_CATEGORIES)
+    with pytest.raises(LibraError, match=message) as info:
+        DetectionDataset(path, tmp_path / "img")
+    assert "annotations[0]" in str(info.value) or "unknown" in str(info.value)
+
+
+def test_skip_mode_drops_degenerate_boxes_and_counts_them(tmp_path):
+    anns = [
+        {"id": 1, "image_id": 10, "category_id": 3, "bbox": [1, 1, 0, 4]},
+        {"id": 2, "image_id": 10, "category_id": 3, "bbox": [1, 1, 5, 4]},
+    ]
+    path = write_dataset(tmp_path, annotations=anns, categories=SPARSE_CATEGORIES)
+    ds = DetectionDataset(path, tmp_path / "img", on_bad_sample="skip")
+    assert ds.skipped_boxes == 1
+    assert ds[0][1]["labels"].tolist() == [1]
+
+
+def test_not_json_and_path_escape_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    (tmp_path / "img").mkdir()
+    with pytest.raises(LibraError, match="not valid JSON"):
+        DetectionDataset(bad, tmp_path / "img")
+    images = [{"id": 1, "file_name": "../escape.png", "width": 8, "height": 8}]
+    path = tmp_path / "esc.json"
+    path.write_text(json.dumps({"images": images, "annotations": [], "categories": SPARSE_CATEGORIES}))
+    with pytest.raises(LibraError, match="outside the image folder"):
+        DetectionDataset(path, tmp_path / "img")
+
+
+def test_lvis_v1_images_are_found_through_coco_url(tmp_path):
+    images = [
+        {
+            "id": 5,
+            "coco_url": "http://host/train2017/000005.png",
+            "width": 16,
+            "height": 16,
+            "neg_category_ids": [],
+            "not_exhaustive_category_ids": [],
+        }
+    ]
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "img" / "000005.png")
+    categories = [{"id": 1, "name": "x", "frequency": "r"}]
+    path = tmp_path / "lvis.json"
+    path.write_text(json.dumps({"images": images, "annotations": [], "categories": categories}))
+    ds = DetectionDataset(path, tmp_path / "img")
+    assert ds.format == "lvis"
+    assert ds.records[0].path.name == "000005.png"
+
+
+def test_hflip_mirrors_boxes():
+    image = torch.arange(2 * 4, dtype=torch.float32).reshape(1, 2, 4).repeat(3, 1, 1)
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 2.0]])
+    flipped, new_boxes = hflip(image, boxes)
+    assert new_boxes.tolist() == [[3.0, 0.0, 4.0, 2.0]]  # x' = W − x with W = 4
+    assert flipped[0, 0].tolist() == [3.0, 2.0, 1.0, 0.0]
+
+
+def test_augmentation_depends_only_on_the_seed():
+    image = torch.rand(3, 8, 8)
+    target = {"boxes": torch.tensor([[1.0, 1.0, 3.0, 3.0]]), "labels": torch.tensor([1])}
+    aug = TrainAugmentation(hflip_prob=0.5)
+    first = aug(image, target, torch.Generator().manual_seed(42))
+    second = aug(image, target, torch.Generator().manual_seed(42))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1]["boxes"], second[1]["boxes"])
+
+
+def test_iteration_sampler_resumes_exactly_and_splits_across_ranks():
+    full = list(IterationBatchSampler(10, 4, seed=1, start_iter=0, max_iters=7))
+    resumed = list(IterationBatchSampler(10, 4, seed=1, start_iter=3, max_iters=7))
+    assert resumed == full[3:]
+    # Every epoch visits each of the 10 images once: positions 0..9 are the first permutation.
+    first_epoch = [index for batch in full for index, _ in batch][:10]
+    assert sorted(first_epoch) == list(range(10))
+    rank0 = list(IterationBatchSampler(10, 4, seed=1, start_iter=0, max_iters=7, rank=0, world_size=2))
+    rank1 = list(IterationBatchSampler(10, 4, seed=1, start_iter=0, max_iters=7, rank=1, world_size=2))
+    for k in range(7):
+        assert sorted(rank0[k] + rank1[k]) == sorted(full[k])

@@ -1,0 +1,379 @@
+"""The synthetic benchmark: determinism, valid COCO / LVIS files, size spread, occlusion, crowd, long tail."""
+
+import contextlib
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from libra_cli.compat import import_lvis
+from libra_cli.data import synth
+from libra_cli.data.synth import (
+    COLOURS,
+    LONG_TAIL_NUM_CLASSES,
+    SHAPES,
+    SynthSpec,
+    benchmark_exists,
+    category_list,
+    generate_benchmark,
+    read_benchmark_spec,
+)
+from libra_cli.errors import LibraError
+
+SMALL = SynthSpec(num_train=6, num_val=3, image_size=96, seed=5)
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _file_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _quiet_coco(path: Path) -> COCO:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+@pytest.fixture(scope="module")
+def small_benchmark(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("small")
+    generate_benchmark(out, SMALL)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sizes_benchmark(tmp_path_factory) -> Path:
+    """40 training images at 256 px, the resolution the size ranges are designed for."""
+    out = tmp_path_factory.mktemp("sizes")
+    generate_benchmark(out, SynthSpec(num_train=40, num_val=0, image_size=256, seed=3))
+    return out
+
+
+@pytest.fixture(scope="module")
+def long_tail_benchmark(tmp_path_factory) -> Path:
+    """The default 500 training images with the documented long-tail class count (64 px keeps it quick:
+    class labels are drawn the same way at any resolution)."""
+    out = tmp_path_factory.mktemp("long_tail")
+    generate_benchmark(out, SynthSpec(num_val=40, image_size=64, long_tail=True, num_classes=LONG_TAIL_NUM_CLASSES))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- categories
+
+
+def test_first_categories_alternate_shape_and_colour():
+    # 4 shapes × 2 colours, the colour shifting with the shape, so any prefix is easy to tell apart.
+    assert [f"{c} {s}" for s, c in category_list()[:8]] == [
+        "red circle",
+        "blue square",
+        "red triangle",
+        "blue star",
+        "blue circle",
+        "red square",
+        "blue triangle",
+        "red star",
+    ]
+
+
+def test_category_list_holds_every_shape_colour_pair_once():
+    pairs = category_list()
+    assert len(pairs) == len(SHAPES) * len(COLOURS) == 64
+    assert set(pairs) == {(s, c) for s in SHAPES for c in COLOURS}
+
+
+def test_look_alikes_are_never_a_category():
+    # Shapes: disjoint sets. Colours: two jittered colours (±15 per channel each) can only coincide if
+    # their base colours are within 30 in every channel; every distractor colour is farther than that.
+    assert not set(synth._DISTRACTOR_SHAPES) & set(SHAPES)
+    jitter_reach = 2 * synth._COLOUR_JITTER
+    for fake in synth._DISTRACTOR_COLOURS:
+        for real in COLOURS.values():
+            assert max(abs(a - b) for a, b in zip(fake, real, strict=True)) > jitter_reach, (fake, real)
+
+
+# ---------------------------------------------------------------------------------------- drawing
+
+
+def test_paint_returns_the_tight_pixel_extent_and_leaves_holes_open():
+    canvas = Image.new("RGB", (64, 64), (0, 0, 0))
+    square = np.array([[10.0, 10.0], [30.0, 10.0], [30.0, 20.0], [10.0, 20.0]])
+    extent = synth._paint(canvas, square, None, (200, 100, 40))
+    # Pillow fills the vertex pixels, so columns 10..30 and rows 10..20: exclusive ends 31 and 21.
+    assert extent == (10, 10, 31, 21)
+    assert canvas.getpixel((20, 15)) == (200, 100, 40)  # inside
+    assert canvas.getpixel((10, 10)) == (100, 50, 20)  # the rim is half as bright
+    assert canvas.getpixel((9, 15)) == (0, 0, 0) and canvas.getpixel((31, 15)) == (0, 0, 0)
+
+    ring = Image.new("RGB", (64, 64), (0, 0, 0))
+    outer, hole = synth._unit_shape("ring")
+    extent = synth._paint(
+        ring,
+        synth._place(outer, (32.0, 32.0), 40.0, 40.0, 0.0),
+        synth._place(hole, (32.0, 32.0), 40.0, 40.0, 0.0),
+        (0, 200, 0),
+    )
+    assert extent == (12, 12, 53, 53)  # radius 20 around 32: pixels 12..52
+    assert ring.getpixel((32, 32)) == (0, 0, 0)  # the hole shows what lay beneath
+    assert ring.getpixel((32, 15)) == (0, 200, 0)  # on the band between radius 11 and 20
+
+
+def test_paint_clips_the_extent_to_the_image():
+    canvas = Image.new("RGB", (64, 64), (0, 0, 0))
+    half_outside = np.array([[-20.0, 5.0], [20.0, 5.0], [20.0, 15.0], [-20.0, 15.0]])
+    assert synth._paint(canvas, half_outside, None, (255, 0, 0)) == (0, 5, 21, 16)
+
+
+# ---------------------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path, small_benchmark):
+    again = tmp_path / "again"
+    generate_benchmark(again, SMALL)
+    first, second = _file_hashes(small_benchmark), _file_hashes(again)
+    assert len(first) == 6 + 3 + 3  # images, train.json, val.json, benchmark.json
+    assert first == second
+
+    other = tmp_path / "other"
+    generate_benchmark(other, SynthSpec(num_train=6, num_val=3, image_size=96, seed=6))
+    third = _file_hashes(other)
+    assert third["annotations/train.json"] != first["annotations/train.json"]
+    assert all(third[f"images/train/{i:06d}.png"] != first[f"images/train/{i:06d}.png"] for i in range(6))
+
+
+# ---------------------------------------------------------------------------------------- COCO format
+
+
+@pytest.mark.parametrize("split, count", [("train", 6), ("val", 3)])
+def test_annotation_file_is_valid_coco(small_benchmark, split, count):
+    path = small_benchmark / "annotations" / f"{split}.json"
+    coco = _quiet_coco(path)
+    data = _load(path)
+    size = SMALL.image_size
+    assert [c["id"] for c in data["categories"]] == list(range(1, 9))
+    assert data["categories"][0] == {"id": 1, "name": "red circle", "supercategory": "circle"}
+    assert [img["id"] for img in data["images"]] == list(range(1, count + 1))
+    assert len(coco.getImgIds()) == count
+    for img in data["images"]:
+        with Image.open(small_benchmark / "images" / split / img["file_name"]) as picture:
+            assert picture.size == (img["width"], img["height"]) == (size, size)
+    ids = [a["id"] for a in data["annotations"]]
+    assert ids == list(range(1, len(ids) + 1))  # unique, from 1
+    assert len(ids) >= count * SMALL.min_objects - 2  # a rare object may find no honest place
+    for a in data["annotations"]:
+        x, y, w, h = a["bbox"]
+        assert all(isinstance(v, float) for v in a["bbox"])
+        assert a["area"] == w * h
+        assert 0 <= x and 0 <= y and w >= 1 and h >= 1 and x + w <= size and y + h <= size
+        assert a["iscrowd"] in (0, 1)
+        assert a["category_id"] in coco.getCatIds()
+        polygon = np.array(a["segmentation"][0]).reshape(-1, 2)
+        assert len(polygon) >= 3
+        # The box is the drawn extent, which lies within the polygon's pixel extent (the stored polygon is
+        # rounded to 0.01 px, hence the margin).
+        low, high = np.floor(polygon.min(axis=0) - 0.01), np.ceil(polygon.max(axis=0) + 0.01) + 1
+        assert low[0] <= x and x + w <= high[0] and low[1] <= y and y + h <= high[1]
+
+
+def test_benchmark_record_and_summary(tmp_path):
+    calls = []
+    summary = generate_benchmark(tmp_path / "b", SMALL, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 9) for i in range(1, 10)]
+    record = _load(tmp_path / "b" / "benchmark.json")
+    assert record["format"] == "coco" and record["spec"]["seed"] == 5
+    train = _load(tmp_path / "b" / "annotations" / "train.json")
+    assert record["splits"]["train"]["images"] == summary["splits"]["train"]["images"] == 6
+    assert summary["splits"]["train"]["annotations"] == len(train["annotations"])
+    per_class = summary["splits"]["train"]["instances_per_class"]
+    assert sum(per_class.values()) == len(train["annotations"])
+    assert per_class["red circle"] == sum(a["category_id"] == 1 for a in train["annotations"])
+
+
+def test_sparse_ids_are_increasing_and_not_one_to_c(tmp_path):
+    spec = SynthSpec(num_train=3, num_val=1, image_size=64, num_classes=5, sparse_ids=True)
+    generate_benchmark(tmp_path, spec)
+    data = _load(tmp_path / "annotations" / "train.json")
+    ids = [c["id"] for c in data["categories"]]
+    assert ids == [3, 7, 11, 15, 19]
+    assert all(b > a for a, b in zip(ids, ids[1:], strict=False)) and ids != list(range(1, 6))
+    assert {a["category_id"] for a in data["annotations"]} <= set(ids)
+
+
+# ---------------------------------------------------------------------------------------- content
+
+
+def test_sizes_span_coco_small_medium_and_large(sizes_benchmark):
+    areas = np.array(
+        [a["area"] for a in _load(sizes_benchmark / "annotations" / "train.json")["annotations"] if not a["iscrowd"]]
+    )
+    assert (areas < 32**2).sum() > 0
+    assert ((areas >= 32**2) & (areas < 96**2)).sum() > 0
+    assert (areas >= 96**2).sum() > 0
+
+
+def test_no_box_is_more_than_half_covered_by_later_objects(sizes_benchmark):
+    data = _load(sizes_benchmark / "annotations" / "train.json")
+    overlapping = 0
+    for img in data["images"]:
+        boxes = [[int(v) for v in a["bbox"]] for a in data["annotations"] if a["image_id"] == img["id"]]
+        for i, (x, y, w, h) in enumerate(boxes):
+            covered = np.zeros((h, w), dtype=bool)
+            for lx, ly, lw, lh in boxes[i + 1 :]:  # drawn later, so on top
+                covered[max(ly - y, 0) : max(ly + lh - y, 0), max(lx - x, 0) : max(lx + lw - x, 0)] = True
+            assert covered.mean() <= 0.5
+            overlapping += covered.any()
+    assert overlapping > 0  # occlusion does happen
+
+
+def test_crowd_region_is_one_iscrowd_box(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth, "_CROWD_PROBABILITY", 1.0)
+    generate_benchmark(tmp_path, SynthSpec(num_train=4, num_val=0, image_size=128))
+    path = tmp_path / "annotations" / "train.json"
+    _quiet_coco(path)
+    data = _load(path)
+    for img in data["images"]:
+        crowd = [a for a in data["annotations"] if a["image_id"] == img["id"] and a["iscrowd"] == 1]
+        assert len(crowd) == 1
+        x, y, w, h = crowd[0]["bbox"]
+        assert crowd[0]["area"] == w * h
+        # A tight cluster: object centres within 0.07 × 128 px of its centre, objects at most 9 px wide
+        # (9·√2 once rotated), so the box spans at most 2 × 8.96 + 12.73 + 1 (inclusive pixels) < 32 px.
+        assert 5 <= w < 32 and 5 <= h < 32
+
+
+def test_long_tail_has_no_crowd_regions(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth, "_CROWD_PROBABILITY", 1.0)
+    generate_benchmark(tmp_path, SynthSpec(num_train=3, num_val=0, image_size=64, long_tail=True))
+    assert all(a["iscrowd"] == 0 for a in _load(tmp_path / "annotations" / "train.json")["annotations"])
+
+
+# ---------------------------------------------------------------------------------------- long tail
+
+
+def test_long_tail_categories_carry_lvis_fields_and_the_frequency_rule(long_tail_benchmark):
+    train = _load(long_tail_benchmark / "annotations" / "train.json")
+    val = _load(long_tail_benchmark / "annotations" / "val.json")
+    assert train["categories"] == val["categories"]  # counted on train, written into both
+    for category in train["categories"]:
+        mine = [a for a in train["annotations"] if a["category_id"] == category["id"]]
+        image_count = len({a["image_id"] for a in mine})
+        assert category["image_count"] == image_count
+        assert category["instance_count"] == len(mine)
+        expected = "r" if image_count < 10 else ("c" if image_count < 100 else "f")
+        assert category["frequency"] == expected
+        assert category["synset"] and category["synonyms"] and category["def"]
+    assert {c["frequency"] for c in train["categories"]} == {"r", "c", "f"}
+
+
+def test_long_tail_instance_counts_follow_zipf(long_tail_benchmark):
+    train = _load(long_tail_benchmark / "annotations" / "train.json")
+    counts = [c["instance_count"] for c in train["categories"]]
+    # Class 0's share is 1 / Σ_k (k+1)^-1.2 over 40 classes ≈ 0.312; about 2,200 draws give ±0.01 noise.
+    expected_share = 1.0 / sum((k + 1) ** -1.2 for k in range(LONG_TAIL_NUM_CLASSES))
+    assert counts[0] / sum(counts) == pytest.approx(expected_share, abs=0.04)
+    assert counts[0] > 20 * counts[-1]
+    assert np.mean(counts[:10]) > 5 * np.mean(counts[-10:])
+
+
+def test_long_tail_images_carry_federated_lists(long_tail_benchmark):
+    for split in ("train", "val"):
+        data = _load(long_tail_benchmark / "annotations" / f"{split}.json")
+        present: dict[int, set[int]] = {img["id"]: set() for img in data["images"]}
+        for a in data["annotations"]:
+            present[a["image_id"]].add(a["category_id"])
+        for img in data["images"]:
+            assert img["coco_url"].endswith("/" + img["file_name"])
+            assert img["neg_category_ids"] and not set(img["neg_category_ids"]) & present[img["id"]]
+            assert set(img["not_exhaustive_category_ids"]) <= present[img["id"]]
+
+
+def test_lvis_api_scores_perfect_detections_as_ap_one(long_tail_benchmark):
+    lvis_class, results_class, eval_class = import_lvis()
+    gt = lvis_class(str(long_tail_benchmark / "annotations" / "val.json"))
+    detections = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+        for a in gt.dataset["annotations"]
+    ]
+    evaluator = eval_class(gt, results_class(gt, detections), "bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.run()
+    assert evaluator.results["AP"] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------- directory
+
+
+def test_read_and_exists_reflect_a_complete_benchmark(tmp_path, small_benchmark):
+    assert read_benchmark_spec(small_benchmark) == SMALL
+    assert benchmark_exists(small_benchmark, SMALL)
+    assert not benchmark_exists(small_benchmark, SynthSpec(num_train=6, num_val=3, image_size=96, seed=6))
+    assert read_benchmark_spec(tmp_path / "missing") is None
+    (tmp_path / "annotations").mkdir()  # an interrupted run: files but no benchmark.json
+    assert read_benchmark_spec(tmp_path) is None
+
+
+def test_regenerating_replaces_an_old_benchmark_and_its_images(tmp_path):
+    generate_benchmark(tmp_path, SynthSpec(num_train=5, num_val=2, image_size=64))
+    smaller = SynthSpec(num_train=2, num_val=1, image_size=64, seed=1)
+    generate_benchmark(tmp_path, smaller)
+    assert sorted(p.name for p in (tmp_path / "images" / "train").iterdir()) == ["000000.png", "000001.png"]
+    assert benchmark_exists(tmp_path, smaller)
+    assert not (tmp_path / synth._IN_PROGRESS_FILE).exists()
+
+
+def test_an_interrupted_run_reads_as_incomplete_and_may_be_overwritten(tmp_path):
+    generate_benchmark(tmp_path, SMALL)
+    (tmp_path / "benchmark.json").unlink()
+    (tmp_path / synth._IN_PROGRESS_FILE).touch()
+    assert read_benchmark_spec(tmp_path) is None
+    generate_benchmark(tmp_path, SMALL)
+    assert benchmark_exists(tmp_path, SMALL)
+
+
+def test_refuses_a_directory_that_is_not_a_benchmark(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(LibraError, match="not empty"):
+        generate_benchmark(tmp_path, SMALL)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("num_classes", 65),
+        ("num_classes", 0),
+        ("image_size", 32),
+        ("num_train", -1),
+        ("num_val", -5),
+        ("min_objects", -1),
+        ("max_objects", 51),
+        ("zipf_exponent", -0.5),
+        ("zipf_exponent", float("nan")),
+        ("seed", -3),
+        ("image_size", 12.5),
+        ("long_tail", "yes"),
+    ],
+)
+def test_bad_parameters_raise_a_one_line_libra_error(tmp_path, field, value):
+    spec = SynthSpec(**{field: value})
+    with pytest.raises(LibraError) as caught:
+        generate_benchmark(tmp_path / "out", spec)
+    message = str(caught.value)
+    assert f"{field}=" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_max_objects_below_min_objects_is_refused(tmp_path):
+    with pytest.raises(LibraError, match="max_objects=2 is smaller than min_objects=4"):
+        generate_benchmark(tmp_path, SynthSpec(min_objects=4, max_objects=2))

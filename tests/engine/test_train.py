@@ -1,0 +1,104 @@
+"""The training loop on a tiny config: the loss falls, checkpoints resume exactly, eval matches COCOeval."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from libra_cli.cli.evaluate import evaluate_run
+from libra_cli.engine.checkpoint import load_checkpoint
+from libra_cli.engine.train import learning_rate, train
+from libra_cli.errors import LibraError
+from tests.conftest import tiny_config
+
+
+def read_log(run_dir):
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_learning_rate_warmup_and_steps():
+
+    from libra_cli.config import TrainConfig
+
+    train_cfg = TrainConfig(lr=0.1, warmup_iters=10, warmup_factor=0.001, max_iters=100, lr_milestones=(0.5, 0.8))
+    assert learning_rate(train_cfg, 0) == pytest.approx(0.1 * 0.001)
+    assert learning_rate(train_cfg, 5) == pytest.approx(0.1 * (0.001 * 0.5 + 0.5))
+    assert learning_rate(train_cfg, 10) == pytest.approx(0.1)
+    assert learning_rate(train_cfg, 50) == pytest.approx(0.01)
+    assert learning_rate(train_cfg, 80) == pytest.approx(0.001)
+    cosine = TrainConfig(lr=0.1, warmup_iters=0, max_iters=100, schedule="cosine")
+    assert learning_rate(cosine, 50) == pytest.approx(0.05)
+
+
+@pytest.mark.slow
+def test_tiny_training_lowers_the_loss(tiny_benchmark, tmp_path):
+    # Overfit 4 images for 40 iterations: the mean loss of the last 5 must be well below the first 5.
+    config = tiny_config(
+        tiny_benchmark,
+        tmp_path / "run",
+        train__max_iters=40,
+        train__lr=0.01,
+        train__checkpoint_interval=100,
+        data__hflip_prob=0.0,
+    )
+    result = train(config)
+    losses = [r["loss"] for r in read_log(tmp_path / "run") if r["type"] == "train"]
+    assert len(losses) == 40
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+    assert result.iterations == 40
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+
+
+@pytest.mark.slow
+def test_resumed_run_continues_from_its_checkpoint(tiny_benchmark, tmp_path):
+    # A run stopped after its checkpoint at iteration 3 and resumed must match the uninterrupted run.
+    full_dir, part_dir = tmp_path / "full", tmp_path / "part"
+    train(tiny_config(tiny_benchmark, full_dir, train__max_iters=6))
+    train(tiny_config(tiny_benchmark, part_dir, train__max_iters=3))
+    assert load_checkpoint(part_dir / "checkpoints" / "last.pt")["iteration"] == 3
+    with pytest.raises(LibraError, match="already holds a run"):
+        train(tiny_config(tiny_benchmark, part_dir, train__max_iters=6))
+    result = train(tiny_config(tiny_benchmark, part_dir, train__max_iters=6), resume=True)
+    assert result.iterations == 6
+    full_log = [r for r in read_log(full_dir) if r["type"] == "train"]
+    part_log = [r for r in read_log(part_dir) if r["type"] == "train"]
+    assert [r["iter"] for r in part_log] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(full_log, part_log, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    full_state = load_checkpoint(full_dir / "checkpoints" / "last.pt")["model"]
+    part_state = load_checkpoint(part_dir / "checkpoints" / "last.pt")["model"]
+    for key in full_state:
+        torch.testing.assert_close(full_state[key], part_state[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_eval_metrics_equal_cocoeval_on_the_written_detections(tiny_benchmark, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_config(tiny_benchmark, run_dir, train__max_iters=4, model__score_thresh=0.0))
+    metrics = evaluate_run(run_dir, checkpoint="last", show=False)
+    detections = json.loads((run_dir / "eval" / "detections.json").read_text())
+    assert len(detections) > 0
+    ann = str(tiny_benchmark / "annotations" / "val.json")
+    gt = COCO(ann)
+    dt = gt.loadRes(str(run_dir / "eval" / "detections.json"))
+    evaluator = COCOeval(gt, dt, iouType="bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    names = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+    for name, value in zip(names, evaluator.stats, strict=True):
+        expected = None if value < 0 else float(value)
+        if expected is None:
+            assert metrics["summary"][name] is None
+        else:
+            assert metrics["summary"][name] == pytest.approx(expected, abs=1e-12)
+    # Detections use the dataset's own category ids.
+    valid = {c["id"] for c in json.loads(open(ann).read())["categories"]}
+    assert {d["category_id"] for d in detections} <= valid
+    assert json.loads((run_dir / "eval" / "metrics.json").read_text())["summary"] == metrics["summary"]

@@ -1,0 +1,139 @@
+"""Libra RetinaNet's regression head: torchvision's layers and weights, balanced L1 loss (SPEC §4)."""
+
+import copy
+import math
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models.detection.retinanet import RetinaNetHead, RetinaNetRegressionHead
+
+from libra_cli.errors import LibraError
+from libra_cli.models.retinanet import BalancedL1RegressionHead, use_balanced_l1
+
+CHANNELS = 16
+NUM_ANCHORS = 3
+NUM_CLASSES = 4
+
+
+def make_head(norm_layer=None) -> RetinaNetHead:
+    torch.manual_seed(0)
+    return RetinaNetHead(CHANNELS, NUM_ANCHORS, NUM_CLASSES, norm_layer=norm_layer)
+
+
+def balanced_l1(x, alpha, gamma, beta):
+    """SPEC §4, one absolute error x."""
+    b = math.exp(gamma / alpha) - 1
+    if x < beta:
+        return alpha / b * (b * x + 1) * math.log(b * x / beta + 1) - alpha * x
+    return gamma * x + gamma / b - alpha * beta
+
+
+def encode(anchor, gt):
+    """RetinaNet's box encoding (weights 1, 1, 1, 1): (Δcx/aw, Δcy/ah, ln(gw/aw), ln(gh/ah))."""
+    ax1, ay1, ax2, ay2 = anchor
+    gx1, gy1, gx2, gy2 = gt
+    aw, ah, gw, gh = ax2 - ax1, ay2 - ay1, gx2 - gx1, gy2 - gy1
+    return [
+        (gx1 + gw / 2 - ax1 - aw / 2) / aw,
+        (gy1 + gh / 2 - ay1 - ah / 2) / ah,
+        math.log(gw / aw),
+        math.log(gh / ah),
+    ]
+
+
+@pytest.mark.parametrize("norm_layer", [None, partial(nn.GroupNorm, 4)], ids=["no-norm", "group-norm"])
+def test_replacement_keeps_torchvisions_layers_weights_and_keys(norm_layer):
+    plain = make_head(norm_layer)
+    libra = copy.deepcopy(plain)
+    original_tower = libra.regression_head.conv
+    use_balanced_l1(libra, alpha=0.5, gamma=1.5, beta=0.11)
+
+    regression = libra.regression_head
+    assert isinstance(regression, BalancedL1RegressionHead)
+    assert isinstance(regression, RetinaNetRegressionHead)
+    assert regression.conv is original_tower  # the very layers, whatever norm layer built them
+    assert regression.bbox_reg.in_channels == CHANNELS
+    assert regression.bbox_reg.out_channels == NUM_ANCHORS * 4
+    has_group_norm = any(isinstance(m, nn.GroupNorm) for m in regression.modules())
+    assert has_group_norm == (norm_layer is not None)
+
+    plain_state, libra_state = plain.state_dict(), libra.state_dict()
+    assert list(plain_state) == list(libra_state)
+    for key in plain_state:
+        assert torch.equal(plain_state[key], libra_state[key]), key
+    libra.load_state_dict(plain_state)  # strict: a torchvision checkpoint loads unchanged
+
+    features = [torch.randn(2, CHANNELS, 8, 8, generator=torch.Generator().manual_seed(1))]
+    assert torch.equal(libra(features)["bbox_regression"], plain(features)["bbox_regression"])
+
+
+def _tiny_case():
+    """Image 0: 4 anchors, one GT box; anchors 0 and 2 are foreground, 1 background, 3 ignored.
+    Image 1: no GT box, every anchor background."""
+    anchors = torch.tensor(
+        [[8.0, 8.0, 24.0, 32.0], [40.0, 40.0, 56.0, 56.0], [12.0, 14.0, 36.0, 38.0], [0.0, 0.0, 20.0, 20.0]]
+    )
+    gt = [10.0, 10.0, 30.0, 40.0]
+    targets = [
+        {"boxes": torch.tensor([gt]), "labels": torch.tensor([1])},
+        {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    matched_idxs = [torch.tensor([0, -1, 0, -2]), torch.full((4,), -1)]
+    bbox_regression = torch.tensor(
+        [
+            [[0.05, -0.02, 0.3, 0.1], [1.0, 1.0, 1.0, 1.0], [-0.5, 0.2, -0.05, 0.04], [2.0, 2.0, 2.0, 2.0]],
+            [[0.3, 0.3, 0.3, 0.3], [0.1, 0.1, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2], [0.4, 0.4, 0.4, 0.4]],
+        ]
+    )
+    return anchors, gt, targets, matched_idxs, bbox_regression
+
+
+@pytest.mark.parametrize("alpha, gamma, beta", [(0.5, 1.5, 0.11), (0.3, 1.2, 0.5)])
+def test_compute_loss_equals_the_per_image_formula(alpha, gamma, beta):
+    head = make_head()
+    use_balanced_l1(head, alpha=alpha, gamma=gamma, beta=beta)
+    anchors, gt, targets, matched_idxs, bbox_regression = _tiny_case()
+
+    loss = head.regression_head.compute_loss(
+        targets, {"bbox_regression": bbox_regression}, [anchors, anchors], matched_idxs
+    )
+
+    # Image 0: the 4 deltas of each of its 2 foreground anchors, summed and divided by 2.
+    image0 = 0.0
+    for anchor_index in (0, 2):
+        predicted = bbox_regression[0, anchor_index].tolist()
+        target = encode(anchors[anchor_index].tolist(), gt)
+        image0 += sum(balanced_l1(abs(p - t), alpha, gamma, beta) for p, t in zip(predicted, target, strict=True))
+    image0 /= 2
+    # Image 1 has no foreground anchor and contributes 0; the loss is the mean over the 2 images.
+    expected = (image0 + 0.0) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+    # RetinaNetHead.compute_loss reaches it under torchvision's key.
+    head_outputs = {"bbox_regression": bbox_regression, "cls_logits": torch.zeros(2, 4, NUM_CLASSES)}
+    losses = head.compute_loss(targets, head_outputs, [anchors, anchors], matched_idxs)
+    assert losses["bbox_regression"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_gradient_reaches_only_foreground_deltas():
+    head = make_head()
+    use_balanced_l1(head)
+    anchors, _, targets, matched_idxs, bbox_regression = _tiny_case()
+    bbox_regression.requires_grad_(True)
+    head.regression_head.compute_loss(
+        targets, {"bbox_regression": bbox_regression}, [anchors, anchors], matched_idxs
+    ).backward()
+    grad_norm_per_anchor = bbox_regression.grad.abs().sum(dim=-1)
+    # Anchors 0 and 2 of image 0 are foreground; background, ignored and image 1's anchors get nothing.
+    assert (grad_norm_per_anchor > 0).tolist() == [[True, False, True, False], [False, False, False, False]]
+
+
+def test_defaults_and_invalid_parameters():
+    head = make_head()
+    use_balanced_l1(head)
+    regression = head.regression_head
+    assert (regression.alpha, regression.gamma, regression.beta) == (0.5, 1.5, 0.11)
+    with pytest.raises(LibraError, match="beta"):
+        use_balanced_l1(make_head(), alpha=0.5, gamma=1.5, beta=-1.0)
