@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from libra_cli import __version__
-from libra_cli.cli import data, demo, evaluate, train
+from libra_cli.cli import ablate, analyze, data, demo, evaluate, report, train
 
 app = typer.Typer(
     name="libra",
@@ -17,7 +17,10 @@ app = typer.Typer(
 app.command("train")(train.train_command)
 app.command("eval")(evaluate.eval_command)
 app.command("demo")(demo.demo_command)
+app.command("report")(report.report_command)
+app.command("ablate")(ablate.ablate_command)
 app.add_typer(data.app, name="data")
+app.add_typer(analyze.app, name="analyze")
 
 
 def _version(value: bool) -> None:

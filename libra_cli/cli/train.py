@@ -122,16 +122,22 @@ def describe_start(config: RunConfig, info: dict[str, Any]) -> None:
     console.print(table)
 
 
+def run_label(config: RunConfig) -> str:
+    """A short name for progress output: the run folder with its parent (e.g. ``bfp/seed0``)."""
+    out = Path(config.train.out)
+    return f"{out.parent.name}/{out.name}" if out.parent.name else out.name
+
+
 def run_training(config: RunConfig, *, resume: bool = False, show: bool = True) -> TrainResult:
     """Train with progress output and print the final metrics; shared by `train`, `demo` and `ablate`."""
     result = train(
         config,
         resume=resume,
         on_start=(lambda info: describe_start(config, info)) if show else None,
-        progress=TrainProgress(Path(config.train.out).name) if show else None,
+        progress=TrainProgress(run_label(config)) if show else None,
     )
     if show and result.metrics is not None:
-        console.print(metrics_table(result.metrics, title=f"{Path(config.train.out).name} @ {result.iterations}"))
+        console.print(metrics_table(result.metrics, title=f"{run_label(config)} @ {result.iterations}"))
         console.print(category_table(result.metrics))
         console.print(f"trained {result.iterations} iterations in {result.wall_s / 60:.1f} min → {result.run_dir}")
     return result

@@ -111,12 +111,19 @@ def _fmt(value: Any) -> str:
 
 
 def metrics_table(metrics: dict[str, Any], title: str = "evaluation") -> Table:
-    """The summary metrics as one row of a table, plus the best and worst categories."""
+    """The summary metrics, six to a row (AP family, then AR family), so the table fits 80 columns."""
     summary = metrics["summary"]
-    table = Table(title=f"{title} ({metrics.get('format', 'coco').upper()}, {metrics.get('num_images', '?')} images)")
-    for name in summary:
-        table.add_column(name, justify="right")
-    table.add_row(*(_fmt(v) for v in summary.values()))
+    names = list(summary)
+    rows = [names[i : i + 6] for i in range(0, len(names), 6)]
+    fmt = metrics.get("format", "coco").upper()
+    table = Table(title=f"{title} ({fmt}, {metrics.get('num_images', '?')} images)", show_header=False)
+    for _ in range(min(6, len(names)) * 2):
+        table.add_column(justify="right")
+    for row in rows:
+        cells: list[str] = []
+        for name in row:
+            cells += [f"[bold]{name}[/]", _fmt(summary[name])]
+        table.add_row(*cells)
     return table
 
 

@@ -242,6 +242,9 @@ def train(
         num_workers=config.data.num_workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",
+        # Its own generator: creating the loader's iterator must not draw from the global RNG, whose
+        # state is restored on resume and drives the RPN/RoI samplers.
+        generator=torch.Generator().manual_seed(tcfg.seed),
     )
     model.train()
     if progress is not None:

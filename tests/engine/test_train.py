@@ -55,16 +55,39 @@ def test_tiny_training_lowers_the_loss(tiny_benchmark, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
 
 
+class InterruptAt:
+    """A progress sink that presses Ctrl-C once training has completed ``iteration`` steps."""
+
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def start(self, total, completed):
+        pass
+
+    def update(self, iteration, record):
+        if iteration == self.iteration:
+            raise KeyboardInterrupt
+
+    def stop(self):
+        pass
+
+
 @pytest.mark.slow
 def test_resumed_run_continues_from_its_checkpoint(tiny_benchmark, tmp_path):
-    # A run stopped after its checkpoint at iteration 3 and resumed must match the uninterrupted run.
+    # A 6-iteration run interrupted (Ctrl-C) after 3 steps and resumed must match the uninterrupted run.
     full_dir, part_dir = tmp_path / "full", tmp_path / "part"
-    train(tiny_config(tiny_benchmark, full_dir, train__max_iters=6))
-    train(tiny_config(tiny_benchmark, part_dir, train__max_iters=3))
+    train(tiny_config(tiny_benchmark, full_dir, train__max_iters=6, train__checkpoint_interval=100))
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            tiny_config(tiny_benchmark, part_dir, train__max_iters=6, train__checkpoint_interval=100),
+            progress=InterruptAt(3),
+        )
     assert load_checkpoint(part_dir / "checkpoints" / "last.pt")["iteration"] == 3
     with pytest.raises(LibraError, match="already holds a run"):
         train(tiny_config(tiny_benchmark, part_dir, train__max_iters=6))
-    result = train(tiny_config(tiny_benchmark, part_dir, train__max_iters=6), resume=True)
+    result = train(
+        tiny_config(tiny_benchmark, part_dir, train__max_iters=6, train__checkpoint_interval=100), resume=True
+    )
     assert result.iterations == 6
     full_log = [r for r in read_log(full_dir) if r["type"] == "train"]
     part_log = [r for r in read_log(part_dir) if r["type"] == "train"]

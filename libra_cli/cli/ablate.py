@@ -1,0 +1,76 @@
+"""``libra ablate GRID.yaml`` — train every configuration of a grid for every seed, then report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from libra_cli.cli.train import run_training
+from libra_cli.cli.ui import console, handle_errors
+from libra_cli.engine.ablate import PlannedRun, load_grid, plan_runs, report_dirs, run_grid, run_status
+from libra_cli.errors import LibraError
+from libra_cli.report import build_report
+
+
+def plan_table(planned: list[PlannedRun], out_root: Path) -> Table:
+    table = Table(title=f"ablation plan: {len(planned)} runs in {out_root}")
+    for column in ("#", "run dir", "seed", "components", "status"):
+        table.add_column(column, justify="right" if column in ("#", "seed") else "left")
+    for index, run in enumerate(planned, start=1):
+        components = ", ".join(run.config.libra.enabled()) or "none"
+        table.add_row(str(index), run.name, str(run.seed), components, run_status(run))
+    return table
+
+
+@handle_errors
+def ablate_command(
+    grid: Path = typer.Argument(..., help="Grid YAML: {base: PRESET, runs: {label: {section: {field: value}}}}."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds per configuration (0 … N−1)."),
+    out_root: Path = typer.Option(None, "--out-root", help="Folder for the runs (default: runs/ablate/GRID_NAME)."),
+    report: Path = typer.Option(None, "--report", help="Report folder (default: reports/GRID_NAME)."),
+    max_iters: int = typer.Option(None, "--max-iters", help="Override every run's number of iterations."),
+    device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N for every run."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what is already done; train nothing."),
+) -> None:
+    """Train a grid of configurations × seeds (finished runs skipped, stopped ones resumed), then report."""
+    spec = load_grid(grid)
+    overrides: dict[str, dict] = {}
+    if max_iters is not None:
+        overrides.setdefault("train", {})["max_iters"] = max_iters
+    if device is not None:
+        overrides.setdefault("train", {})["device"] = device
+    root = out_root or Path("runs") / "ablate" / grid.stem
+    planned = plan_runs(spec, seeds, root, overrides)
+    console.print(plan_table(planned, root))
+    if dry_run:
+        return
+
+    progress = Progress(
+        TextColumn("[bold]grid"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"),
+        console=console,
+    )
+    task = progress.add_task("grid", total=len(planned), current="")
+
+    def on_progress(done: int, total: int, current: PlannedRun | None) -> None:
+        progress.update(task, completed=done, current=f"→ {current.name}" if current else "done")
+
+    with progress:
+        outcomes = run_grid(planned, trainer=run_training, on_progress=on_progress)
+    counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in ("trained", "resumed", "skipped", "failed")}
+    console.print(", ".join(f"{count} {kind}" for kind, count in counts.items()))
+    dirs = report_dirs(planned)
+    if dirs:
+        path = build_report(dirs, report or Path("reports") / grid.stem, title=f"Ablation: {grid.stem}")
+        console.print(str(path), highlight=False, soft_wrap=True)
+    failed = [outcome for outcome in outcomes if outcome.outcome == "failed"]
+    if failed:
+        first = failed[0]
+        raise LibraError(f"{len(failed)} of {len(outcomes)} runs failed; first: {first.run.name}: {first.error}")

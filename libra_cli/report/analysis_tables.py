@@ -1,0 +1,132 @@
+"""Tables of the ``libra analyze`` outputs (RUN_DIR/analysis/*.json), one function per JSON schema.
+
+Each table reads the fields it knows and prints "—" for any that are missing, so a report still builds
+from an older or partial analysis file.
+"""
+
+from __future__ import annotations
+
+from libra_cli.report.collect import RunRecord
+from libra_cli.report.document import Table, table
+from libra_cli.report.tables import DASH, format_general, format_share
+
+SAMPLING_METHODS = ("random", "hard", "iou_balanced")
+
+
+def sampling_share_table(runs: list[RunRecord]) -> Table:
+    """Per run and sampling method: how many negatives and which share has IoU > 0.05 (paper Fig. 2)."""
+    rows = []
+    for run in runs:
+        data = run.analyses["sampling"]
+        methods = data.get("methods") or {}
+        for method in [
+            *(m for m in SAMPLING_METHODS if m in methods),
+            *(m for m in methods if m not in SAMPLING_METHODS),
+        ]:
+            stats = methods[method] or {}
+            rows.append(
+                [
+                    run.label,
+                    method,
+                    format_general(stats.get("num_negatives")),
+                    format_share(stats.get("share_above_0.05")),
+                    format_general(data.get("images")),
+                ]
+            )
+    headers = ["run", "method", "negatives", "IoU > 0.05", "images"]
+    return table(headers, rows, [False, False, True, True, True])
+
+
+def sampling_histogram_table(run: RunRecord) -> Table | None:
+    """Share of negatives per IoU bin, one column per method."""
+    data = run.analyses["sampling"]
+    edges = data.get("bin_edges") or []
+    methods = data.get("methods") or {}
+    names = [m for m in SAMPLING_METHODS if m in methods] + [m for m in methods if m not in SAMPLING_METHODS]
+    if len(edges) < 2 or not names:
+        return None
+    rows = []
+    for index in range(len(edges) - 1):
+        row = [f"[{edges[index]:.2f}, {edges[index + 1]:.2f})"]
+        for name in names:
+            fractions = (methods[name] or {}).get("fractions") or []
+            row.append(format_share(fractions[index]) if index < len(fractions) else DASH)
+        rows.append(row)
+    return table(
+        ["IoU bin", *names],
+        rows,
+        [False, *(True for _ in names)],
+        caption=f"{run.label}: negatives per IoU bin",
+    )
+
+
+FEATURE_COLUMNS = ("mean", "std", "mean_abs", "energy_share")
+BFP_FEATURE_COLUMNS = ("bfp_mean", "bfp_std", "bfp_mean_abs", "bfp_energy_share", "bfp_residual_ratio")
+
+
+def features_table(run: RunRecord) -> Table | None:
+    data = run.analyses["features"]
+    levels = data.get("levels") or []
+    if not levels:
+        return None
+    columns = list(FEATURE_COLUMNS)
+    if data.get("bfp") or any(key in level for level in levels for key in BFP_FEATURE_COLUMNS):
+        columns += list(BFP_FEATURE_COLUMNS)
+    roi_levels = data.get("roi_levels") or {}
+    headers = ["level", *columns, *(["RoIs assigned"] if roi_levels else [])]
+    rows = []
+    for level in levels:
+        name = str(level.get("level", "?"))
+        row = [name]
+        for column in columns:
+            value = level.get(column)
+            row.append(format_share(value) if column.endswith("energy_share") else format_general(value))
+        if roi_levels:
+            row.append(format_general(roi_levels.get(name)))
+        rows.append(row)
+    caption = f"{run.label}: pyramid level statistics over {format_general(data.get('images'))} images"
+    return table(headers, rows, [False, *(True for _ in headers[1:])], caption=caption)
+
+
+GRADIENT_COLUMNS = (
+    ("num_inliers", "inliers"),
+    ("num_outliers", "outliers"),
+    ("inlier_mean_grad", "inlier mean |grad|"),
+    ("outlier_mean_grad", "outlier mean |grad|"),
+    ("inlier_outlier_ratio", "inlier / outlier"),
+    ("inlier_grad_share", "inlier share"),
+    ("outlier_grad_share", "outlier share"),
+)
+
+
+def gradients_table(runs: list[RunRecord]) -> Table:
+    """Per run and box loss: inlier vs outlier gradients (SPEC §4's diagnostic: outlier = loss ≥ 1)."""
+    rows = []
+    for run in runs:
+        losses = run.analyses["gradients"].get("losses") or {}
+        for loss_name, stats in losses.items():
+            stats = stats or {}
+            params = ", ".join(
+                f"{key} {format_general(stats[key])}" for key in ("alpha", "gamma", "beta") if key in stats
+            )
+            row = [run.label, loss_name, params or DASH]
+            for key, _ in GRADIENT_COLUMNS:
+                value = stats.get(key)
+                row.append(format_share(value) if key.endswith("_share") else format_general(value))
+            rows.append(row)
+    headers = ["run", "loss", "parameters", *(title for _, title in GRADIENT_COLUMNS)]
+    return table(headers, rows, [False, False, False, *(True for _ in GRADIENT_COLUMNS)])
+
+
+def objective_table(runs: list[RunRecord]) -> Table | None:
+    """Classification vs regression loss and gradient norm at the analysed checkpoint."""
+    keys = ("loss_cls", "loss_reg", "grad_norm_cls", "grad_norm_reg")
+    rows = []
+    for run in runs:
+        objective = run.analyses["gradients"].get("objective") or {}
+        if objective:
+            rows.append([run.label, *(format_general(objective.get(key)) for key in keys)])
+    if not rows:
+        return None
+    headers = ["run", "cls loss", "reg loss", "‖grad‖ cls", "‖grad‖ reg"]
+    return table(headers, rows, [False, True, True, True, True])

@@ -1,0 +1,281 @@
+"""Reading run directories for a report: config, training log, metrics and analyses, grouped by seed.
+
+A report reads files and never re-runs anything (the run directory is the unit of record, see
+``engine/run.py``). Runs whose resolved configs are identical except for ``train.seed`` and
+``train.out`` are repetitions of one experiment and form a :class:`RunGroup`; everything the report
+shows per experiment is shown per group (mean ± sample std over its seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from libra_cli.config import RunConfig, load_run_config
+from libra_cli.engine.run import RunLayout
+from libra_cli.errors import LibraError
+
+# Settings that never make two runs different experiments: where the run lives and its random seed.
+SEED_KEYS = ("train.seed",)
+IGNORED_KEYS = ("train.out",)
+# Keys of a training log line that are not loss terms.
+LOG_META_KEYS = ("type", "iter", "lr", "loss", "time_per_iter", "data_time_per_iter", "memory_mb")
+# The analysis outputs of `libra analyze` that the report knows how to present.
+ANALYSES = ("sampling", "features", "gradients")
+_SEED_DIR = re.compile(r"^seed[_-]?\d+$")
+
+
+@dataclass
+class RunRecord:
+    """Everything a report needs from one run directory."""
+
+    path: Path
+    label: str
+    config: RunConfig
+    flat_config: dict[str, Any]
+    log: list[dict[str, Any]]
+    metrics: dict[str, Any] | None
+    analyses: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → parsed JSON
+    analysis_errors: dict[str, str] = field(default_factory=dict)  # name → why it could not be read
+    figures: list[Path] = field(default_factory=list)  # PNGs found in RUN_DIR/analysis/
+
+    @property
+    def seed(self) -> int:
+        return self.config.train.seed
+
+    @property
+    def components(self) -> list[str]:
+        return self.config.libra.enabled()
+
+    @property
+    def iterations(self) -> int | None:
+        """Iterations trained: the evaluation's iteration, else the last logged one."""
+        if self.metrics is not None and isinstance(self.metrics.get("iteration"), int):
+            return self.metrics["iteration"]
+        iters = [record["iter"] for record in self.log if isinstance(record.get("iter"), int)]
+        return max(iters) if iters else None
+
+
+@dataclass
+class RunGroup:
+    """Runs of one configuration that differ only by seed (a single run is a group of one)."""
+
+    label: str
+    runs: list[RunRecord]
+
+    @property
+    def config(self) -> RunConfig:
+        return self.runs[0].config
+
+    @property
+    def flat_config(self) -> dict[str, Any]:
+        return self.runs[0].flat_config
+
+    @property
+    def seeds(self) -> list[int]:
+        return [run.seed for run in self.runs]
+
+    @property
+    def components(self) -> list[str]:
+        return self.runs[0].components
+
+    def summary_values(self, name: str) -> list[float | None]:
+        """One summary metric (e.g. "AP") of every run of the group; None where a run has none."""
+        return [(run.metrics or {}).get("summary", {}).get(name) for run in self.runs]
+
+
+def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"model": {"arch": "x"}}`` → ``{"model.arch": "x"}``; lists become tuples so values compare
+    and hash."""
+    flat: dict[str, Any] = {}
+    for section, values in config.items():
+        for key, value in (values or {}).items():
+            flat[f"{section}.{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The JSONL training log; a torn last line (crash while writing) ends the log, a missing file is
+    an empty log."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LibraError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except OSError as exc:
+        raise LibraError(f"{path}: cannot read ({exc.strerror})") from exc
+    if not isinstance(data, dict):
+        raise LibraError(f"{path}: expected a JSON object")
+    return data
+
+
+def run_label(path: Path) -> str:
+    """The folder name; ``…/iou_sampling/seed1`` (`libra ablate`'s layout) reads ``iou_sampling/seed1``."""
+    path = Path(path)
+    if _SEED_DIR.match(path.name) and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name or str(path)
+
+
+def load_run(run_dir: str | Path, label: str | None = None) -> RunRecord:
+    """Read one run directory; LibraError (one line) when ``run_dir`` is not one or a file is broken."""
+    layout = RunLayout(Path(run_dir))
+    if not layout.root.is_dir():
+        raise LibraError(f"{run_dir}: not a run directory (folder not found)")
+    config = load_run_config(layout.root)  # raises "not a run directory (no config.yaml)"
+    metrics_path = layout.eval_dir / "metrics.json"
+    metrics = _read_json(metrics_path) if metrics_path.is_file() else None
+    if metrics is not None and not isinstance(metrics.get("summary"), dict):
+        raise LibraError(f"{metrics_path}: missing the 'summary' object")
+    record = RunRecord(
+        path=layout.root,
+        label=label or run_label(layout.root),
+        config=config,
+        flat_config=flatten_config(config.to_dict()),
+        log=read_log(layout.log),
+        metrics=metrics,
+    )
+    if layout.analysis_dir.is_dir():
+        for name in ANALYSES:
+            path = layout.analysis_dir / f"{name}.json"
+            if not path.is_file():
+                continue
+            try:
+                record.analyses[name] = _read_json(path)
+            except LibraError as exc:  # a half-written analysis should not hide the rest of the report
+                record.analysis_errors[name] = str(exc)
+        record.figures = sorted(layout.analysis_dir.glob("*.png"))
+    return record
+
+
+def unique_labels(paths: list[Path]) -> list[str]:
+    """Labels for the runs, made unique by prefixing parent folders where two runs share a name."""
+    labels = [run_label(path) for path in paths]
+    depth = 1
+    while len(set(labels)) < len(labels) and depth < 8:
+        depth += 1
+        counts = {label: labels.count(label) for label in labels}
+        labels = [
+            "/".join(Path(path).resolve().parts[-depth:]) if counts[label] > 1 else label
+            for label, path in zip(labels, paths, strict=True)
+        ]
+    if len(set(labels)) < len(labels):  # the same directory given twice
+        labels = [f"{label}#{index}" for index, label in enumerate(labels, start=1)]
+    return labels
+
+
+def load_runs(run_dirs: list[str | Path]) -> list[RunRecord]:
+    if not run_dirs:
+        raise LibraError("no run directories given")
+    paths = [Path(path) for path in run_dirs]
+    return [load_run(path, label) for path, label in zip(paths, unique_labels(paths), strict=True)]
+
+
+def experiment_key(run: RunRecord) -> tuple[tuple[str, Any], ...]:
+    """The resolved config without the seed and the output folder: equal keys = same experiment."""
+    skip = set(SEED_KEYS) | set(IGNORED_KEYS)
+    return tuple(sorted((key, value) for key, value in run.flat_config.items() if key not in skip))
+
+
+def group_label(labels: list[str]) -> str:
+    """``["bfp/seed0", "bfp/seed1"]`` (and ``["bfp/seed0"]``) → ``"bfp"``; labels with no common stem are
+    joined with "+"."""
+    stems = {re.sub(r"[/_-]?seed[_-]?\d+$", "", label) for label in labels}
+    if len(stems) == 1 and next(iter(stems)):
+        return next(iter(stems))
+    if len(labels) == 1:
+        return labels[0]
+    prefix = labels[0]
+    for label in labels[1:]:
+        while not label.startswith(prefix):
+            prefix = prefix[:-1]
+    prefix = prefix.rstrip("/_-")
+    return prefix if prefix else "+".join(labels)
+
+
+def group_runs(runs: list[RunRecord]) -> list[RunGroup]:
+    """Group runs with identical resolved configs except seed and output folder, in order of first
+    appearance; within a group runs are ordered by seed."""
+    grouped: dict[tuple, list[RunRecord]] = {}
+    for run in runs:
+        grouped.setdefault(experiment_key(run), []).append(run)
+    groups = []
+    for members in grouped.values():
+        members = sorted(members, key=lambda run: run.seed)
+        groups.append(RunGroup(group_label([run.label for run in members]), members))
+    labels = [group.label for group in groups]
+    for group in groups:  # two different experiments must not read the same
+        if labels.count(group.label) > 1:
+            group.label = "+".join(run.label for run in group.runs)
+    return groups
+
+
+def find_baseline(groups: list[RunGroup], baseline: str | None) -> RunGroup | None:
+    """The group Δ values are measured against.
+
+    ``baseline`` names a group label, a run label or a run directory; without it the first group with
+    no Libra/EQL component switched on is the baseline (None when there is no such group).
+    """
+    if baseline is None:
+        return next((group for group in groups if not group.components), None)
+    wanted = Path(baseline).resolve() if Path(baseline).exists() else None
+    for group in groups:
+        if group.label == baseline:
+            return group
+        for run in group.runs:
+            if run.label == baseline or (wanted is not None and run.path.resolve() == wanted):
+                return group
+    known = ", ".join(group.label for group in groups)
+    raise LibraError(f"--baseline {baseline}: not one of the reported runs (labels: {known})")
+
+
+def split_loss_terms(record: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """A training log line's loss terms split into (classification, box regression).
+
+    torchvision names them ``loss_classifier``/``loss_objectness`` vs ``loss_box_reg``/``loss_rpn_box_reg``
+    (Faster R-CNN) and ``classification`` vs ``bbox_regression`` (RetinaNet): a term about boxes or
+    regression is a regression term, every other loss term a classification term.
+    """
+    cls_terms: dict[str, float] = {}
+    reg_terms: dict[str, float] = {}
+    for name, value in loss_terms(record).items():
+        lowered = name.lower()
+        if "box" in lowered or "reg" in lowered:
+            reg_terms[name] = value
+        else:
+            cls_terms[name] = value
+    return cls_terms, reg_terms
+
+
+def loss_terms(record: dict[str, Any]) -> dict[str, float]:
+    """The individual loss terms of a training log line (not the total ``loss``)."""
+    return {
+        name: float(value)
+        for name, value in record.items()
+        if name not in LOG_META_KEYS
+        and (name.startswith("loss_") or name in ("classification", "bbox_regression"))
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    }
+
+
+def train_records(run: RunRecord) -> list[dict[str, Any]]:
+    return [record for record in run.log if record.get("type") == "train" and isinstance(record.get("iter"), int)]

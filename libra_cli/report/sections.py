@@ -1,0 +1,377 @@
+"""The report's sections, in reading order: runs, metrics, ablation, LVIS, per-category AP, training,
+analyses. Each section function appends blocks to the document and draws its figures into the report
+folder (figures are referenced by file name, so links in ``report.md`` are relative and resolve).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from pathlib import Path
+
+from libra_cli.report import analysis_tables, plots, tables
+from libra_cli.report.collect import RunGroup, RunRecord, loss_terms, split_loss_terms, train_records
+from libra_cli.report.document import BulletList, Code, Document, Figure, Heading, Strong, para
+
+# What to look at in each figure `libra analyze` writes (one sentence each).
+ANALYSIS_CAPTIONS = {
+    "sampling.png": (
+        "IoU histogram of the negatives each sampler picks: random sampling piles up near IoU 0, while "
+        "IoU-balanced sampling should move its mass above 0.05 towards where the hard negatives lie "
+        "(paper Fig. 2)."
+    ),
+    "features.png": (
+        "Statistics of each pyramid level before and after BFP: look at whether BFP evens out the levels' "
+        "energy shares, the feature-level imbalance it targets (SPEC §3)."
+    ),
+    "features_without_bfp.png": (
+        "Statistics of each pyramid level of the FPN (no BFP in this run): look at how unevenly the energy "
+        "is spread over the levels, the feature-level imbalance BFP targets (SPEC §3)."
+    ),
+    "gradients.png": (
+        "Gradient share of inliers (loss < 1) and outliers under smooth L1 and balanced L1: balanced L1 "
+        "should raise the inliers' share, which smooth L1 leaves to the outliers (SPEC §4)."
+    ),
+    "gradients_curves.png": (
+        "Loss and gradient of smooth L1 and balanced L1 against the regression error: balanced L1's gradient "
+        "rises faster for small errors and is capped at γ for large ones (paper Fig. 5)."
+    ),
+}
+
+
+class FigureNames:
+    """File names for the figures in the report folder: readable, file-system safe and unique."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def __call__(self, *parts: str) -> str:
+        stem = "_".join(re.sub(r"[^A-Za-z0-9._-]+", "-", part).strip("-._") or "x" for part in parts)
+        name, counter = f"{stem}.png", 2
+        while name in self.used:
+            name, counter = f"{stem}_{counter}.png", counter + 1
+        self.used.add(name)
+        return name
+
+
+def add_overview(document: Document, groups: list[RunGroup]) -> None:
+    runs = [run for group in groups for run in group.runs]
+    evaluated = sum(run.metrics is not None for run in runs)
+    formats = sorted({str(run.metrics.get("format", "coco")).upper() for run in runs if run.metrics})
+    document.add(
+        para(
+            f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {len(groups)} configuration"
+            f"{'s' if len(groups) != 1 else ''}, {evaluated} evaluated"
+            + (f" ({', '.join(formats)} protocol)" if formats else "")
+            + ". Metrics are the evaluators' fractions in [0, 1] on each run's validation split; "
+            "runs that differ only by seed are grouped and shown as mean ± sample std (n − 1) over n seeds."
+        )
+    )
+
+
+def add_runs(document: Document, groups: list[RunGroup]) -> None:
+    document.add(Heading(2, "Runs"))
+    differing = tables.config_differences(groups)
+    document.add(
+        para(
+            "Component switches come from each run's ",
+            Code("config.libra"),
+            "; the last columns are the resolved settings in which the configurations differ"
+            + ("." if differing else " (none: they share every other setting)."),
+        )
+    )
+    document.add(tables.runs_table(groups))
+    items = [(f"{run.label}: ", Code(str(run.path))) for group in groups for run in group.runs]
+    document.add(BulletList(tuple(items)))
+
+
+def add_metrics(document: Document, groups: list[RunGroup]) -> None:
+    document.add(Heading(2, "COCO metrics"))
+    if not any(tables.evaluated_runs(group) for group in groups):
+        document.add(
+            para(
+                "No run has ",
+                Code("eval/metrics.json"),
+                " yet: train to the end or run ",
+                Code("libra eval"),
+                ".",
+            )
+        )
+        return
+    missing = [run.label for group in groups for run in group.runs if run.metrics is None]
+    if missing:
+        document.add(para("Not evaluated (no ", Code("eval/metrics.json"), "): " + ", ".join(missing) + "."))
+    document.add(tables.metrics_table(groups))
+
+
+def add_ablation(document: Document, groups: list[RunGroup], baseline: RunGroup | None) -> None:
+    document.add(Heading(2, "Ablation (paper Table 2 layout)"))
+    if len(groups) < 2:
+        document.add(para("One configuration only: an ablation needs runs with different component switches."))
+        return
+    if baseline is None:
+        document.add(
+            para(
+                "No run has every component switched off, so there is no baseline: name one with ",
+                Code("--baseline"),
+                ".",
+            )
+        )
+        return
+    result, cumulative = tables.ablation_table(groups, baseline)
+    order = (
+        "rows add the components cumulatively in the paper's order"
+        if cumulative
+        else "rows are listed with the components each configuration switches on"
+    )
+    document.add(para(f"Δ is the difference of means from the baseline {baseline.label!r}; {order}."))
+    document.add(result)
+    document.add(
+        para(
+            "For reference only: ",
+            Strong("the paper's COCO numbers"),
+            " (Libra R-CNN Table 2, ResNet-50-FPN, 12 epochs on COCO train2017, AP in %). They are not "
+            "comparable in absolute value with the runs above (different data, backbone and schedule); "
+            "compare the direction and rough size of each Δ.",
+        )
+    )
+    document.add(tables.paper_table2())
+
+
+def add_lvis(document: Document, groups: list[RunGroup]) -> None:
+    lvis_groups = [group for group in groups if tables.is_lvis(group)]
+    if not lvis_groups:
+        return
+    document.add(Heading(2, "LVIS metrics"))
+    document.add(
+        para(
+            "APr, APc and APf average the categories seen in < 10, 10–99 and ≥ 100 training images; "
+            "the equalization loss aims at APr and APc."
+        )
+    )
+    document.add(tables.metrics_table(lvis_groups, tables.lvis_metric_names(lvis_groups)))
+    document.add(
+        para("For reference only: the EQL paper's LVIS v0.5 numbers (mask AP in %, not comparable in absolute value).")
+    )
+    document.add(tables.paper_eql_table())
+
+
+def add_categories(document: Document, groups: list[RunGroup], out_dir: Path, names: FigureNames) -> None:
+    evaluated = [group for group in groups if tables.evaluated_runs(group)]
+    if not evaluated:
+        return
+    document.add(Heading(2, "Per-category AP"))
+    for group in evaluated:
+        stats = [item for item in tables.category_stats(group) if item.ap is not None]
+        if not stats:
+            continue
+        bars = [plots.Bar(item.name, item.ap.mean, item.ap.std, item.frequency) for item in stats]
+        n = tables.evaluated_runs(group)
+        over = f" (mean over {n} seeds, bars ± std)" if n > 1 else ""
+        file = names("category_ap", group.label)
+        plots.plot_category_ap(bars, f"{group.label}: per-category AP{over}", out_dir / file)
+        lvis = any(item.frequency for item in stats)
+        look = (
+            "whether the rare (red) and common (orange) categories sit at the bottom, the long-tail "
+            "imbalance EQL targets"
+            if lvis
+            else "the spread between the best and the worst categories and which ones lag"
+        )
+        document.add(
+            Figure(
+                file,
+                f"per-category AP of {group.label}",
+                f"Per-category AP of {group.label}{over}, best first: look at {look}.",
+            )
+        )
+    categories = {item.category_id for group in evaluated for item in tables.category_stats(group)}
+    if len(categories) <= 40:
+        document.add(tables.category_table(evaluated))
+
+
+def _curve(records: list[dict], key) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for record in records:
+        value = key(record)
+        if value is not None:
+            xs.append(record["iter"])
+            ys.append(float(value))
+    return xs, ys
+
+
+def add_training(document: Document, groups: list[RunGroup], out_dir: Path, names: FigureNames) -> None:
+    logged = [(index, group) for index, group in enumerate(groups) if any(train_records(run) for run in group.runs)]
+    if not logged:
+        return
+    document.add(Heading(2, "Training"))
+    document.add(
+        para(
+            "Last logged window of each run (mean over seeds): the loss, the sum of the classification "
+            "terms and the sum of the box-regression terms, their ratio, median seconds per iteration and "
+            "peak memory."
+        )
+    )
+    document.add(tables.training_table([group for _, group in logged]))
+
+    terms: list[str] = ["loss"]
+    for _, group in logged:
+        for run in group.runs:
+            for record in train_records(run):
+                terms += [name for name in loss_terms(record) if name not in terms]
+    loss_panels = [plots.Panel(term if term != "loss" else "total loss", "loss") for term in terms]
+    lr_panel = plots.Panel("learning rate", "lr (log scale)", log_y=True)  # step drops are ×0.1
+    balance_panel = plots.Panel(
+        "classification vs box regression",
+        "summed loss terms",
+        line_styles=("classification", "box regression"),
+    )
+    for index, group in logged:
+        colour = plots.colour(index)
+        for run in group.runs:
+            records = train_records(run)
+            for panel, term in zip(loss_panels, terms, strict=True):
+                xs, ys = _curve(records, lambda record, term=term: _number(record.get(term)))
+                if xs:
+                    panel.series.append(plots.Series(group.label, xs, ys, colour))
+            if run is group.runs[0]:
+                xs, ys = _curve(records, lambda record: _number(record.get("lr")))
+                lr_panel.series.append(plots.Series(group.label, xs, ys, colour))
+            xs, ys = _curve(records, lambda record: _sum_or_none(split_loss_terms(record)[0]))
+            balance_panel.series.append(plots.Series(group.label, xs, ys, colour))
+            xs, ys = _curve(records, lambda record: _sum_or_none(split_loss_terms(record)[1]))
+            balance_panel.series.append(plots.Series(group.label, xs, ys, colour, dashed=True))
+
+    file = names("loss_terms")
+    panels = [panel for panel in loss_panels if panel.series] + ([lr_panel] if lr_panel.series else [])
+    plots.plot_panels(panels, out_dir / file)
+    document.add(
+        Figure(
+            file,
+            "loss terms and learning rate over training",
+            "Each loss term and the learning rate over training, one colour per configuration (seeds share "
+            "it): look for curves that fall and flatten, for the term a component lowers, and for learning "
+            "rates that coincide (otherwise the losses are not comparable iteration by iteration).",
+        )
+    )
+    file = names("cls_vs_reg")
+    plots.plot_panels([balance_panel], out_dir / file, ncols=1)
+    document.add(
+        Figure(
+            file,
+            "classification vs box-regression loss",
+            "Summed classification terms (solid) against summed box-regression terms (dashed): the gap "
+            "between them is the objective-level imbalance that balanced L1 addresses by raising the "
+            "regression gradients of inliers.",
+        )
+    )
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def _sum_or_none(terms: dict[str, float]) -> float | None:
+    return sum(terms.values()) if terms else None
+
+
+def add_analyses(document: Document, groups: list[RunGroup], out_dir: Path, names: FigureNames) -> None:
+    runs = [run for group in groups for run in group.runs]
+    if not any(run.analyses or run.figures or run.analysis_errors for run in runs):
+        return
+    document.add(Heading(2, "Analyses"))
+    document.add(para("Outputs of ", Code("libra analyze"), " found in the runs' ", Code("analysis/"), " folders."))
+    for run in runs:
+        for name, error in run.analysis_errors.items():
+            document.add(para(f"{run.label}: {name} analysis skipped: {error}"))
+    shown: set[Path] = set()
+
+    with_sampling = [run for run in runs if "sampling" in run.analyses]
+    if with_sampling:
+        document.add(Heading(3, "Sample level: IoU of sampled negatives"))
+        document.add(
+            para(
+                "Share of each sampler's negatives with IoU > 0.05; the paper (Fig. 2) finds more than 60% "
+                "of hard negatives above 0.05 but only 30% of randomly sampled ones."
+            )
+        )
+        document.add(analysis_tables.sampling_share_table(with_sampling))
+        for run in with_sampling:
+            histogram = analysis_tables.sampling_histogram_table(run)
+            if histogram is not None:
+                document.add(histogram)
+            _add_analysis_figures(document, run, ("sampling.png",), out_dir, names, shown)
+
+    with_features = [run for run in runs if "features" in run.analyses]
+    if with_features:
+        document.add(Heading(3, "Feature level: pyramid statistics"))
+        for run in with_features:
+            level_table = analysis_tables.features_table(run)
+            if level_table is not None:
+                document.add(level_table)
+            _add_analysis_figures(document, run, ("features.png",), out_dir, names, shown)
+
+    with_gradients = [run for run in runs if "gradients" in run.analyses]
+    if with_gradients:
+        document.add(Heading(3, "Objective level: box-regression gradients"))
+        document.add(
+            para(
+                "Inliers have a regression loss < 1, outliers ≥ 1 (SPEC §4); under smooth L1 the paper "
+                "finds that inliers contribute only about 30% of the gradient per sample that outliers do."
+            )
+        )
+        document.add(analysis_tables.gradients_table(with_gradients))
+        objective = analysis_tables.objective_table(with_gradients)
+        if objective is not None:
+            document.add(objective)
+        for run in with_gradients:
+            _add_analysis_figures(document, run, ("gradients.png", "gradients_curves.png"), out_dir, names, shown)
+
+    others = [(run, path) for run in runs for path in run.figures if path not in shown]
+    if others:
+        document.add(Heading(3, "Other analysis figures"))
+        for run, path in others:
+            _copy_figure(document, run, path, out_dir, names, f"Figure {path.name} from {run.label}'s analysis folder.")
+
+
+def _add_analysis_figures(
+    document: Document,
+    run: RunRecord,
+    files: tuple[str, ...],
+    out_dir: Path,
+    names: FigureNames,
+    shown: set[Path],
+) -> None:
+    for path in run.figures:
+        if path.name in files:
+            key = path.name
+            if key == "features.png" and not run.analyses.get("features", {}).get("bfp"):
+                key = "features_without_bfp.png"
+            caption = f"{run.label}: {ANALYSIS_CAPTIONS[key]}"
+            _copy_figure(document, run, path, out_dir, names, caption)
+            shown.add(path)
+
+
+def _copy_figure(
+    document: Document, run: RunRecord, path: Path, out_dir: Path, names: FigureNames, caption: str
+) -> None:
+    file = names(run.label, path.stem)
+    shutil.copyfile(path, out_dir / file)
+    document.add(Figure(file, f"{path.stem} of {run.label}", caption))
+
+
+def build_document(groups: list[RunGroup], out_dir: Path, *, baseline: RunGroup | None, title: str) -> Document:
+    """The whole report; figures are written to ``out_dir``."""
+    document = Document(title)
+    names = FigureNames()
+    add_overview(document, groups)
+    add_runs(document, groups)
+    add_metrics(document, groups)
+    add_ablation(document, groups, baseline)
+    add_lvis(document, groups)
+    add_categories(document, groups, out_dir, names)
+    add_training(document, groups, out_dir, names)
+    add_analyses(document, groups, out_dir, names)
+    return document

@@ -1,0 +1,378 @@
+"""The report's tables: numbers from run groups, formatted as they are printed.
+
+Metrics are kept as the evaluators write them (fractions in [0, 1], printed with 3 decimals). A group of
+seeds shows ``mean ± std`` with the sample standard deviation (n − 1 in the denominator); a group of one
+run has no spread, printed "—". Missing values (``null`` in metrics.json) print as "—" and stay out of
+means. The paper's numbers (SPEC §7) are COCO/LVIS percentages from full-size training and appear only
+in their own, separately labelled tables.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from libra_cli.report.collect import (
+    IGNORED_KEYS,
+    SEED_KEYS,
+    RunGroup,
+    split_loss_terms,
+    train_records,
+)
+from libra_cli.report.document import Code, Table, table
+
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+ABLATION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+LVIS_METRICS = ("AP", "AP50", "AP75", "APr", "APc", "APf")
+COMPONENTS = ("iou_sampling", "bfp", "balanced_l1", "eql")
+COMPONENT_TITLES = {
+    "iou_sampling": "IoU-balanced sampling",
+    "bfp": "BFP",
+    "balanced_l1": "balanced L1",
+    "eql": "EQL",
+}
+# The paper's Table 2 adds the components in this order, each on top of the previous ones.
+CUMULATIVE_ORDER = ("iou_sampling", "bfp", "balanced_l1")
+SWITCH_KEYS = tuple(f"libra.{name}" for name in COMPONENTS)
+DASH = "—"
+
+# Libra R-CNN Table 2 (SPEC §7): COCO val2017, ResNet-50-FPN Faster R-CNN, 1x schedule, AP in %.
+PAPER_TABLE2 = (
+    ("baseline", (35.9, 58.0, 38.4, 21.2, 39.5, 46.4)),
+    ("+ IoU-balanced sampling", (36.8, 58.0, 40.0, 21.1, 40.3, 48.2)),
+    ("+ BFP", (37.7, 59.4, 40.9, 22.4, 41.3, 49.3)),
+    ("+ balanced L1 (full Libra)", (38.5, 59.3, 42.0, 22.9, 42.1, 50.5)),
+)
+# EQL paper (SPEC §7): LVIS v0.5 val, R50-FPN Mask R-CNN, mask AP in % (box AP in the last column).
+PAPER_EQL = (
+    ("Mask R-CNN baseline", (20.1, 7.2, 19.9, 25.4, 20.5)),
+    ("+ EQL", (22.8, 11.3, 24.7, 25.1, 23.3)),
+)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation of the non-missing values; ``std`` is None for n = 1."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+def summarize(values: list[float | None]) -> Stat | None:
+    present = [float(value) for value in values if value is not None and not math.isnan(float(value))]
+    if not present:
+        return None
+    n = len(present)
+    mean = sum(present) / n
+    std = math.sqrt(sum((value - mean) ** 2 for value in present) / (n - 1)) if n > 1 else None
+    return Stat(mean, std, n)
+
+
+def format_number(value: float | None, digits: int = 3) -> str:
+    return DASH if value is None else f"{value:.{digits}f}"
+
+
+def format_stat(stat: Stat | None, with_std: bool, digits: int = 3) -> str:
+    """``0.400 ± 0.100`` (with_std), ``0.400 ± —`` for a single run among groups, ``0.400`` otherwise."""
+    if stat is None:
+        return DASH
+    if not with_std:
+        return f"{stat.mean:.{digits}f}"
+    spread = DASH if stat.std is None else f"{stat.std:.{digits}f}"
+    return f"{stat.mean:.{digits}f} ± {spread}"
+
+
+def format_delta(value: float | None, digits: int = 3) -> str:
+    return DASH if value is None else f"{value:+.{digits}f}"
+
+
+def format_general(value: Any) -> str:
+    """An analysis statistic: 4 significant digits, integers as they are, missing as "—"."""
+    if value is None:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return DASH if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def format_share(value: Any) -> str:
+    return DASH if not isinstance(value, int | float) else f"{100 * value:.1f}%"
+
+
+def group_stat(group: RunGroup, name: str) -> Stat | None:
+    return summarize(group.summary_values(name))
+
+
+def evaluated_runs(group: RunGroup) -> int:
+    return sum(run.metrics is not None for run in group.runs)
+
+
+def show_spread(groups: list[RunGroup]) -> bool:
+    """Print ``mean ± std`` when any group repeats a configuration over seeds."""
+    return any(len(group.runs) > 1 for group in groups)
+
+
+def config_differences(groups: list[RunGroup]) -> list[str]:
+    """Flattened setting names whose values differ between groups (seed, output folder and the component
+    switches, shown in their own columns, excluded), in config order."""
+    skip = set(SEED_KEYS) | set(IGNORED_KEYS) | set(SWITCH_KEYS)
+    keys: list[str] = []
+    for group in groups:
+        keys += [key for key in group.flat_config if key not in keys and key not in skip]
+    return [key for key in keys if len({repr(group.flat_config.get(key)) for group in groups}) > 1]
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(item) for item in value) + "]"
+    return "null" if value is None else str(value)
+
+
+def runs_table(groups: list[RunGroup]) -> Table:
+    """One row per configuration: switches, architecture, seeds, iterations and the settings that differ."""
+    differing = config_differences(groups)
+    headers = [
+        "run",
+        "n",
+        "seeds",
+        "arch",
+        *(COMPONENT_TITLES[name] for name in COMPONENTS),
+        "iters",
+        *differing,
+    ]
+    rows = []
+    for group in groups:
+        config = group.config
+        iterations = sorted({run.iterations for run in group.runs if run.iterations is not None})
+        rows.append(
+            [
+                group.label,
+                str(len(group.runs)),
+                ", ".join(str(seed) for seed in group.seeds),
+                f"{config.model.arch} {config.model.backbone}",
+                *("✓" if getattr(config.libra, name) else DASH for name in COMPONENTS),
+                ", ".join(str(it) for it in iterations) or DASH,
+                *(Code(_setting(group.flat_config.get(key))) for key in differing),
+            ]
+        )
+    numeric = [False, True, False, False, *(False for _ in COMPONENTS), True, *(False for _ in differing)]
+    return table(headers, rows, numeric)
+
+
+def metrics_table(groups: list[RunGroup], names: tuple[str, ...] = COCO_METRICS) -> Table:
+    """Summary metrics per group (mean ± std over seeds when any group has several)."""
+    present = [name for name in names if any(group_stat(group, name) is not None for group in groups)]
+    columns = present or list(names[:6])
+    spread = show_spread(groups)
+    rows = [
+        [
+            group.label,
+            str(evaluated_runs(group)),
+            *(format_stat(group_stat(group, name), spread) for name in columns),
+        ]
+        for group in groups
+    ]
+    return table(["run", "n", *columns], rows, [False, True, *(True for _ in columns)])
+
+
+def lvis_metric_names(groups: list[RunGroup]) -> tuple[str, ...]:
+    """LVIS_METRICS plus the AR entry LVISEval names after its detection limit (``AR@300``)."""
+    extra = []
+    for group in groups:
+        for run in group.runs:
+            for name in (run.metrics or {}).get("summary", {}):
+                if name.startswith("AR@") and name not in extra:
+                    extra.append(name)
+    return LVIS_METRICS + tuple(extra[:1])
+
+
+def is_lvis(group: RunGroup) -> bool:
+    return any((run.metrics or {}).get("format") == "lvis" for run in group.runs)
+
+
+def cumulative_settings(groups: list[RunGroup], baseline: RunGroup) -> list[tuple[str, RunGroup]] | None:
+    """Rows in the paper's Table 2 order when the runs are its cumulative ablation.
+
+    That is the case when the baseline has no component on and every group's components are a distinct
+    prefix of (IoU sampling, BFP, balanced L1); the row names then follow the paper.
+    """
+    if baseline.components:
+        return None
+    prefixes = {}
+    for group in groups:
+        components = tuple(group.components)
+        if components != CUMULATIVE_ORDER[: len(components)] or components in prefixes:
+            return None
+        prefixes[components] = group
+    names = ["baseline", *(f"+ {COMPONENT_TITLES[name]}" for name in CUMULATIVE_ORDER)]
+    return [(names[len(components)], prefixes[components]) for components in sorted(prefixes, key=len)]
+
+
+def describe_components(group: RunGroup) -> str:
+    return " + ".join(COMPONENT_TITLES[name] for name in group.components) or "no components"
+
+
+def ablation_table(groups: list[RunGroup], baseline: RunGroup) -> tuple[Table, bool]:
+    """The paper's Table 2 layout: AP … APl with Δ against the baseline (difference of group means).
+
+    Returns the table and whether its rows are the paper's cumulative order.
+    """
+    ordered = cumulative_settings(groups, baseline)
+    cumulative = ordered is not None
+    if ordered is None:
+        others = [group for group in groups if group is not baseline]
+        ordered = [(f"baseline ({describe_components(baseline)})", baseline)]
+        ordered += [(describe_components(group), group) for group in others]
+    spread = show_spread(groups)
+    headers = ["setting", "run", "n"]
+    for name in ABLATION_METRICS:
+        headers += [name, f"Δ{name}"]
+    rows = []
+    for setting, group in ordered:
+        row: list[Any] = [setting, group.label, str(evaluated_runs(group))]
+        for name in ABLATION_METRICS:
+            stat, reference = group_stat(group, name), group_stat(baseline, name)
+            delta = None if group is baseline or stat is None or reference is None else stat.mean - reference.mean
+            row += [format_stat(stat, spread), format_delta(delta)]
+        rows.append(row)
+    numeric = [False, False, True, *(True for _ in range(2 * len(ABLATION_METRICS)))]
+    return table(headers, rows, numeric), cumulative
+
+
+def paper_table2() -> Table:
+    """SPEC §7's Table 2 with Δ against the paper's own baseline, in AP points (%)."""
+    base = PAPER_TABLE2[0][1]
+    headers = ["setting (paper, COCO val2017, R50-FPN 1x)"]
+    for name in ABLATION_METRICS:
+        headers += [f"{name} (%)", f"Δ{name}"]
+    rows = []
+    for index, (setting, values) in enumerate(PAPER_TABLE2):
+        row = [setting]
+        for value, reference in zip(values, base, strict=True):
+            row += [f"{value:.1f}", DASH if index == 0 else f"{value - reference:+.1f}"]
+        rows.append(row)
+    return table(headers, rows, [False, *(True for _ in range(2 * len(ABLATION_METRICS)))])
+
+
+def paper_eql_table() -> Table:
+    headers = ["setting (paper, LVIS v0.5 val, R50-FPN Mask R-CNN)", "AP (%)", "APr", "APc", "APf", "box AP"]
+    rows = [[setting, *(f"{value:.1f}" for value in values)] for setting, values in PAPER_EQL]
+    return table(headers, rows, [False, True, True, True, True, True])
+
+
+@dataclass(frozen=True)
+class CategoryAP:
+    category_id: Any
+    name: str
+    frequency: str | None
+    num_gt: int | None
+    ap: Stat | None
+
+
+def category_stats(group: RunGroup) -> list[CategoryAP]:
+    """Per-category AP of a group (mean ± std over its seeds), sorted by mean AP, best first; categories
+    without AP (no ground truth) last."""
+    by_id: dict[Any, dict[str, Any]] = {}
+    for run in group.runs:
+        for row in (run.metrics or {}).get("per_category", []) or []:
+            entry = by_id.setdefault(
+                row.get("category_id"),
+                {
+                    "name": str(row.get("name", row.get("category_id"))),
+                    "frequency": row.get("frequency"),
+                    "num_gt": row.get("num_gt"),
+                    "values": [],
+                },
+            )
+            entry["values"].append(row.get("AP"))
+    stats = [
+        CategoryAP(cid, entry["name"], entry["frequency"], entry["num_gt"], summarize(entry["values"]))
+        for cid, entry in by_id.items()
+    ]
+    return sorted(stats, key=lambda item: (item.ap is None, -(item.ap.mean if item.ap else 0.0), str(item.name)))
+
+
+def category_table(groups: list[RunGroup]) -> Table:
+    """Per-category AP, one column per group, rows in the first group's order (best first)."""
+    spread = show_spread(groups)
+    per_group = [{item.category_id: item for item in category_stats(group)} for group in groups]
+    order = [item.category_id for item in category_stats(groups[0])]
+    for stats in per_group[1:]:
+        order += [cid for cid in stats if cid not in order]
+    lvis = any(item.frequency for stats in per_group for item in stats.values())
+    headers = ["category", "id", *(["freq"] if lvis else []), "GT boxes", *(group.label for group in groups)]
+    rows = []
+    for cid in order:
+        first = next(stats[cid] for stats in per_group if cid in stats)
+        row = [
+            first.name,
+            str(cid),
+            *([first.frequency or DASH] if lvis else []),
+            format_general(first.num_gt),
+        ]
+        row += [format_stat(stats[cid].ap, spread) if cid in stats else DASH for stats in per_group]
+        rows.append(row)
+    numeric = [False, True, *([False] if lvis else []), True, *(True for _ in groups)]
+    return table(headers, rows, numeric)
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    final_loss: Stat | None
+    final_cls: Stat | None
+    final_reg: Stat | None
+    time_per_iter: Stat | None
+    peak_memory_mb: float | None
+
+
+def training_summary(group: RunGroup) -> TrainingSummary:
+    """Last logged losses (mean over seeds), median seconds per iteration, peak memory."""
+    losses, cls_sums, reg_sums, times, memory = [], [], [], [], []
+    for run in group.runs:
+        records = train_records(run)
+        if not records:
+            continue
+        last = records[-1]
+        cls_terms, reg_terms = split_loss_terms(last)
+        losses.append(last.get("loss"))
+        cls_sums.append(sum(cls_terms.values()) if cls_terms else None)
+        reg_sums.append(sum(reg_terms.values()) if reg_terms else None)
+        run_times = sorted(r["time_per_iter"] for r in records if isinstance(r.get("time_per_iter"), int | float))
+        times.append(run_times[len(run_times) // 2] if run_times else None)
+        memory += [r["memory_mb"] for r in records if isinstance(r.get("memory_mb"), int | float)]
+    return TrainingSummary(
+        summarize(losses),
+        summarize(cls_sums),
+        summarize(reg_sums),
+        summarize(times),
+        max(memory) if memory else None,
+    )
+
+
+def training_table(groups: list[RunGroup]) -> Table:
+    spread = show_spread(groups)
+    headers = ["run", "final loss", "cls terms", "box-reg terms", "cls / reg", "s / iter", "peak memory (MB)"]
+    rows = []
+    for group in groups:
+        summary = training_summary(group)
+        ratio = None
+        if summary.final_cls and summary.final_reg and summary.final_reg.mean > 0:
+            ratio = summary.final_cls.mean / summary.final_reg.mean
+        rows.append(
+            [
+                group.label,
+                format_stat(summary.final_loss, spread),
+                format_stat(summary.final_cls, spread),
+                format_stat(summary.final_reg, spread),
+                format_number(ratio, 2),
+                format_stat(summary.time_per_iter, spread),
+                format_number(summary.peak_memory_mb, 0),
+            ]
+        )
+    return table(headers, rows, [False, *(True for _ in headers[1:])])
