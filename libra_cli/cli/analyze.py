@@ -29,7 +29,9 @@ app = typer.Typer(
 RUN_DIR = typer.Argument(..., help="A run directory made by `libra train`.")
 IMAGES = typer.Option(50, "--images", help="Number of images (the first N of the split).")
 SPLIT = typer.Option("train", "--split", help="train | val.")
-CHECKPOINT = typer.Option("best", "--checkpoint", help="best | last | a checkpoint path (e.g. an untrained one).")
+CHECKPOINT = typer.Option(
+    "best", "--checkpoint", help="best | last | a checkpoint path (e.g. an untrained one)."
+)
 DEVICE = typer.Option(None, "--device", help="cpu | cuda (default: the run's device).")
 SEED = typer.Option(0, "--seed", help="Seed of the samplers' random draws (same seed, same numbers).")
 BATCH_SIZE = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", help="Images per forward pass.")
@@ -83,7 +85,9 @@ def sampling_table(result: dict[str, Any]) -> Table:
         )
     table.add_section()
     table.add_row("negatives", *(str(result["methods"][m]["num_negatives"]) for m in METHODS))
-    table.add_row("IoU > 0.05", *(_pct(result["methods"][m]["share_above_0.05"]) for m in METHODS), style="bold")
+    table.add_row(
+        "IoU > 0.05", *(_pct(result["methods"][m]["share_above_0.05"]) for m in METHODS), style="bold"
+    )
     return table
 
 
@@ -118,20 +122,20 @@ def features_table(result: dict[str, Any]) -> Table:
 
 
 def gradient_tables(result: dict[str, Any]) -> tuple[Table, Table]:
+    losses = result["losses"]
+    smooth, balanced = losses["smooth_l1"], losses["balanced_l1"]
     balance = Table(
         title=f"box regression: inliers vs outliers (loss ≥ 1), {result['num_samples']} coordinates "
-        f"of {result['num_positives']} positives"
+        f"of {result['num_positives']} positives",
+        caption=f"smooth L1 β={smooth['beta']:.3g} (torchvision's); balanced L1 α={balanced['alpha']:g} "
+        f"γ={balanced['gamma']:g} β={balanced['beta']:g}; ratio = mean gradient per inlier / per outlier",
     )
-    for column in ("loss", "inliers", "outliers", "grad/in", "grad/out", "in/out", "in share"):
+    for column in ("loss", "inliers", "outliers", "grad/in", "grad/out", "ratio", "in share"):
         balance.add_column(column, justify="left" if column == "loss" else "right", no_wrap=True)
-    for stats in result["losses"].values():
-        label = (
-            f"balanced L1 α={stats['alpha']:g} γ={stats['gamma']:g} β={stats['beta']:.3g}"
-            if "alpha" in stats
-            else f"smooth L1 β={stats['beta']:.3g}"
-        )
+    labels = {"smooth_l1": "smooth L1", "balanced_l1": "balanced L1", "smooth_l1_beta_1": "smooth L1 β=1"}
+    for name, stats in losses.items():
         balance.add_row(
-            label,
+            labels.get(name, name),
             str(stats["num_inliers"]),
             str(stats["num_outliers"]),
             _num(stats["inlier_mean_grad"]),
@@ -140,7 +144,9 @@ def gradient_tables(result: dict[str, Any]) -> tuple[Table, Table]:
             _pct(stats["inlier_grad_share"]),
         )
     objective = result["objective"]
-    table = Table(title=f"objective balance ({objective['run_box_loss']}; gradients on the {objective['features']})")
+    table = Table(
+        title=f"objective balance ({objective['run_box_loss']}; gradients on the {objective['features']})"
+    )
     for column in ("loss_cls", "loss_reg", "‖∂L_cls/∂f‖", "‖∂L_reg/∂f‖", "reg / cls"):
         table.add_column(column, justify="right")
     table.add_row(

@@ -1,4 +1,5 @@
-"""``libra demo`` — the whole story on the embedded synthetic benchmark, from nothing to metrics."""
+"""``libra demo`` — the whole story on the embedded synthetic benchmark: data → baseline and Libra runs →
+the three imbalance analyses → a markdown report."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from libra_cli.engine.checkpoint import load_checkpoint
 from libra_cli.engine.evaluate import read_metrics
 from libra_cli.engine.run import RunLayout
 
-DEMO_RUNS = (("baseline", "baseline"),)  # (run name, preset)
+DEMO_RUNS = (("baseline", "baseline"), ("libra", "libra"))  # (run name, preset)
+DEMO_ANALYSIS_IMAGES = 50  # images per analysis: enough for stable shares, seconds per analysis on a CPU
 
 
 def _finished(layout: RunLayout, max_iters: int) -> bool:
@@ -26,11 +28,39 @@ def _finished(layout: RunLayout, max_iters: int) -> bool:
     return int(load_checkpoint(layout.last)["iteration"]) >= max_iters
 
 
+def run_analyses(run_dir: Path, *, num_images: int, device: str, seed: int) -> None:
+    """The three diagnostics of `libra analyze` on one run (skipping those already written)."""
+    from libra_cli.analysis.features import analyze_features, write_features
+    from libra_cli.analysis.gradients import analyze_gradients, write_gradients
+    from libra_cli.analysis.sampling import analyze_sampling, write_sampling
+
+    steps = (
+        ("sampling", analyze_sampling, write_sampling),
+        ("features", analyze_features, write_features),
+        ("gradients", analyze_gradients, write_gradients),
+    )
+    for name, analyze, write in steps:
+        if (RunLayout(run_dir).analysis_dir / f"{name}.json").is_file():
+            continue
+        with count_progress(name) as progress:
+            result = analyze(run_dir, num_images=num_images, device=device, seed=seed, progress=progress)
+        write(result)
+
+
 def run_demo(
-    out: Path, synth_dir: Path, *, max_iters: int | None = None, device: str = "cpu", seed: int = 0
+    out: Path,
+    synth_dir: Path,
+    *,
+    report_dir: Path = Path("reports/demo"),
+    max_iters: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    analysis_images: int = DEMO_ANALYSIS_IMAGES,
 ) -> dict[str, Any]:
     """Generate the benchmark if absent, train and evaluate each demo run (resuming or reusing
-    finished runs), and return {run name: metrics}."""
+    finished runs), analyse them, write the report, and return {run name: metrics}."""
+    from libra_cli.report import build_report
+
     start = time.perf_counter()
     with count_progress("synth") as progress:
         spec = default_synth_spec()
@@ -54,14 +84,19 @@ def run_demo(
         else:
             metrics = run_training(config, resume=layout.last.is_file()).metrics
         results[name] = metrics
+    for name, _ in DEMO_RUNS:
+        run_analyses(out / name, num_images=analysis_images, device=device, seed=seed)
+    report = build_report([out / name for name, _ in DEMO_RUNS], report_dir, title="libra demo")
     minutes = (time.perf_counter() - start) / 60
     lines = [f"benchmark   {synth_dir} (annotations/, images/)"]
     for name, metrics in results.items():
         summary = metrics["summary"]
         lines.append(f"{name:<11} {out / name}  AP {summary['AP']:.3f}  AP50 {summary['AP50']:.3f}")
         lines.append(f"{'':<11} metrics: {out / name / 'eval' / 'metrics.json'}")
+    lines.append(f"analyses    {out}/<run>/analysis/ (sampling, features, gradients)")
+    lines.append(f"report      {report}")
     lines.append(f"wall time   {minutes:.1f} min")
-    lines.append("next        libra train --bfp --iou-sampling --balanced-l1 --out runs/libra")
+    lines.append("next        libra ablate experiments/ablation_table2.yaml --seeds 3")
     console.print(Panel("\n".join(lines), title="libra demo", expand=False))
     return results
 
@@ -70,9 +105,14 @@ def run_demo(
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the demo's runs."),
     synth_dir: Path = typer.Option(Path("data/synth"), "--synth-dir", help="Where the benchmark is generated."),
+    report_dir: Path = typer.Option(Path("reports/demo"), "--report", help="Where the report is written."),
     max_iters: int = typer.Option(None, "--max-iters", help="Override the demo schedule's length."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    analysis_images: int = typer.Option(DEMO_ANALYSIS_IMAGES, "--analysis-images", help="Images per analysis."),
 ) -> None:
-    """Generate the synthetic benchmark, train and evaluate a baseline, and print where everything is."""
-    run_demo(out, synth_dir, max_iters=max_iters, device=device, seed=seed)
+    """Benchmark → baseline and Libra runs → analyses → report, printing where everything is."""
+    run_demo(
+        out, synth_dir, report_dir=report_dir, max_iters=max_iters, device=device, seed=seed,
+        analysis_images=analysis_images,
+    )
