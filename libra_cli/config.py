@@ -57,7 +57,7 @@ class ModelConfig:
     rpn_post_nms_top_n_train: int = 1000
     rpn_pre_nms_top_n_test: int = 1000
     rpn_post_nms_top_n_test: int = 500
-    roi_batch_size_per_image: int = 256  # RoIs sampled per image for the box head (the papers: 512)
+    roi_batch_size_per_image: int = 512  # RoIs sampled per image for the box head (Libra: 512)
     roi_positive_fraction: float = 0.25
     roi_sampling_ratio: int = 1  # RoIAlign sampling points per bin side (torchvision's default is 2)
     box_head_dim: int = 256  # width of the two-layer MLP box head (torchvision's default is 1024)
@@ -94,7 +94,7 @@ class LibraConfig:
 @dataclass
 class TrainConfig:
     out: str = "runs/default"  # the run directory: config, log, checkpoints, metrics, analyses
-    max_iters: int = 300  # optimisation steps
+    max_iters: int = 450  # optimisation steps
     lr: float = 0.02  # peak learning rate for the global batch
     momentum: float = 0.9
     weight_decay: float = 1e-4

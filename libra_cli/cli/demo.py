@@ -18,7 +18,8 @@ from libra_cli.engine.checkpoint import load_checkpoint
 from libra_cli.engine.evaluate import read_metrics
 from libra_cli.engine.run import RunLayout
 
-DEMO_RUNS = (("baseline", "baseline"), ("libra", "libra"))  # (run name, preset)
+BASELINE_RUN = ("baseline", "baseline")  # (run name, preset)
+LIBRA_RUN = ("libra", "libra")
 DEMO_ANALYSIS_IMAGES = 50  # images per analysis: enough for stable shares, seconds per analysis on a CPU
 
 
@@ -56,9 +57,11 @@ def run_demo(
     device: str = "cpu",
     seed: int = 0,
     analysis_images: int = DEMO_ANALYSIS_IMAGES,
+    with_libra: bool = False,
 ) -> dict[str, Any]:
-    """Generate the benchmark if absent, train and evaluate each demo run (resuming or reusing
-    finished runs), analyse them, write the report, and return {run name: metrics}."""
+    """Generate the benchmark if absent, train and evaluate the baseline (and with ``with_libra`` the
+    full Libra run), resuming or reusing finished runs, analyse them, write the report, and return
+    {run name: metrics}."""
     from libra_cli.report import build_report
 
     start = time.perf_counter()
@@ -67,8 +70,9 @@ def run_demo(
         callback = progress_callback(progress, "benchmark", spec.num_train + spec.num_val)
         paths, generated = ensure_benchmark(synth_dir, spec, callback)
     console.print(f"benchmark: {'generated' if generated else 'found'} in {synth_dir}")
+    demo_runs = (BASELINE_RUN, LIBRA_RUN) if with_libra else (BASELINE_RUN,)
     results = {}
-    for name, preset in DEMO_RUNS:
+    for name, preset in demo_runs:
         overrides: dict[str, dict[str, Any]] = {
             "data": {"synth_dir": str(synth_dir)},
             "train": {"out": str(out / name), "device": device, "seed": seed},
@@ -84,9 +88,9 @@ def run_demo(
         else:
             metrics = run_training(config, resume=layout.last.is_file()).metrics
         results[name] = metrics
-    for name, _ in DEMO_RUNS:
+    for name, _ in demo_runs:
         run_analyses(out / name, num_images=analysis_images, device=device, seed=seed)
-    report = build_report([out / name for name, _ in DEMO_RUNS], report_dir, title="libra demo")
+    report = build_report([out / name for name, _ in demo_runs], report_dir, title="libra demo")
     minutes = (time.perf_counter() - start) / 60
     lines = [f"benchmark   {synth_dir} (annotations/, images/)"]
     for name, metrics in results.items():
@@ -96,7 +100,9 @@ def run_demo(
     lines.append(f"analyses    {out}/<run>/analysis/ (sampling, features, gradients)")
     lines.append(f"report      {report}")
     lines.append(f"wall time   {minutes:.1f} min")
-    lines.append("next        libra ablate experiments/ablation_table2.yaml --seeds 3")
+    if not with_libra:
+        lines.append("next        libra demo --with-libra   (adds the full Libra R-CNN run to the report)")
+    lines.append("then        libra ablate experiments/ablation_table2.yaml --seeds 3")
     console.print(Panel("\n".join(lines), title="libra demo", expand=False))
     return results
 
@@ -110,9 +116,10 @@ def demo_command(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     analysis_images: int = typer.Option(DEMO_ANALYSIS_IMAGES, "--analysis-images", help="Images per analysis."),
+    with_libra: bool = typer.Option(False, "--with-libra", help="Also train the full Libra R-CNN run."),
 ) -> None:
-    """Benchmark → baseline and Libra runs → analyses → report, printing where everything is."""
+    """Benchmark → baseline run (and with --with-libra the Libra run) → analyses → report."""
     run_demo(
         out, synth_dir, report_dir=report_dir, max_iters=max_iters, device=device, seed=seed,
-        analysis_images=analysis_images,
+        analysis_images=analysis_images, with_libra=with_libra,
     )

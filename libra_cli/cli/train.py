@@ -10,6 +10,7 @@ from rich.table import Table
 
 from libra_cli.cli.ui import TrainProgress, category_table, console, handle_errors, metrics_table
 from libra_cli.config import RunConfig, load_config
+from libra_cli.engine.distributed import is_main_process
 from libra_cli.engine.train import TrainResult, train
 
 DATA = "Data"
@@ -111,12 +112,20 @@ def describe_start(config: RunConfig, info: dict[str, Any]) -> None:
     table.add_row("libra", ", ".join(config.libra.enabled()) or "off (plain torchvision detector)")
     table.add_row(
         "schedule",
-        f"{config.train.max_iters} iterations × {config.data.batch_size} images, "
+        f"{config.train.max_iters} iterations × {config.data.batch_size} images"
+        + (f" over {info['world_size']} processes" if info.get("world_size", 1) > 1 else "")
+        + ", "
         f"lr {config.train.lr} ({config.train.schedule})"
         + (f", resuming at {info['start_iter']}" if info["start_iter"] else ""),
     )
-    if info.get("skipped_boxes"):
-        table.add_row("skipped", f"{info['skipped_boxes']} bad boxes (--on-bad-sample skip)")
+    skipped = info.get("skipped", {})
+    if any(skipped.values()):
+        table.add_row(
+            "skipped",
+            f"{skipped['train_images']} + {skipped['val_images']} bad images, "
+            f"{skipped['train_boxes']} + {skipped['val_boxes']} bad boxes "
+            "(train + val, --on-bad-sample skip)",
+        )
     if config.libra.eql:
         table.add_row("eql", eql_tail_summary(info["eql"]))
     console.print(table)
@@ -136,7 +145,7 @@ def run_training(config: RunConfig, *, resume: bool = False, show: bool = True) 
         on_start=(lambda info: describe_start(config, info)) if show else None,
         progress=TrainProgress(run_label(config)) if show else None,
     )
-    if show and result.metrics is not None:
+    if show and result.metrics is not None and is_main_process():
         console.print(metrics_table(result.metrics, title=f"{run_label(config)} @ {result.iterations}"))
         console.print(category_table(result.metrics))
         console.print(f"trained {result.iterations} iterations in {result.wall_s / 60:.1f} min → {result.run_dir}")
@@ -154,7 +163,7 @@ def train_command(
     long_tail: bool = opt("--long-tail/--no-long-tail", panel=DATA, help="Long-tailed (LVIS) synthetic data."),
     batch_size: int = opt("--batch-size", panel=DATA, help="Images per iteration."),
     workers: int = opt("--workers", panel=DATA, help="DataLoader worker processes."),
-    on_bad_sample: str = opt("--on-bad-sample", panel=DATA, help="error | skip degenerate boxes."),
+    on_bad_sample: str = opt("--on-bad-sample", panel=DATA, help="error | skip bad images and boxes."),
     arch: str = opt("--arch", panel=MODEL, help="faster_rcnn | retinanet."),
     backbone: str = opt("--backbone", panel=MODEL, help="resnet18 | resnet34 | resnet50."),
     norm: str = opt("--norm", panel=MODEL, help="gn | bn | frozen_bn (backbone normalisation)."),

@@ -16,11 +16,14 @@ contribute negatives only). ``label_to_category_id`` maps labels back to the dat
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor
@@ -93,7 +96,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         image_root: folder the images' ``file_name`` (or ``coco_url`` basename) are relative to.
         augmentation: training-time flips / resizes; None for evaluation.
         category_ids: the label order to use (e.g. a trained model's), default sorted ids of the file.
-        on_bad_sample: "error" raises on a degenerate box, "skip" drops it and counts it.
+        on_bad_sample: "error" raises on a degenerate box (and, in ``verify_images``, on an unusable image
+            file); "skip" drops it and counts it.
     Items are indexed by ``int`` or by ``(index, augmentation_seed)`` so that augmentation is a function
     of the sample's position in the run, independent of worker processes and resumption.
     """
@@ -120,7 +124,9 @@ class DetectionDataset(torch.utils.data.Dataset):
         unknown = sorted(set(file_ids) - set(self.category_ids))
         if category_ids is not None and unknown:
             raise LibraError(f"{self.ann_file}: category ids {unknown[:5]} are unknown to the model")
+        self.on_bad_sample = on_bad_sample
         self.skipped_boxes = 0
+        self.skipped_images = 0
         self.records = self._read_records(on_bad_sample)
 
     # --- parsing -------------------------------------------------------------------------------------
@@ -232,15 +238,43 @@ class DetectionDataset(torch.utils.data.Dataset):
         try:
             with Image.open(record.path) as pil:
                 pil.load()
-                if pil.mode not in ("RGB", "L", "RGBA", "P", "LA"):
-                    # 16-bit and float images: scale to 8 bits before converting to RGB.
-                    pil = pil.point(lambda v: v / 256).convert("L") if pil.mode.startswith("I;16") else pil
-                image = pil.convert("RGB")
+                image = to_rgb8(pil)
         except FileNotFoundError as exc:
             raise LibraError(f"{record.path}: image file not found (image id {record.image_id})") from exc
         except (UnidentifiedImageError, OSError) as exc:
             raise LibraError(f"{record.path}: cannot decode image (image id {record.image_id}): {exc}") from exc
         return pil_to_tensor(image).float().div_(255.0)
+
+    def verify_images(self) -> None:
+        """Check every image file before any work starts, then drop or refuse the unusable ones.
+
+        The check opens each file and verifies its data stream without decoding pixels (PIL's
+        ``verify``: the header for every format, chunk checksums for PNG), so missing, truncated and
+        foreign files surface here rather than mid-training. With ``on_bad_sample="error"`` the first bad
+        image raises LibraError; with "skip" bad images and their annotations are dropped (also from
+        ``self.dataset``, so evaluation scores only the images that were used) and counted in
+        ``skipped_images``.
+        """
+        workers = min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            problems = list(pool.map(image_file_problem, (record.path for record in self.records)))
+        bad = [(record, problem) for record, problem in zip(self.records, problems, strict=True) if problem]
+        if not bad:
+            return
+        if self.on_bad_sample != "skip":
+            record, problem = bad[0]
+            raise LibraError(
+                f"{record.path}: {problem} (image id {record.image_id} of {self.ann_file}; "
+                f"{len(bad)} bad image(s) in all, use --on-bad-sample skip to drop them)"
+            )
+        dropped = {record.image_id for record, _ in bad}
+        self.records = [record for record in self.records if record.image_id not in dropped]
+        self.skipped_images += len(dropped)
+        self.dataset = {
+            **self.dataset,
+            "images": [image for image in self.dataset["images"] if image["id"] not in dropped],
+            "annotations": [ann for ann in self.dataset["annotations"] if ann["image_id"] not in dropped],
+        }
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, Any]]:
         index, seed = key if isinstance(key, tuple) else (key, None)
@@ -261,6 +295,33 @@ class DetectionDataset(torch.utils.data.Dataset):
             generator = torch.Generator().manual_seed(seed if seed is not None else index)
             image, target = self.augmentation(image, target, generator)
         return image, target
+
+
+def to_rgb8(pil: Image.Image) -> Image.Image:
+    """An RGB image with 8 bits per channel, from any mode PIL reads.
+
+    Grayscale ("L", "1"), palette ("P"), "LA", "RGBA" and "CMYK" convert with PIL (alpha is dropped).
+    16-bit grayscale (modes "I;16*", and "I", which is how some PIL versions read 16-bit PNGs) is scaled
+    v ↦ round(v · 255 / 65535), so that the full 0..65535 range maps onto 0..255 instead of every value
+    above 255 saturating to white.
+    """
+    if pil.mode.startswith("I;16") or pil.mode == "I":
+        values = np.asarray(pil, dtype=np.float64)
+        pil = Image.fromarray(np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8))
+    return pil if pil.mode == "RGB" else pil.convert("RGB")
+
+
+def image_file_problem(path: Path) -> str | None:
+    """Why the image file at ``path`` cannot be used (a short phrase), or None if it looks sound."""
+    try:
+        with Image.open(path) as pil:
+            pil.verify()
+    except FileNotFoundError:
+        return "image file not found"
+    except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, … for damaged files
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot decode image ({detail})"
+    return None
 
 
 def _looks_like_lvis(dataset: dict) -> bool:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,15 +59,11 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a libra checkpoint safely; one-line errors for missing, corrupt or foreign files."""
+    """Load a libra checkpoint safely; one-line errors for missing, corrupt, unsafe or foreign files."""
     path = Path(path)
     if not path.is_file():
         raise LibraError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle with code, wrong format: all unusable for the user
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LibraError(f"{path}: corrupt or unsafe checkpoint ({message[:200]})") from exc
+    state = load_tensors_safely(path, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise LibraError(f"{path}: not a libra checkpoint (missing format tag {CHECKPOINT_FORMAT!r})")
     for key in ("model", "iteration"):
@@ -73,8 +72,45 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def load_tensors_safely(path: Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line LibraErrors.
+
+    The weights-only unpickler accepts tensors, numbers, strings and containers only, so a file that
+    would construct any other Python object — and could run code that way — is refused, not executed.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise LibraError(
+                f"{path}: refused to load this {what}: it holds Python objects such as {found.group(1)} "
+                "besides tensors, and unpickling it could run code"
+            ) from exc
+        reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+        detail = reason.group(1).strip() if reason else type(exc).__name__
+        raise LibraError(
+            f"{path}: corrupt {what} or not a PyTorch file (the safe weights-only loader stops at: {detail})"
+        ) from exc
+    except Exception as exc:  # truncated zip, not a torch file at all: unusable for the user
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+        first_sentence = text.splitlines()[0].split(". ")[0][:200] if text else ""
+        raise LibraError(
+            f"{path}: corrupt {what} or not a PyTorch file ({type(exc).__name__}: {first_sentence})"
+        ) from exc
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporary files a killed process left behind in ``folder``; returns how many."""
+    stale = list(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    """This process's random generators: torch (CPU and CUDA) and Python's ``random``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -83,5 +119,8 @@ def rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     if "torch" in state:
         torch.set_rng_state(state["torch"])
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

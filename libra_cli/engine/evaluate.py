@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from torch import nn
 
 from libra_cli.data.coco import DetectionDataset, collate
 from libra_cli.engine.checkpoint import atomic_write_text
+from libra_cli.engine.distributed import broadcast_object, gather_object, get_rank, get_world_size
 from libra_cli.engine.metrics import LVIS_MAX_DETS, evaluate_detections
 from libra_cli.errors import LibraError
 
@@ -41,21 +42,30 @@ def predict(
     max_detections: int | None = None,
     autocast_dtype: torch.dtype | None = None,
     progress: Callable[[int, int], None] | None = None,
+    indices: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run ``model`` over ``dataset`` and return COCO-format detections (boxes in original pixels)."""
+    """Run ``model`` over ``dataset`` (or its items at ``indices``) and return COCO-format detections.
+
+    Boxes are in original pixels; the list follows the dataset's order, each image's detections in the
+    model's order.
+    """
     owner, attribute = _detections_per_image(model)
     saved_cap = getattr(owner, attribute)
     if max_detections is not None:
         setattr(owner, attribute, max_detections)
     was_training = model.training
     model.eval()
+    items = dataset if indices is None else torch.utils.data.Subset(dataset, list(indices))
     loader = torch.utils.data.DataLoader(
-        dataset,
+        items,
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",
+        # Its own generator: an evaluation in the middle of training must not draw from the global RNG,
+        # or a run resumed from a checkpoint taken just before it would follow another random stream.
+        generator=torch.Generator(),
     )
     results: list[dict[str, Any]] = []
     done = 0
@@ -82,7 +92,7 @@ def predict(
                     )
             done += len(images)
             if progress is not None:
-                progress(done, len(dataset))
+                progress(done, len(items))
     finally:
         setattr(owner, attribute, saved_cap)
         model.train(was_training)
@@ -101,10 +111,16 @@ def evaluate_model(
     extra: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Predict, write ``out_dir/detections.json`` and ``out_dir/metrics.json``, return the metrics."""
+    """Predict, write ``out_dir/detections.json`` and ``out_dir/metrics.json``, return the metrics.
+
+    Under torchrun each rank predicts every W-th image (rank r takes r, r + W, …), rank 0 gathers the
+    detections back into the dataset's order, scores them and writes the files, and every rank returns
+    rank 0's metrics; with one process this is plain prediction over the whole set.
+    """
     start = time.perf_counter()
+    rank, world_size = get_rank(), get_world_size()
     max_dets = LVIS_MAX_DETS if dataset.format == "lvis" else None
-    detections = predict(
+    local = predict(
         model,
         dataset,
         device=device,
@@ -113,23 +129,41 @@ def evaluate_model(
         max_detections=max_dets,
         autocast_dtype=autocast_dtype,
         progress=progress,
+        indices=None if world_size == 1 else range(rank, len(dataset), world_size),
     )
-    inference_s = time.perf_counter() - start
-    out = Path(out_dir)
-    atomic_write_text(out / "detections.json", json.dumps(detections))
-    metrics = evaluate_detections(dataset.dataset, detections)
-    metrics.update(
-        {
-            "ann_file": str(dataset.ann_file),
-            "num_images": len(dataset),
-            "num_detections": len(detections),
-            "inference_s": round(inference_s, 3),
-            "images_per_s": round(len(dataset) / max(inference_s, 1e-9), 3),
-            **(extra or {}),
-        }
-    )
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    return metrics
+    gathered = gather_object(local)
+    metrics: dict[str, Any] | None = None
+    if gathered is not None:
+        detections = merge_in_dataset_order(gathered, dataset)
+        inference_s = time.perf_counter() - start
+        out = Path(out_dir)
+        atomic_write_text(out / "detections.json", json.dumps(detections))
+        metrics = evaluate_detections(dataset.dataset, detections)
+        metrics.update(
+            {
+                "ann_file": str(dataset.ann_file),
+                "num_images": len(dataset),
+                "num_detections": len(detections),
+                "inference_s": round(inference_s, 3),
+                "images_per_s": round(len(dataset) / max(inference_s, 1e-9), 3),
+                **(extra or {}),
+            }
+        )
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return broadcast_object(metrics)
+
+
+def merge_in_dataset_order(
+    per_rank: list[list[dict[str, Any]]], dataset: DetectionDataset
+) -> list[dict[str, Any]]:
+    """One detection list from the ranks' lists, ordered as a single process would have produced it.
+
+    The sort is stable and keyed by each image's position in the dataset, so the detections of one image
+    keep the model's order (COCOeval breaks score ties by that order).
+    """
+    position = {record.image_id: i for i, record in enumerate(dataset.records)}
+    merged = [detection for detections in per_rank for detection in detections]
+    return sorted(merged, key=lambda detection: position[detection["image_id"]])
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
