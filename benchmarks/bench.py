@@ -46,15 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models import resnet
-from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from libra_cli.config import RunConfig, apply_overrides, load_config, save_config
 from libra_cli.data.build import (
@@ -84,6 +76,7 @@ from libra_cli.engine.run import RunLayout, resolve_device, write_dataset_info
 from libra_cli.engine.train import amp_dtype
 from libra_cli.errors import LibraError
 from libra_cli.models.build import build_detector
+from libra_cli.models.reference import torchvision_faster_rcnn
 from libra_cli.sampling import IoUBalancedSampler
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -191,52 +184,6 @@ def benchmark_config(settings: Settings) -> RunConfig:
 def with_switches(config: RunConfig, switches: tuple[str, ...]) -> RunConfig:
     """``config`` with exactly the named Libra switches on."""
     return apply_overrides(config, {"libra": {name: name in switches for name in SWITCHES}}, "benchmark")
-
-
-def _norm_layer(kind: str) -> Callable[[int], nn.Module]:
-    if kind == "gn":
-        return partial(nn.GroupNorm, 32)
-    return nn.BatchNorm2d if kind == "bn" else FrozenBatchNorm2d
-
-
-def torchvision_faster_rcnn(config: RunConfig, num_classes: int) -> FasterRCNN:
-    """Faster R-CNN with a ResNet-FPN written directly against torchvision's public constructors.
-
-    Every setting is read from ``config.model``, so the result is the detector libra builds with every
-    switch off — the reference the benchmark compares against. ``num_classes`` counts foreground classes.
-    """
-    m = config.model
-    if m.arch != "faster_rcnn":
-        raise LibraError(f"model.arch: the benchmark measures Faster R-CNN, got {m.arch!r}")
-    body = getattr(resnet, m.backbone)(weights=None, norm_layer=_norm_layer(m.norm))
-    width = 64 if m.backbone in ("resnet18", "resnet34") else 256  # channels of layer1 (basic / bottleneck)
-    backbone = BackboneWithFPN(
-        body,
-        {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-        [width, width * 2, width * 4, width * 8],
-        m.fpn_channels,
-        extra_blocks=LastLevelMaxPool(),
-    )
-    anchors = AnchorGenerator(tuple((s,) for s in m.anchor_sizes), (tuple(m.aspect_ratios),) * len(m.anchor_sizes))
-    return FasterRCNN(
-        backbone,
-        num_classes=None,
-        min_size=m.min_size,
-        max_size=m.max_size,
-        rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=m.rpn_pre_nms_top_n_train,
-        rpn_post_nms_top_n_train=m.rpn_post_nms_top_n_train,
-        rpn_pre_nms_top_n_test=m.rpn_pre_nms_top_n_test,
-        rpn_post_nms_top_n_test=m.rpn_post_nms_top_n_test,
-        rpn_batch_size_per_image=m.rpn_batch_size_per_image,
-        box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 7, m.roi_sampling_ratio),
-        box_head=TwoMLPHead(m.fpn_channels * 7 * 7, m.box_head_dim),
-        box_predictor=FastRCNNPredictor(m.box_head_dim, num_classes + 1),
-        box_score_thresh=m.score_thresh,
-        box_detections_per_img=m.detections_per_image,
-        box_batch_size_per_image=m.roi_batch_size_per_image,
-        box_positive_fraction=m.roi_positive_fraction,
-    )
 
 
 def build_model(name: str, config: RunConfig, train_set: DetectionDataset, seed: int) -> nn.Module:

@@ -44,7 +44,7 @@ from libra_cli.analysis.common import (
     write_analysis_files,
 )
 from libra_cli.config import RunConfig
-from libra_cli.errors import LibraError
+from libra_cli.models.build import iou_sampler_from_config
 from libra_cli.models.roi_heads import LibraRoIHeads
 from libra_cli.sampling import IoUBalancedSampler, RandomSampler, hard_negatives
 
@@ -174,20 +174,7 @@ def negatives_three_ways(
 
 def iou_balanced_sampler_for(config: RunConfig) -> IoUBalancedSampler:
     """The IoU-balanced sampler a run would use with ``--iou-sampling``: its model and ``libra`` settings."""
-    lib, model = config.libra, config.model
-    try:
-        return IoUBalancedSampler(
-            batch_size_per_image=model.roi_batch_size_per_image,
-            positive_fraction=model.roi_positive_fraction,
-            num_bins=lib.iou_bins,
-            floor_thr=lib.iou_floor_thr,
-            floor_fraction=lib.iou_floor_fraction,
-            bins_upper=lib.iou_bins_upper,
-            neg_iou_thr=NEGATIVE_IOU_THRESHOLD,
-            pos_balance=lib.pos_balance,
-        )
-    except ValueError as exc:
-        raise LibraError(f"libra: invalid IoU-balanced sampling settings ({exc})") from exc
+    return iou_sampler_from_config(config)
 
 
 def analyze_sampling(

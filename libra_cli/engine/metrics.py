@@ -18,7 +18,6 @@ Conventions of the returned dicts (all JSON-safe, every number a plain Python ``
 
 import contextlib
 import io
-import json
 import logging
 import math
 import warnings
@@ -30,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from libra_cli.compat import import_lvis
+from libra_cli.data.coco import read_annotation_file
 from libra_cli.errors import LibraError
 
 COCO_SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -54,16 +54,9 @@ def detect_annotation_format(dataset: dict) -> AnnotationFormat:
 
 def load_ground_truth(gt: str | Path | dict) -> dict:
     """The annotation dict from a JSON file path (or the dict itself), checked for its three lists."""
-    source = "ground truth"
     if isinstance(gt, str | Path):
-        source = str(gt)
-        try:
-            with open(gt, encoding="utf-8") as handle:
-                gt = json.load(handle)
-        except FileNotFoundError:
-            raise LibraError(f"{source}: annotation file not found") from None
-        except json.JSONDecodeError as error:
-            raise LibraError(f"{source}: not valid JSON ({error})") from None
+        return read_annotation_file(gt)
+    source = "ground truth"
     if not isinstance(gt, dict):
         raise LibraError(f"{source}: expected a JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):

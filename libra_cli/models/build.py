@@ -34,6 +34,7 @@ from libra_cli.models.bfp import BackboneWithBFP
 
 RESNET_OUT_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 GROUP_NORM_GROUPS = 32
+NEGATIVE_IOU_THRESHOLD = 0.5  # torchvision's RoI head: IoU < 0.5 is background
 
 
 def norm_layer(kind: str):
@@ -187,28 +188,33 @@ def _build_faster_rcnn(
     return model
 
 
+def iou_sampler_from_config(config: RunConfig):
+    """The IoU-balanced RoI sampler of a run's ``model`` and ``libra`` settings (SPEC §2)."""
+    from libra_cli.sampling import IoUBalancedSampler
+
+    lib, model_cfg = config.libra, config.model
+    try:
+        return IoUBalancedSampler(
+            batch_size_per_image=model_cfg.roi_batch_size_per_image,
+            positive_fraction=model_cfg.roi_positive_fraction,
+            num_bins=lib.iou_bins,
+            floor_thr=lib.iou_floor_thr,
+            floor_fraction=lib.iou_floor_fraction,
+            bins_upper=lib.iou_bins_upper,
+            neg_iou_thr=NEGATIVE_IOU_THRESHOLD,
+            pos_balance=lib.pos_balance,
+        )
+    except ValueError as exc:
+        raise LibraError(f"libra: invalid IoU-balanced sampling settings ({exc})") from exc
+
+
 def _libra_roi_heads(config, plain_heads, num_classes, images_per_class, num_images):
     """Replace torchvision's RoIHeads by the subclass carrying the switched-on components."""
     from libra_cli.losses import image_frequency, tail_class_mask
     from libra_cli.models.roi_heads import LibraRoIHeads
-    from libra_cli.sampling import IoUBalancedSampler
 
-    model_cfg, lib = config.model, config.libra
-    sampler = None
-    if lib.iou_sampling:
-        try:
-            sampler = IoUBalancedSampler(
-                batch_size_per_image=model_cfg.roi_batch_size_per_image,
-                positive_fraction=model_cfg.roi_positive_fraction,
-                num_bins=lib.iou_bins,
-                floor_thr=lib.iou_floor_thr,
-                floor_fraction=lib.iou_floor_fraction,
-                bins_upper=lib.iou_bins_upper,
-                neg_iou_thr=0.5,
-                pos_balance=lib.pos_balance,
-            )
-        except ValueError as exc:
-            raise LibraError(f"libra: invalid IoU-balanced sampling settings ({exc})") from exc
+    lib = config.libra
+    sampler = iou_sampler_from_config(config) if lib.iou_sampling else None
     balanced_l1 = None
     if lib.balanced_l1:
         beta = resolved_component_settings(config)["bl1_beta"]

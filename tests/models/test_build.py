@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import itertools
 import json
-from functools import partial
 
 import pytest
 import torch
-from torch import nn
-from torchvision.models import resnet18
-from torchvision.models.detection import FasterRCNN, RetinaNet
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from libra_cli.engine.train import train
 from libra_cli.models.bfp import BackboneWithBFP
 from libra_cli.models.build import build_detector
+from libra_cli.models.reference import torchvision_faster_rcnn, torchvision_retinanet
 from libra_cli.models.roi_heads import EQLPredictor, LibraRoIHeads
 from tests.conftest import tiny_config
-
-
-def gn(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, channels)
 
 
 def inputs(seed: int = 0):
@@ -38,53 +25,6 @@ def inputs(seed: int = 0):
         {"boxes": torch.tensor([[5.0, 5.0, 30.0, 20.0]]), "labels": torch.tensor([2])},
     ]
     return images, targets
-
-
-def torchvision_faster_rcnn(config, num_classes: int) -> FasterRCNN:
-    """The same detector written directly against torchvision's public constructors."""
-    m = config.model
-    body = resnet18(weights=None, norm_layer=gn)
-    backbone = BackboneWithFPN(
-        body,
-        {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-        [64, 128, 256, 512],
-        m.fpn_channels,
-        extra_blocks=LastLevelMaxPool(),
-    )
-    anchors = AnchorGenerator(tuple((s,) for s in m.anchor_sizes), ((0.5, 1.0, 2.0),) * 5)
-    return FasterRCNN(
-        backbone,
-        num_classes=None,
-        min_size=m.min_size,
-        max_size=m.max_size,
-        rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=m.rpn_pre_nms_top_n_train,
-        rpn_post_nms_top_n_train=m.rpn_post_nms_top_n_train,
-        rpn_pre_nms_top_n_test=m.rpn_pre_nms_top_n_test,
-        rpn_post_nms_top_n_test=m.rpn_post_nms_top_n_test,
-        box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 7, m.roi_sampling_ratio),
-        box_head=TwoMLPHead(m.fpn_channels * 49, m.box_head_dim),
-        box_predictor=FastRCNNPredictor(m.box_head_dim, num_classes + 1),
-        box_batch_size_per_image=m.roi_batch_size_per_image,
-    )
-
-
-def torchvision_retinanet(config, num_classes: int) -> RetinaNet:
-    m = config.model
-    body = resnet18(weights=None, norm_layer=gn)
-    backbone = BackboneWithFPN(
-        body,
-        {"layer2": "0", "layer3": "1", "layer4": "2"},
-        [128, 256, 512],
-        m.fpn_channels,
-        extra_blocks=LastLevelP6P7(m.fpn_channels, m.fpn_channels),
-    )
-    sizes = tuple((s, round(s * 2 ** (1 / 3)), round(s * 2 ** (2 / 3))) for s in m.anchor_sizes)
-    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
-    head = RetinaNetHead(m.fpn_channels, 9, num_classes + 1, norm_layer=partial(nn.GroupNorm, 32))
-    return RetinaNet(
-        backbone, num_classes + 1, min_size=m.min_size, max_size=m.max_size, anchor_generator=anchors, head=head
-    )
 
 
 @pytest.mark.parametrize("arch", ["faster_rcnn", "retinanet"])
