@@ -44,7 +44,8 @@ def run_analyses(run_dir: Path, *, num_images: int, device: str, seed: int) -> N
         if (RunLayout(run_dir).analysis_dir / f"{name}.json").is_file():
             continue
         with count_progress(name) as progress:
-            result = analyze(run_dir, num_images=num_images, device=device, seed=seed, progress=progress)
+            callback = progress_callback(progress, f"{run_dir.name} · {name}", num_images)
+            result = analyze(run_dir, num_images=num_images, device=device, seed=seed, progress=callback)
         write(result)
 
 
