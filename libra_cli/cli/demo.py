@@ -14,6 +14,7 @@ from libra_cli.cli.train import run_training
 from libra_cli.cli.ui import console, count_progress, handle_errors, metrics_table, progress_callback
 from libra_cli.config import load_config
 from libra_cli.data.build import default_synth_spec, ensure_benchmark
+from libra_cli.data.synth import benchmark_exists
 from libra_cli.engine.checkpoint import load_checkpoint
 from libra_cli.engine.evaluate import read_metrics
 from libra_cli.engine.run import RunLayout
@@ -66,10 +67,12 @@ def run_demo(
     from libra_cli.report import build_report
 
     start = time.perf_counter()
-    with count_progress("synth") as progress:
-        spec = default_synth_spec()
-        callback = progress_callback(progress, "benchmark", spec.num_train + spec.num_val)
-        paths, generated = ensure_benchmark(synth_dir, spec, callback)
+    spec = default_synth_spec()
+    generated = not benchmark_exists(synth_dir, spec)
+    if generated:
+        with count_progress("synth") as progress:
+            callback = progress_callback(progress, "benchmark", spec.num_train + spec.num_val)
+            ensure_benchmark(synth_dir, spec, callback)
     console.print(f"benchmark: {'generated' if generated else 'found'} in {synth_dir}")
     demo_runs = (BASELINE_RUN, LIBRA_RUN) if with_libra else (BASELINE_RUN,)
     results = {}

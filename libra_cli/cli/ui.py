@@ -111,19 +111,17 @@ def _fmt(value: Any) -> str:
 
 
 def metrics_table(metrics: dict[str, Any], title: str = "evaluation") -> Table:
-    """The summary metrics, six to a row (AP family, then AR family), so the table fits 80 columns."""
+    """The summary metrics, six to a row with their names above (AP family, then AR family): fits 80 columns."""
     summary = metrics["summary"]
     names = list(summary)
-    rows = [names[i : i + 6] for i in range(0, len(names), 6)]
     fmt = metrics.get("format", "coco").upper()
     table = Table(title=f"{title} ({fmt}, {metrics.get('num_images', '?')} images)", show_header=False)
-    for _ in range(min(6, len(names)) * 2):
+    for _ in range(min(6, len(names))):
         table.add_column(justify="right")
-    for row in rows:
-        cells: list[str] = []
-        for name in row:
-            cells += [f"[bold]{name}[/]", _fmt(summary[name])]
-        table.add_row(*cells)
+    for start in range(0, len(names), 6):
+        row = names[start : start + 6]
+        table.add_row(*(f"[bold]{name}[/]" for name in row))
+        table.add_row(*(_fmt(summary[name]) for name in row), end_section=True)
     return table
 
 
