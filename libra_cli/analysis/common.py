@@ -103,9 +103,7 @@ def load_analysis_inputs(
     ann_key, images_key = f"{split}_ann", f"{split}_images"
     if ann_key not in info or images_key not in info:
         raise LibraError(f"{run_dir}: dataset.json does not name the {split} split ({ann_key}, {images_key})")
-    dataset = build_eval_dataset(
-        info[ann_key], info[images_key], info["category_ids"], config.data.on_bad_sample
-    )
+    dataset = build_eval_dataset(info[ann_key], info[images_key], info["category_ids"], config.data.on_bad_sample)
     if len(dataset) == 0:
         raise LibraError(f"{info[ann_key]}: the {split} split has no images")
     subset = Subset(dataset, range(min(num_images, len(dataset))))

@@ -197,9 +197,7 @@ def analyze_features(
         for images, targets in image_batches(inputs.dataset, batch_size, inputs.device):
             image_list, targets = prepare_batch(model, images, targets)
             sizes, padded = image_list.image_sizes, tuple(image_list.tensors.shape[-2:])
-            fpn = (
-                model.backbone.backbone(image_list.tensors) if has_bfp else model.backbone(image_list.tensors)
-            )
+            fpn = model.backbone.backbone(image_list.tensors) if has_bfp else model.backbone(image_list.tensors)
             level_keys = list(fpn.keys())
             batch_sums = pyramid_sums(list(fpn.values()), sizes, padded)
             fpn_sums = batch_sums if fpn_sums is None else fpn_sums + batch_sums
@@ -208,9 +206,7 @@ def analyze_features(
                 features = model.backbone.bfp(fpn)
                 batch_bfp = pyramid_sums(list(features.values()), sizes, padded)
                 bfp_sums = batch_bfp if bfp_sums is None else bfp_sums + batch_bfp
-                residual = [
-                    after - before for after, before in zip(features.values(), fpn.values(), strict=True)
-                ]
+                residual = [after - before for after, before in zip(features.values(), fpn.values(), strict=True)]
                 batch_residual = squared_norms(residual, sizes, padded)
                 residual_sq = batch_residual if residual_sq is None else residual_sq + batch_residual
 
@@ -271,8 +267,7 @@ def features_csv(result: dict[str, Any]) -> str:
     header = ["level", *columns, "rois"]
     roi_levels = result["roi_levels"] or {}
     rows = [
-        [row["level"], *(row[name] for name in columns), roi_levels.get(row["level"], "")]
-        for row in result["levels"]
+        [row["level"], *(row[name] for name in columns), roi_levels.get(row["level"], "")] for row in result["levels"]
     ]
     return csv_text(header, rows)
 
@@ -311,9 +306,7 @@ def features_figure(result: dict[str, Any]) -> bytes:
     else:
         roi_axes.set_axis_off()
         roi_axes.text(0.5, 0.5, result["roi_levels_note"], ha="center", va="center", wrap=True)
-    figure.suptitle(
-        f"Pyramid levels — {Path(result['run']).name}, {result['images']} {result['split']} images"
-    )
+    figure.suptitle(f"Pyramid levels — {Path(result['run']).name}, {result['images']} {result['split']} images")
     return figure_png(figure)
 
 

@@ -67,9 +67,7 @@ CURVE_POINTS = 301  # x = 0, 0.01, …, 3.0
 # ---- pure statistics ----------------------------------------------------------------------------------
 
 
-def gradient_balance(
-    loss: torch.Tensor, grad: torch.Tensor, outlier_loss: float = OUTLIER_LOSS
-) -> dict[str, Any]:
+def gradient_balance(loss: torch.Tensor, grad: torch.Tensor, outlier_loss: float = OUTLIER_LOSS) -> dict[str, Any]:
     """How inliers (loss < ``outlier_loss``) and outliers (loss >= it) share the gradient.
 
     Args:
@@ -91,9 +89,7 @@ def gradient_balance(
     return {
         "inlier_mean_grad": inlier_mean,
         "outlier_mean_grad": outlier_mean,
-        "inlier_outlier_ratio": (
-            inlier_mean / outlier_mean if inlier_mean is not None and outlier_mean else None
-        ),
+        "inlier_outlier_ratio": (inlier_mean / outlier_mean if inlier_mean is not None and outlier_mean else None),
         "inlier_grad_share": float(inlier_grads.sum()) / total if total > 0 else None,
         "outlier_grad_share": float(outlier_grads.sum()) / total if total > 0 else None,
         "num_inliers": int(inlier_grads.numel()),
@@ -139,9 +135,7 @@ def balanced_l1_balance(x: torch.Tensor, alpha: float, gamma: float, beta: float
         "alpha": alpha,
         "gamma": gamma,
         "beta": beta,
-        **gradient_balance(
-            balanced_l1_elementwise(x, alpha, gamma, beta), balanced_l1_grad(x, alpha, gamma, beta)
-        ),
+        **gradient_balance(balanced_l1_elementwise(x, alpha, gamma, beta), balanced_l1_grad(x, alpha, gamma, beta)),
         "outlier_error": error_at_loss(lambda t: balanced_l1_elementwise(t, alpha, gamma, beta)),
     }
 
@@ -234,17 +228,13 @@ def _collect_faster_rcnn(inputs: AnalysisInputs, batch_size: int, collector: _Co
             with torch.enable_grad():
                 class_logits, box_regression = heads.box_predictor(shared)
                 positives = torch.where(image_labels > 0)[0]
-                deltas = box_regression.reshape(box_regression.shape[0], -1, 4)[
-                    positives, image_labels[positives]
-                ]
+                deltas = box_regression.reshape(box_regression.shape[0], -1, 4)[positives, image_labels[positives]]
                 errors = (deltas - image_targets[positives]).abs()
                 if isinstance(heads, LibraRoIHeads):
                     losses = heads.box_losses(class_logits, box_regression, [image_labels], [image_targets])
                     loss_cls, loss_reg = losses["loss_classifier"], losses["loss_box_reg"]
                 else:
-                    loss_cls, loss_reg = fastrcnn_loss(
-                        class_logits, box_regression, [image_labels], [image_targets]
-                    )
+                    loss_cls, loss_reg = fastrcnn_loss(class_logits, box_regression, [image_labels], [image_targets])
                 collector.add(errors, loss_cls, loss_reg, [shared])
         done += len(images)
         if progress is not None:
@@ -268,9 +258,7 @@ def _collect_retinanet(inputs: AnalysisInputs, batch_size: int, collector: _Coll
         for index, (image_targets, image_anchors) in enumerate(zip(targets, anchors, strict=True)):
             gt_boxes = image_targets["boxes"]
             if gt_boxes.numel() == 0:
-                matched = torch.full(
-                    (len(image_anchors),), -1, dtype=torch.int64, device=image_anchors.device
-                )
+                matched = torch.full((len(image_anchors),), -1, dtype=torch.int64, device=image_anchors.device)
             else:  # RetinaNet's own matching (IoU >= 0.5 foreground, < 0.4 background, between ignored)
                 matched = model.proposal_matcher(box_ops.box_iou(gt_boxes, image_anchors))
             image_outputs = {name: output[index : index + 1] for name, output in head_outputs.items()}
@@ -453,14 +441,10 @@ def gradients_figure(result: dict[str, Any]) -> bytes:
         mean_axes.bar([p + offset for p in positions], means, width=0.4, label=f"{group}s")
         share_axes.bar([p + offset for p in positions], shares, width=0.4, label=f"{group}s")
     for axes, title in ((mean_axes, "mean |dL/dx| per sample"), (share_axes, "share of the total gradient")):
-        axes.set_xticks(
-            positions, [_balance_label(result["losses"][name]) for name in names], fontsize="small"
-        )
+        axes.set_xticks(positions, [_balance_label(result["losses"][name]) for name in names], fontsize="small")
         axes.set_title(title)
         axes.legend(loc="center right")
-    figure.suptitle(
-        f"Inliers vs outliers (loss ≥ 1) — {Path(result['run']).name}, {result['num_samples']} coordinates"
-    )
+    figure.suptitle(f"Inliers vs outliers (loss ≥ 1) — {Path(result['run']).name}, {result['num_samples']} coordinates")
     return figure_png(figure)
 
 

@@ -202,9 +202,7 @@ def analyze_sampling(
     require_faster_rcnn(inputs.arch, "sampling", "RetinaNet samples no RoIs")
     model, heads = inputs.model, inputs.model.roi_heads
     sigmoid = getattr(heads, "eql_tail_mask", None) is not None
-    random_sampler = RandomSampler(
-        heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction
-    )
+    random_sampler = RandomSampler(heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction)
     iou_sampler = iou_balanced_sampler_for(inputs.config)
     generator = torch.Generator().manual_seed(seed)
     edges = iou_bin_edges()
@@ -312,9 +310,7 @@ def sampling_figure(result: dict[str, Any]) -> bytes:
     axes.set_xlim(edges[0], edges[-1])
     axes.set_xlabel("IoU with the closest GT box")
     axes.set_ylabel("share of sampled negatives")
-    axes.set_title(
-        f"Negatives by IoU — {Path(result['run']).name}, {result['images']} {result['split']} images"
-    )
+    axes.set_title(f"Negatives by IoU — {Path(result['run']).name}, {result['images']} {result['split']} images")
     axes.legend()
     return figure_png(figure)
 

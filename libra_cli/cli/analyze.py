@@ -29,9 +29,7 @@ app = typer.Typer(
 RUN_DIR = typer.Argument(..., help="A run directory made by `libra train`.")
 IMAGES = typer.Option(50, "--images", help="Number of images (the first N of the split).")
 SPLIT = typer.Option("train", "--split", help="train | val.")
-CHECKPOINT = typer.Option(
-    "best", "--checkpoint", help="best | last | a checkpoint path (e.g. an untrained one)."
-)
+CHECKPOINT = typer.Option("best", "--checkpoint", help="best | last | a checkpoint path (e.g. an untrained one).")
 DEVICE = typer.Option(None, "--device", help="cpu | cuda (default: the run's device).")
 SEED = typer.Option(0, "--seed", help="Seed of the samplers' random draws (same seed, same numbers).")
 BATCH_SIZE = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", help="Images per forward pass.")
@@ -85,9 +83,7 @@ def sampling_table(result: dict[str, Any]) -> Table:
         )
     table.add_section()
     table.add_row("negatives", *(str(result["methods"][m]["num_negatives"]) for m in METHODS))
-    table.add_row(
-        "IoU > 0.05", *(_pct(result["methods"][m]["share_above_0.05"]) for m in METHODS), style="bold"
-    )
+    table.add_row("IoU > 0.05", *(_pct(result["methods"][m]["share_above_0.05"]) for m in METHODS), style="bold")
     return table
 
 
@@ -144,9 +140,7 @@ def gradient_tables(result: dict[str, Any]) -> tuple[Table, Table]:
             _pct(stats["inlier_grad_share"]),
         )
     objective = result["objective"]
-    table = Table(
-        title=f"objective balance ({objective['run_box_loss']}; gradients on the {objective['features']})"
-    )
+    table = Table(title=f"objective balance ({objective['run_box_loss']}; gradients on the {objective['features']})")
     for column in ("loss_cls", "loss_reg", "‖∂L_cls/∂f‖", "‖∂L_reg/∂f‖", "reg / cls"):
         table.add_column(column, justify="right")
     table.add_row(

@@ -124,6 +124,12 @@ def demo_command(
 ) -> None:
     """Benchmark → baseline run (and with --with-libra the Libra run) → analyses → report."""
     run_demo(
-        out, synth_dir, report_dir=report_dir, max_iters=max_iters, device=device, seed=seed,
-        analysis_images=analysis_images, with_libra=with_libra,
+        out,
+        synth_dir,
+        report_dir=report_dir,
+        max_iters=max_iters,
+        device=device,
+        seed=seed,
+        analysis_images=analysis_images,
+        with_libra=with_libra,
     )

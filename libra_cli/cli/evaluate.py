@@ -9,6 +9,7 @@ import typer
 
 from libra_cli.cli.ui import category_table, console, count_progress, handle_errors, metrics_table, progress_callback
 from libra_cli.data.build import build_eval_dataset
+from libra_cli.engine.distributed import is_main_process
 from libra_cli.engine.evaluate import evaluate_model
 from libra_cli.engine.run import RunLayout, load_trained_model
 from libra_cli.engine.train import amp_dtype
@@ -46,7 +47,7 @@ def evaluate_run(
             extra=meta,
             progress=callback,
         )
-    if show:
+    if show and is_main_process():
         console.print(metrics_table(metrics, title=f"{Path(run_dir).name} @ {meta['iteration']}"))
         console.print(category_table(metrics))
         console.print(f"detections and metrics written to {RunLayout(Path(run_dir)).eval_dir}")

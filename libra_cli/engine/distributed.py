@@ -66,13 +66,10 @@ def init_distributed(device_name: str) -> DistributedContext:
     use_cuda = device_name.startswith("cuda")
     if use_cuda:
         if not torch.cuda.is_available():
-            raise LibraError(
-                f"--device {device_name}: CUDA is not available on this machine (use --device cpu)"
-            )
+            raise LibraError(f"--device {device_name}: CUDA is not available on this machine (use --device cpu)")
         if local_rank >= torch.cuda.device_count():
             raise LibraError(
-                f"LOCAL_RANK {local_rank}: this node has only {torch.cuda.device_count()} GPUs "
-                "(lower --nproc_per_node)"
+                f"LOCAL_RANK {local_rank}: this node has only {torch.cuda.device_count()} GPUs (lower --nproc_per_node)"
             )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

@@ -153,9 +153,7 @@ def evaluate_model(
     return broadcast_object(metrics)
 
 
-def merge_in_dataset_order(
-    per_rank: list[list[dict[str, Any]]], dataset: DetectionDataset
-) -> list[dict[str, Any]]:
+def merge_in_dataset_order(per_rank: list[list[dict[str, Any]]], dataset: DetectionDataset) -> list[dict[str, Any]]:
     """One detection list from the ranks' lists, ordered as a single process would have produced it.
 
     The sort is stable and keyed by each image's position in the dataset, so the detections of one image

@@ -290,6 +290,9 @@ def train(
         own = per_rank[ctx.rank] if isinstance(per_rank, list) and len(per_rank) == ctx.world_size else checkpoint
         restore_rng_state(own.get("rng", {}))
         window = [{name: value.to(device) for name, value in step.items()} for step in own.get("log_window", [])]
+    # The random state at the last step boundary, which is what a checkpoint of `completed` steps holds
+    # even when Ctrl-C lands in the middle of the next step, after its samplers have drawn.
+    step_rng = rng_state()
     # The training step runs through DDP, which averages gradients over the ranks; checkpoints and
     # evaluation use the module itself.
     forward_model = model
@@ -332,7 +335,7 @@ def train(
     def rank_state() -> dict[str, Any]:
         """What differs between ranks: the random generators and the loss terms not yet logged."""
         log_window = [{name: value.cpu() for name, value in step.items()} for step in window]
-        return {"rng": rng_state(), "log_window": log_window}
+        return {"rng": step_rng, "log_window": log_window}
 
     def checkpoint_state(iteration: int, per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         state = {
@@ -433,6 +436,7 @@ def train(
                 scaler.step(optimizer)
                 scaler.update()
                 completed = iteration + 1
+                step_rng = rng_state()
                 window.append({name: value.detach() for name, value in loss_dict.items()})
                 done = completed
                 # On CPU a sync is free: check every step. On CUDA only at log intervals and before a

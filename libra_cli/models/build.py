@@ -29,6 +29,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from libra_cli.config import RunConfig, resolved_component_settings
+from libra_cli.engine.checkpoint import load_tensors_safely
 from libra_cli.errors import LibraError
 from libra_cli.models.bfp import BackboneWithBFP
 
@@ -51,10 +52,7 @@ def load_state_dict_file(path: str | Path, what: str) -> dict[str, torch.Tensor]
     path = Path(path)
     if not path.is_file():
         raise LibraError(f"{path}: {what} file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling/format error is a bad file for the user
-        raise LibraError(f"{path}: not a loadable weights file ({type(exc).__name__}: {exc})") from exc
+    payload = load_tensors_safely(path, f"{what} file")
     if isinstance(payload, dict) and isinstance(payload.get("model"), dict):
         payload = payload["model"]
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):

@@ -48,9 +48,7 @@ def make_fresh_run(base: Path, out: Path, overrides: dict[str, dict]) -> Path:
 def fresh_libra_run(tiny_run, tmp_path_factory) -> Path:
     """Untrained Faster R-CNN with every Libra component and EQL on (sigmoid classifier)."""
     out = tmp_path_factory.mktemp("analysis_runs") / "libra_fresh"
-    overrides = {
-        "libra": {"iou_sampling": True, "bfp": True, "balanced_l1": True, "eql": True, "bl1_alpha": 0.2}
-    }
+    overrides = {"libra": {"iou_sampling": True, "bfp": True, "balanced_l1": True, "eql": True, "bl1_alpha": 0.2}}
     return make_fresh_run(tiny_run, out, overrides)
 
 

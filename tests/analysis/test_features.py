@@ -30,9 +30,7 @@ def test_statistics_of_a_hand_made_pyramid():
     sums = pyramid_sums([level_a, level_b], image_sizes=[(8, 8)], padded_size=(8, 8))
     assert sums.tolist() == [[4.0, 0.0, 20.0, 8.0], [2.0, 4.0, 8.0, 4.0]]
     stats = level_statistics(sums)
-    assert stats[0] == pytest.approx(
-        {"mean": 0.0, "std": math.sqrt(5), "mean_abs": 2.0, "energy_share": 20 / 28}
-    )
+    assert stats[0] == pytest.approx({"mean": 0.0, "std": math.sqrt(5), "mean_abs": 2.0, "energy_share": 20 / 28})
     assert stats[1] == pytest.approx({"mean": 2.0, "std": 0.0, "mean_abs": 2.0, "energy_share": 8 / 28})
     assert sum(s["energy_share"] for s in stats) == pytest.approx(1.0)
 
@@ -85,9 +83,7 @@ def test_roi_levels_follow_the_fpn_rule():
 
 def test_pooled_level_range_from_map_sizes():
     # 256-pixel images, maps of 64, 32, 16, 8 rows → strides 4..32 → P2..P5.
-    features = {
-        name: torch.zeros(1, 1, size, size) for name, size in zip("0123", (64, 32, 16, 8), strict=True)
-    }
+    features = {name: torch.zeros(1, 1, size, size) for name, size in zip("0123", (64, 32, 16, 8), strict=True)}
     assert pooled_level_range(features, list("0123"), [(256, 256)]) == (2, 5)
 
 
@@ -110,12 +106,7 @@ def test_features_command_on_a_trained_run(tiny_run):
     assert list(payload["roi_levels"]) == ["P2", "P3", "P4", "P5"]
     # The run's sampler takes at most 64 RoIs per image (the tiny config), and at least the GT boxes.
     assert 0 < sum(payload["roi_levels"].values()) <= 2 * 64
-    assert (
-        (folder / "features.csv")
-        .read_text()
-        .splitlines()[0]
-        .startswith("level,mean,std,mean_abs,energy_share")
-    )
+    assert (folder / "features.csv").read_text().splitlines()[0].startswith("level,mean,std,mean_abs,energy_share")
     assert (folder / "features.png").read_bytes()[:4] == b"\x89PNG"
 
 

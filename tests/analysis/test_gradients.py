@@ -143,9 +143,7 @@ def test_loss_curves_at_known_points():
 def test_gradient_norm_of_a_known_loss():
     # L = ½‖f‖² → ∂L/∂f = f = (3, 4) → norm 5; a loss that does not depend on f has norm 0.
     features = torch.tensor([3.0, 4.0], requires_grad=True)
-    assert gradient_norm(0.5 * (features * features).sum(), [features], retain_graph=False) == pytest.approx(
-        5.0
-    )
+    assert gradient_norm(0.5 * (features * features).sum(), [features], retain_graph=False) == pytest.approx(5.0)
     assert gradient_norm(torch.tensor(2.0), [features], retain_graph=False) == 0.0
 
 
@@ -192,10 +190,7 @@ def test_gradients_on_a_trained_run(tiny_run):
     payload = json.loads(written["gradients.json"].read_text())
     check_payload(payload, 2)
     assert payload["losses"]["smooth_l1"]["beta"] == pytest.approx(1 / 9)  # torchvision's RoI head
-    assert (
-        payload["losses"]["balanced_l1"]["alpha"] == 0.5
-        and payload["objective"]["run_box_loss"] == "smooth_l1"
-    )
+    assert payload["losses"]["balanced_l1"]["alpha"] == 0.5 and payload["objective"]["run_box_loss"] == "smooth_l1"
     folder = tiny_run / "analysis"
     for name in ("gradients.csv", "gradients.png", "gradients_curves.png", "gradients_curves.csv"):
         assert (folder / name).is_file() and (folder / name).stat().st_size > 0
@@ -204,16 +199,12 @@ def test_gradients_on_a_trained_run(tiny_run):
 
 @pytest.mark.slow
 def test_gradients_command_on_a_fresh_libra_run(fresh_libra_run):
-    result = runner.invoke(
-        app, ["analyze", "gradients", str(fresh_libra_run), "--images", "2", "--checkpoint", "last"]
-    )
+    result = runner.invoke(app, ["analyze", "gradients", str(fresh_libra_run), "--images", "2", "--checkpoint", "last"])
     assert result.exit_code == 0, result.output
     payload = json.loads((fresh_libra_run / "analysis" / "gradients.json").read_text())
     check_payload(payload, 2)
     # The run's own balanced L1 settings (α = 0.2 in the fixture, β = 1 for Faster R-CNN).
-    assert (
-        payload["losses"]["balanced_l1"]["alpha"] == 0.2 and payload["losses"]["balanced_l1"]["beta"] == 1.0
-    )
+    assert payload["losses"]["balanced_l1"]["alpha"] == 0.2 and payload["losses"]["balanced_l1"]["beta"] == 1.0
     assert payload["objective"]["run_box_loss"] == "balanced_l1"
 
 

@@ -68,9 +68,7 @@ def test_summary_of_a_known_list():
 def test_summary_of_no_negatives():
     summary = summarize_negatives(torch.zeros(0), EXPECTED_EDGES)
     assert summary["counts"] == [0] * 10 and summary["fractions"] == [0.0] * 10
-    assert (
-        summary["num_negatives"] == 0 and summary["share_above_0.05"] == 0.0 and summary["mean_iou"] is None
-    )
+    assert summary["num_negatives"] == 0 and summary["share_above_0.05"] == 0.0 and summary["mean_iou"] is None
 
 
 def test_background_loss_softmax_and_sigmoid():
@@ -166,9 +164,7 @@ def test_iou_sampler_takes_the_runs_libra_settings():
 
 @pytest.mark.slow
 def test_sampling_command_on_a_trained_run(tiny_run):
-    result = runner.invoke(
-        app, ["analyze", "sampling", str(tiny_run), "--images", "2", "--checkpoint", "last"]
-    )
+    result = runner.invoke(app, ["analyze", "sampling", str(tiny_run), "--images", "2", "--checkpoint", "last"])
     assert result.exit_code == 0, result.output
     assert "IoU > 0.05" in result.output
     folder = tiny_run / "analysis"

@@ -130,8 +130,14 @@ def test_eval_metrics_equal_cocoeval_on_the_written_detections(tiny_benchmark, t
 @pytest.mark.slow
 def test_lvis_run_is_evaluated_with_lvis_metrics_and_logs_eql_tail_classes(tiny_lvis_benchmark, tmp_path):
     run_dir = tmp_path / "run"
-    config = tiny_config(tiny_lvis_benchmark, run_dir, train__max_iters=2, libra__eql=True,
-                         libra__eql_lambda=0.5, model__score_thresh=0.0001)
+    config = tiny_config(
+        tiny_lvis_benchmark,
+        run_dir,
+        train__max_iters=2,
+        libra__eql=True,
+        libra__eql_lambda=0.5,
+        model__score_thresh=0.0001,
+    )
     result = train(config)
     assert result.metrics["format"] == "lvis"
     assert {"AP", "APr", "APc", "APf"} <= set(result.metrics["summary"])
@@ -139,8 +145,11 @@ def test_lvis_run_is_evaluated_with_lvis_metrics_and_logs_eql_tail_classes(tiny_
     assert start["type"] == "start" and start["components"] == ["eql"]
     # Tail classes are those whose image frequency is below λ = 0.5, counted from dataset.json.
     info = json.loads((run_dir / "dataset.json").read_text())
-    expected = [name for name, count in zip(info["category_names"], info["images_per_class"], strict=True)
-                if count / info["num_images"] < 0.5]
+    expected = [
+        name
+        for name, count in zip(info["category_names"], info["images_per_class"], strict=True)
+        if count / info["num_images"] < 0.5
+    ]
     assert start["eql"]["tail_classes"] == expected
     tail = [n for name, n in zip(info["category_names"], info["instances_per_class"], strict=True) if name in expected]
     assert start["eql"]["tail_ratio"] == pytest.approx(sum(tail) / sum(info["instances_per_class"]))

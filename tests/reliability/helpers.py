@@ -95,16 +95,12 @@ def run_libra(args: list[str], log_file: Path, timeout: float = 180) -> None:
     assert process.wait(timeout=timeout) == 0, log_file.read_text()[-3000:]
 
 
-def wait_until(
-    condition: Callable[[], bool], process: subprocess.Popen, log_file: Path, timeout: float = 120
-) -> None:
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen, log_file: Path, timeout: float = 120) -> None:
     """Poll ``condition`` every 20 ms while ``process`` runs; fail if it ends first or time runs out."""
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
-            raise AssertionError(
-                f"the process ended (rc {process.returncode}) first:\n{log_file.read_text()[-3000:]}"
-            )
+            raise AssertionError(f"the process ended (rc {process.returncode}) first:\n{log_file.read_text()[-3000:]}")
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError("timed out waiting")

@@ -101,9 +101,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     (
         "val-category-unknown-to-the-model",
         lambda r: [
-            edit_json(
-                r / "annotations" / "val.json", lambda d: d["categories"].append({"id": 7, "name": "extra"})
-            ),
+            edit_json(r / "annotations" / "val.json", lambda d: d["categories"].append({"id": 7, "name": "extra"})),
             [],
         ][1],
         ["val.json", "category ids [7] are unknown to the model"],
@@ -179,8 +177,6 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, breakage, words):
 
 
 def test_a_trainer_given_incomplete_data_flags_says_which_are_missing(tmp_path):
-    result = runner.invoke(
-        app, ["train", "--train-ann", str(tmp_path / "a.json"), "--out", str(tmp_path / "run")]
-    )
+    result = runner.invoke(app, ["train", "--train-ann", str(tmp_path / "a.json"), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert "--train-ann and --train-images must be given together" in result.stderr

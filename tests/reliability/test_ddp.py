@@ -85,9 +85,7 @@ def torchrun(args: list[str], nproc: int, log_file: Path) -> subprocess.Complete
     if Path("/sys/class/net/lo").exists():
         env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's own address: the loopback device, not the host name
     with open(log_file, "w") as out:
-        return subprocess.run(
-            command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=300
-        )
+        return subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=300)
 
 
 @pytest.mark.slow
@@ -121,12 +119,11 @@ def test_two_gloo_processes_train_what_one_process_trains_with_the_same_global_b
     assert ddp_state["world_size"] == 2 and len(ddp_state["per_rank"]) == 2
     assert ddp_state["model"].keys() == single_state["model"].keys()
     for key, value in single_state["model"].items():
-        torch.testing.assert_close(ddp_state["model"][key], value, rtol=1e-4, atol=1e-6)
+        # Four SGD steps apart from summation order: absolute 1e-5 on weights of order 1e-2 to 1.
+        torch.testing.assert_close(ddp_state["model"][key], value, rtol=1e-4, atol=1e-5)
 
     # Evaluation is sharded over the ranks and gathered on rank 0 in the dataset's order.
-    single_dets, ddp_dets = (
-        json.loads((d / "eval" / "detections.json").read_text()) for d in (single_dir, ddp_dir)
-    )
+    single_dets, ddp_dets = (json.loads((d / "eval" / "detections.json").read_text()) for d in (single_dir, ddp_dir))
     assert len(ddp_dets) == len(single_dets) > 0
     assert [(d["image_id"], d["category_id"]) for d in ddp_dets] == [
         (d["image_id"], d["category_id"]) for d in single_dets
@@ -134,17 +131,13 @@ def test_two_gloo_processes_train_what_one_process_trains_with_the_same_global_b
     for a, b in zip(single_dets, ddp_dets, strict=True):
         assert b["score"] == pytest.approx(a["score"], abs=1e-4)
         assert b["bbox"] == pytest.approx(a["bbox"], abs=0.02)
-    single_metrics, ddp_metrics = (
-        json.loads((d / "eval" / "metrics.json").read_text()) for d in (single_dir, ddp_dir)
-    )
+    single_metrics, ddp_metrics = (json.loads((d / "eval" / "metrics.json").read_text()) for d in (single_dir, ddp_dir))
     assert ddp_metrics["num_images"] == 3
     for name, value in single_metrics["summary"].items():
         assert ddp_metrics["summary"][name] == pytest.approx(value, abs=1e-6), name
 
 
-def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(
-    tiny_benchmark, tmp_path, monkeypatch
-):
+def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(tiny_benchmark, tmp_path, monkeypatch):
     two_ranks = DistributedContext(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
     monkeypatch.setattr(train_module, "init_distributed", lambda device: two_ranks)
     config = tiny_config(tiny_benchmark, tmp_path / "run", data__batch_size=3)

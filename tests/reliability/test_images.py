@@ -68,9 +68,7 @@ def broken_split(root):
     (folder / "001.png").write_bytes(data[: len(data) // 2])
     (folder / "002.png").unlink()
     records = json.loads(ann.read_text())
-    records["annotations"].append(
-        {"id": 99, "image_id": 4, "category_id": 1, "bbox": [3, 3, 0, 5], "iscrowd": 0}
-    )
+    records["annotations"].append({"id": 99, "image_id": 4, "category_id": 1, "bbox": [3, 3, 0, 5], "iscrowd": 0})
     ann.write_text(json.dumps(records))
     return ann, folder
 

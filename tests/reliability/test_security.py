@@ -32,9 +32,7 @@ def dotted_name(node: ast.expr) -> str:
 
 
 def keyword_is_true(call: ast.Call, name: str) -> bool:
-    return any(
-        k.arg == name and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords
-    )
+    return any(k.arg == name and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords)
 
 
 def test_every_torch_load_in_the_package_is_weights_only():
@@ -46,11 +44,7 @@ def test_every_torch_load_in_the_package_is_weights_only():
 
 def test_no_shell_no_eval_and_only_safe_yaml():
     forbidden = {"os.system", "os.popen", "eval", "exec", "yaml.load", "yaml.unsafe_load", "yaml.full_load"}
-    found = [
-        (where, dotted_name(call.func))
-        for where, call in package_calls()
-        if dotted_name(call.func) in forbidden
-    ]
+    found = [(where, dotted_name(call.func)) for where, call in package_calls() if dotted_name(call.func) in forbidden]
     shells = [where for where, call in package_calls() if keyword_is_true(call, "shell")]
     assert found == [] and shells == []
 
