@@ -67,7 +67,7 @@ class ModelConfig:
 
 @dataclass
 class LibraConfig:
-    """The balanced-learning switches (SPEC §2–§5). All off = the plain torchvision detector."""
+    """The balanced-learning switches (Libra R-CNN §3 and the EQL paper). All off = the plain torchvision detector."""
 
     iou_sampling: bool = False  # IoU-balanced negatives (+ instance-balanced positives) in the RoI head
     iou_bins: int = 3  # K, number of IoU intervals
@@ -317,7 +317,7 @@ def validate(config: RunConfig) -> None:
 
 
 def resolved_component_settings(config: RunConfig) -> dict[str, Any]:
-    """Architecture-dependent defaults of the Libra components made explicit (SPEC §3, §4)."""
+    """Architecture-dependent defaults of the Libra components made explicit (Libra R-CNN §3.2, §4)."""
     lib = config.libra
     retina = config.model.arch == "retinanet"
     return {

@@ -1,4 +1,4 @@
-"""The NumPy shim that lets lvis 0.5.3 run on NumPy >= 1.24 (SPEC §6)."""
+"""The NumPy shim that lets lvis 0.5.3 run on NumPy >= 1.24 (the COCO and LVIS evaluation protocols)."""
 
 import numpy as np
 

@@ -13,7 +13,7 @@ Choices made here (the paper states them per sample without defining the unit):
 - the inlier/outlier split is made by each loss's own value, L(x) ≥ 1.0 (the paper's definition
   applied to the loss under study); the error at which L(x) = 1 is reported as ``outlier_error`` —
   1 + β/2 for smooth L1, ≈ 0.95 for balanced L1 with the defaults;
-- smooth L1 uses the run's β: torchvision's RoI head uses 1/9 (SPEC §4); for RetinaNet, whose
+- smooth L1 uses the run's β: torchvision's RoI head uses 1/9 (Libra R-CNN §3.3); for RetinaNet, whose
   torchvision loss is plain L1, β = 1/9 too. Because the paper's baseline used β = 1, whose inliers
   get a much smaller gradient than under β = 1/9, the same statistics are also given for β = 1
   (``smooth_l1_beta_1``). Balanced L1 uses the run's α, γ and β (defaults 0.5, 1.5, 1.0; β 0.11 for
@@ -98,7 +98,7 @@ def gradient_balance(loss: torch.Tensor, grad: torch.Tensor, outlier_loss: float
 
 
 def balanced_l1_elementwise(x: torch.Tensor, alpha: float, gamma: float, beta: float) -> torch.Tensor:
-    """The balanced L1 loss of absolute errors x >= 0, elementwise (SPEC §4)."""
+    """The balanced L1 loss of absolute errors x >= 0, elementwise (Libra R-CNN §3.3)."""
     return balanced_l1_loss(x, torch.zeros_like(x), alpha, gamma, beta, reduction="none")
 
 
@@ -129,7 +129,7 @@ def smooth_l1_balance(x: torch.Tensor, beta: float) -> dict[str, Any]:
 
 
 def balanced_l1_balance(x: torch.Tensor, alpha: float, gamma: float, beta: float) -> dict[str, Any]:
-    """:func:`gradient_balance` under balanced L1 with α, γ, β (SPEC §4)."""
+    """:func:`gradient_balance` under balanced L1 with α, γ, β (Libra R-CNN §3.3)."""
     x = x.double()
     return {
         "alpha": alpha,

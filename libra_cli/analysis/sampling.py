@@ -4,7 +4,7 @@ Random sampling draws most negatives from the huge pool of easy background (IoU 
 while the hard negatives — those the classifier gets most wrong — overlap objects. The paper shows it
 with three IoU histograms of sampled negatives: more than 60 % of hard negatives have IoU > 0.05, random
 sampling gives only about 30 % above it, and IoU-balanced sampling follows the hard distribution without
-mining (SPEC §2, §7).
+mining (Libra R-CNN §3.1, §7).
 
 For every image this module takes the proposals the RoI head would see in training (the RPN's
 training top-n, GT boxes appended), each proposal's largest IoU with the GT boxes, and draws the
@@ -122,7 +122,7 @@ def background_classification_loss(class_logits: torch.Tensor, sigmoid: bool) ->
     Softmax classifier ([R, C + 1] logits, background at column 0): the cross-entropy
     −log softmax(z)₀. Sigmoid classifier of an EQL run ([R, C] logits, no background logit): the BCE
     with an all-zero target summed over the classes, Σ_j −log(1 − σ(z_j)) = Σ_j softplus(z_j) (EQL
-    keeps every weight at 1 for a background RoI, SPEC §5).
+    keeps every weight at 1 for a background RoI, EQL paper §3).
 
     Returns:
         Tensor[R].

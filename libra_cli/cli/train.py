@@ -83,7 +83,7 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def eql_tail_summary(eql: dict[str, Any]) -> str:
-    """TR(λ) and the tail classes (SPEC §5), so users can judge their λ."""
+    """TR(λ) and the tail classes (EQL paper §3), so users can judge their λ."""
     names = eql["tail_classes"]
     shown = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
     return (

@@ -1,4 +1,4 @@
-"""Box AP of a detections list against COCO or LVIS ground truth (SPEC §6).
+"""Box AP of a detections list against COCO or LVIS ground truth (the COCO and LVIS evaluation protocols).
 
 A detection is a COCO results record: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` with
 the dataset's own (possibly sparse) category ids and the box in absolute pixels, top-left corner plus

@@ -120,7 +120,7 @@ class NoLog:
 
 
 def eql_tail_info(lam: float, dataset_info: dict[str, Any]) -> dict[str, Any]:
-    """The tail classes T_λ and the tail ratio TR(λ) of SPEC §5 for the training set."""
+    """The tail classes T_λ and the tail ratio TR(λ) (Tan et al., CVPR 2020, Sec. 3) of the training set."""
     from libra_cli.losses import image_frequency, tail_class_mask, tail_ratio
 
     freq = image_frequency(torch.tensor(dataset_info["images_per_class"]), dataset_info["num_images"])

@@ -1,9 +1,9 @@
 """Loss functions for balanced learning: each a pure function whose docstring carries its formula.
 
-- ``balanced_l1``: Libra R-CNN's balanced L1 box-regression loss (SPEC §4), with the smooth L1 loss and
+- ``balanced_l1``: Libra R-CNN's balanced L1 box-regression loss (Libra R-CNN §3.3), with the smooth L1 loss and
   both closed-form gradients for the gradient analysis.
-- ``equalization``: the equalization loss for long-tailed sigmoid classifiers (SPEC §5) and its helpers
-  (image frequencies, tail-class mask, tail ratio, classifier initialisation).
+- ``equalization``: the equalization loss for long-tailed sigmoid classifiers (Tan et al., CVPR 2020, Sec. 3)
+  and its helpers (image frequencies, tail-class mask, tail ratio, classifier initialisation).
 """
 
 from libra_cli.losses.balanced_l1 import (

@@ -1,4 +1,4 @@
-"""Balanced L1 loss for box regression (Libra R-CNN, Pang et al., CVPR 2019, Sec. 3.3; SPEC §4).
+"""Balanced L1 loss for box regression (Libra R-CNN, Pang et al., CVPR 2019, Sec. 3.3; Libra R-CNN §3.3).
 
 Smooth L1 lets outliers (large regression errors) dominate the gradient: an inlier's gradient grows only
 linearly from zero while every outlier contributes the full clipped gradient. Balanced L1 raises the

@@ -1,4 +1,4 @@
-"""Equalization loss (EQL) for long-tailed detection (Tan et al., CVPR 2020, Sec. 3; SPEC §5).
+"""Equalization loss (EQL) for long-tailed detection (Tan et al., CVPR 2020, Sec. 3).
 
 In a sigmoid classifier every foreground RoI of a frequent class is a negative for every other class, so
 rare classes receive almost only "discouraging" gradients. EQL drops those: for a foreground RoI it
@@ -29,7 +29,7 @@ def equalization_loss(
     tail_mask: torch.Tensor,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Equalization loss of a sigmoid classifier's logits (EQL paper Eq. 3-4, SPEC §5).
+    """Equalization loss of a sigmoid classifier's logits (Tan et al., CVPR 2020, Sec. 3).
 
         L_r = − Σ_j w_j · [ y_j·log σ(z_j) + (1 − y_j)·log(1 − σ(z_j)) ]
         w_j = 1 − E(r) · T_λ(f_j) · (1 − y_j)

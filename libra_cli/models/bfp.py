@@ -34,7 +34,7 @@ class NonLocal2d(nn.Module):
         z = x + W_out y                                     (1×1 conv back to C channels)
 
     with s = √C_inner when ``use_scale`` is true and s = 1 otherwise. The current Libra R-CNN reference
-    code does not scale (SPEC §3); older versions did, so the option is kept.
+    code does not scale (Libra R-CNN §3.2); older versions did, so the option is kept.
 
     Initialisation: θ, φ and g weights are drawn from a normal distribution with std 0.01 and their
     biases are zero; the output conv's weight and bias are zero. The block therefore starts as the exact
@@ -90,7 +90,7 @@ class NonLocal2d(nn.Module):
 
 
 class BalancedFeaturePyramid(nn.Module):
-    """Balanced Feature Pyramid neck (Libra R-CNN, Pang et al., CVPR 2019, §3.2; SPEC §3).
+    """Balanced Feature Pyramid neck (Libra R-CNN, Pang et al., CVPR 2019, §3.2; Libra R-CNN §3.2).
 
     Args:
         in_channels: channels C of every pyramid level (256 for torchvision's FPN).

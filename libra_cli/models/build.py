@@ -61,7 +61,7 @@ def load_state_dict_file(path: str | Path, what: str) -> dict[str, torch.Tensor]
 
 
 def build_backbone(config: RunConfig) -> nn.Module:
-    """ResNet body + FPN (+ BFP). Faster R-CNN uses P2–P6, RetinaNet P3–P7 (SPEC §3)."""
+    """ResNet body + FPN (+ BFP). Faster R-CNN uses P2–P6, RetinaNet P3–P7 (Libra R-CNN §3.2)."""
     model_cfg = config.model
     body = getattr(resnet, model_cfg.backbone)(weights=None, norm_layer=norm_layer(model_cfg.norm))
     if model_cfg.backbone_weights:
@@ -187,7 +187,7 @@ def _build_faster_rcnn(
 
 
 def iou_sampler_from_config(config: RunConfig):
-    """The IoU-balanced RoI sampler of a run's ``model`` and ``libra`` settings (SPEC §2)."""
+    """The IoU-balanced RoI sampler of a run's ``model`` and ``libra`` settings (Libra R-CNN §3.1)."""
     from libra_cli.sampling import IoUBalancedSampler
 
     lib, model_cfg = config.libra, config.model

@@ -1,4 +1,4 @@
-"""Balanced L1 box loss for torchvision's RetinaNet (Libra RetinaNet, SPEC §4).
+"""Balanced L1 box loss for torchvision's RetinaNet (Libra RetinaNet, Libra R-CNN §3.3).
 
 Libra RetinaNet keeps RetinaNet's architecture and changes only the box regression loss: balanced L1
 with α = 0.5, γ = 1.5, β = 0.11 and loss weight 1.0, in place of torchvision's L1. ``use_balanced_l1``
@@ -17,7 +17,7 @@ RETINANET_BALANCED_L1_BETA = 0.11
 
 
 class BalancedL1RegressionHead(RetinaNetRegressionHead):
-    """torchvision's ``RetinaNetRegressionHead`` trained with the balanced L1 loss (SPEC §4).
+    """torchvision's ``RetinaNetRegressionHead`` trained with the balanced L1 loss (Libra R-CNN §3.3).
 
     Build it with :meth:`from_plain`; the forward pass and the box coder (weights 1, 1, 1, 1) are
     torchvision's.
@@ -114,7 +114,7 @@ def use_balanced_l1(
     gamma: float = 1.5,
     beta: float = RETINANET_BALANCED_L1_BETA,
 ) -> None:
-    """Make ``head`` train its box regression with balanced L1 (in place; Libra RetinaNet, SPEC §4).
+    """Make ``head`` train its box regression with balanced L1 (in place; Libra RetinaNet, Libra R-CNN §3.3).
 
     ``head.regression_head`` becomes a :class:`BalancedL1RegressionHead` holding the same layers, so
     the model's state_dict keys and weights are unchanged and torchvision RetinaNet checkpoints load.

@@ -2,10 +2,10 @@
 
 Each component changes exactly one step of torchvision's ``RoIHeads`` and is off unless given:
 
-- ``iou_sampler`` (SPEC §2): the RoIs of each image are chosen by an ``IoUBalancedSampler``, which needs
+- ``iou_sampler`` (Libra R-CNN §3.1): the RoIs of each image are chosen by an ``IoUBalancedSampler``, which needs
   every proposal's largest IoU with the GT boxes, instead of by torchvision's random sampler;
-- ``balanced_l1`` (SPEC §4): the box loss of the sampled positives is balanced L1 instead of smooth L1;
-- ``eql_tail_mask`` (SPEC §5): the classifier becomes a sigmoid classifier over the C foreground classes
+- ``balanced_l1`` (Libra R-CNN §3.3): the box loss of the sampled positives is balanced L1 instead of smooth L1;
+- ``eql_tail_mask`` (EQL paper §3): the classifier becomes a sigmoid classifier over the C foreground classes
   (``EQLPredictor``) trained with the equalization loss, and detections are scored by its sigmoids.
 
 Everything else (pooling, box head, matching thresholds, box coding, NMS) is torchvision's, reached
@@ -28,7 +28,7 @@ BALANCED_L1_KEYS = {"alpha", "gamma", "beta"}
 
 
 class EQLPredictor(nn.Module):
-    """Box predictor with a sigmoid classifier over the C foreground classes (EQL, SPEC §5).
+    """Box predictor with a sigmoid classifier over the C foreground classes (EQL, EQL paper §3).
 
     Unlike torchvision's ``FastRCNNPredictor`` there is no background logit: a background RoI is one
     whose C sigmoids are all low. The box regressor keeps torchvision's layout, (C + 1) × 4 deltas with
@@ -229,7 +229,7 @@ class LibraRoIHeads(RoIHeads):
         proposals: list[torch.Tensor],
         targets: list[dict[str, torch.Tensor]] | None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """torchvision's RoI sampling, with the IoU-balanced sampler when one is set (SPEC §2).
+        """torchvision's RoI sampling, with the IoU-balanced sampler when one is set (Libra R-CNN §3.1).
 
         As torchvision: the GT boxes are appended to the proposals (their IoU is 1) and every proposal
         is matched; then ``iou_sampler(labels, max_ious, matched_gt)`` chooses the RoIs instead of
@@ -304,9 +304,9 @@ class LibraRoIHeads(RoIHeads):
     ) -> dict[str, torch.Tensor]:
         """Classification and box losses of the sampled RoIs, under torchvision's keys.
 
-        - ``loss_classifier``: the equalization loss (SPEC §5) with a tail mask, else cross-entropy.
+        - ``loss_classifier``: the equalization loss (EQL paper §3) with a tail mask, else cross-entropy.
         - ``loss_box_reg``: over the sampled positives, the deltas of their own class against their
-          targets, balanced L1 (SPEC §4, loss weight 1.0) if set, else smooth L1 with β = 1/9; summed and
+          targets, balanced L1 (Libra R-CNN §3.3, loss weight 1.0) if set, else smooth L1 with β = 1/9; summed and
           divided by the number of sampled RoIs (positives and negatives), as torchvision normalises.
 
         Args:
@@ -344,7 +344,7 @@ class LibraRoIHeads(RoIHeads):
         """torchvision's post-processing; with EQL the scores are the C sigmoids, not a softmax.
 
         A softmax over sigmoid logits would make the classes compete, which EQL's classifier was not
-        trained for (SPEC §5: at test time the scores are the sigmoids). The sigmoid scores are put in
+        trained for (EQL paper §3: at test time the scores are the sigmoids). The sigmoid scores are put in
         torchvision's [R, C + 1] layout with a zero background column and selected as torchvision does.
 
         Returns:

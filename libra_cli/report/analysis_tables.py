@@ -100,7 +100,7 @@ GRADIENT_COLUMNS = (
 
 
 def gradients_table(runs: list[RunRecord]) -> Table:
-    """Per run and box loss: inlier vs outlier gradients (SPEC §4's diagnostic: outlier = loss ≥ 1)."""
+    """Per run and box loss: inlier vs outlier gradients (Libra R-CNN §3.3's diagnostic: outlier = loss ≥ 1)."""
     rows = []
     for run in runs:
         losses = run.analyses["gradients"].get("losses") or {}

@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-# Colours of LVIS's frequency groups (SPEC §6): rare, common, frequent.
+# Colours of LVIS's frequency groups (the COCO and LVIS evaluation protocols): rare, common, frequent.
 FREQUENCY_COLOURS = {"r": "#d62728", "c": "#ff7f0e", "f": "#1f77b4"}
 FREQUENCY_NAMES = {"r": "rare", "c": "common", "f": "frequent"}
 PLAIN_COLOUR = "#4c72b0"

@@ -23,15 +23,15 @@ ANALYSIS_CAPTIONS = {
     ),
     "features.png": (
         "Statistics of each pyramid level before and after BFP: look at whether BFP evens out the levels' "
-        "energy shares, the feature-level imbalance it targets (SPEC §3)."
+        "energy shares, the feature-level imbalance it targets (Libra R-CNN §3.2)."
     ),
     "features_without_bfp.png": (
         "Statistics of each pyramid level of the FPN (no BFP in this run): look at how unevenly the energy "
-        "is spread over the levels, the feature-level imbalance BFP targets (SPEC §3)."
+        "is spread over the levels, the feature-level imbalance BFP targets (Libra R-CNN §3.2)."
     ),
     "gradients.png": (
         "Gradient share of inliers (loss < 1) and outliers under smooth L1 and balanced L1: balanced L1 "
-        "should raise the inliers' share, which smooth L1 leaves to the outliers (SPEC §4)."
+        "should raise the inliers' share, which smooth L1 leaves to the outliers (Libra R-CNN §3.3)."
     ),
     "gradients_curves.png": (
         "Loss and gradient of smooth L1 and balanced L1 against the regression error: balanced L1's gradient "
@@ -318,7 +318,7 @@ def add_analyses(document: Document, groups: list[RunGroup], out_dir: Path, name
         document.add(Heading(3, "Objective level: box-regression gradients"))
         document.add(
             para(
-                "Inliers have a regression loss < 1, outliers ≥ 1 (SPEC §4); under smooth L1 the paper "
+                "Inliers have a regression loss < 1, outliers ≥ 1 (Libra R-CNN §3.3); under smooth L1 the paper "
                 "finds that inliers contribute only about 30% of the gradient per sample that outliers do."
             )
         )

@@ -3,7 +3,7 @@
 Metrics are kept as the evaluators write them (fractions in [0, 1], printed with 3 decimals). A group of
 seeds shows ``mean ± std`` with the sample standard deviation (n − 1 in the denominator); a group of one
 run has no spread, printed "—". Missing values (``null`` in metrics.json) print as "—" and stay out of
-means. The paper's numbers (SPEC §7) are COCO/LVIS percentages from full-size training and appear only
+means. The paper's numbers (Libra R-CNN Table 2) are COCO/LVIS percentages from full-size training and appear only
 in their own, separately labelled tables.
 """
 
@@ -37,14 +37,14 @@ CUMULATIVE_ORDER = ("iou_sampling", "bfp", "balanced_l1")
 SWITCH_KEYS = tuple(f"libra.{name}" for name in COMPONENTS)
 DASH = "—"
 
-# Libra R-CNN Table 2 (SPEC §7): COCO val2017, ResNet-50-FPN Faster R-CNN, 1x schedule, AP in %.
+# Libra R-CNN Table 2: COCO val2017, ResNet-50-FPN Faster R-CNN, 1x schedule, AP in %.
 PAPER_TABLE2 = (
     ("baseline", (35.9, 58.0, 38.4, 21.2, 39.5, 46.4)),
     ("+ IoU-balanced sampling", (36.8, 58.0, 40.0, 21.1, 40.3, 48.2)),
     ("+ BFP", (37.7, 59.4, 40.9, 22.4, 41.3, 49.3)),
     ("+ balanced L1 (full Libra)", (38.5, 59.3, 42.0, 22.9, 42.1, 50.5)),
 )
-# EQL paper (SPEC §7): LVIS v0.5 val, R50-FPN Mask R-CNN, mask AP in % (box AP in the last column).
+# EQL paper (Tan et al., CVPR 2020): LVIS v0.5 val, R50-FPN Mask R-CNN, mask AP in % (box AP in the last column).
 PAPER_EQL = (
     ("Mask R-CNN baseline", (20.1, 7.2, 19.9, 25.4, 20.5)),
     ("+ EQL", (22.8, 11.3, 24.7, 25.1, 23.3)),
@@ -246,7 +246,7 @@ def ablation_table(groups: list[RunGroup], baseline: RunGroup) -> tuple[Table, b
 
 
 def paper_table2() -> Table:
-    """SPEC §7's Table 2 with Δ against the paper's own baseline, in AP points (%)."""
+    """Libra R-CNN's Table 2 with Δ against the paper's own baseline, in AP points (%)."""
     base = PAPER_TABLE2[0][1]
     headers = ["setting (paper, COCO val2017, R50-FPN 1x)"]
     for name in ABLATION_METRICS:

@@ -32,7 +32,7 @@ def sample_positives_per_instance(
     num_expected: int,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Choose ``num_expected`` positives spread evenly over the GT boxes they match (SPEC §2).
+    """Choose ``num_expected`` positives spread evenly over the GT boxes they match (Libra R-CNN §3.1).
 
     If there are more positives P than expected, at most ``cap = round(expected / num_gt) + 1``
     positives are kept per GT box, chosen at random (num_gt = number of distinct GT boxes among the

@@ -1,4 +1,4 @@
-"""IoU-balanced negative sampling (Libra R-CNN, Pang et al., CVPR 2019, §3.1; SPEC §2).
+"""IoU-balanced negative sampling (Libra R-CNN, Pang et al., CVPR 2019, §3.1; Libra R-CNN §3.1).
 
 Random sampling of negatives picks mostly easy ones (IoU ≈ 0 with every GT box). IoU-balanced sampling
 splits the negatives' IoU range into K equal bins and asks each bin for the same number, so that a
@@ -70,7 +70,7 @@ def sample_by_iou_intervals(
     num_bins: int,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """SPEC §2 step 4: ``num`` elements of ``pool`` drawn bin by bin, the shortfall filled at random.
+    """Libra R-CNN §3.1 step 4: ``num`` elements of ``pool`` drawn bin by bin, the shortfall filled at random.
 
     Each of the K bins (see :func:`iou_bin_index`) has the quota int(num / K): a bin with more members
     is sampled uniformly down to it, a bin with fewer gives all it has. The remaining
@@ -113,7 +113,7 @@ def sample_negatives_by_iou(
     max_iou_overall: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Choose ``num_expected`` negatives balanced over IoU (Libra R-CNN §3.1; SPEC §2 steps 1–5).
+    """Choose ``num_expected`` negatives balanced over IoU (Libra R-CNN §3.1; Libra R-CNN §3.1 steps 1–5).
 
     1. If there are no more candidates than expected, take them all.
     2. Split the candidates: ``floor_thr < 0`` → every candidate is binned (no floor set);

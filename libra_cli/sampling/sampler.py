@@ -29,7 +29,7 @@ def _indices_to_mask(indices: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class IoUBalancedSampler:
-    """Libra R-CNN's RoI sampler: instance-balanced positives and IoU-balanced negatives (SPEC §2).
+    """Libra R-CNN's RoI sampler: instance-balanced positives and IoU-balanced negatives (Libra R-CNN §3.1).
 
     Per image: labels > 0 are positives, labels == 0 negatives, labels == −1 ignored (never sampled).
     ``int(batch_size_per_image × positive_fraction)`` positives are expected; if there are more, they

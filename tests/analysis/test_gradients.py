@@ -127,7 +127,7 @@ def test_loss_curves_at_known_points():
         0.5,
         2.0,
     )
-    # SPEC §4 reference values for α = 0.5, γ = 1.5, β = 1.
+    # Libra R-CNN §3.3 reference values for α = 0.5, γ = 1.5, β = 1.
     assert default["loss"][at[0.5]] == pytest.approx(0.400568, abs=1e-6)
     assert default["loss"][at[1.0]] == pytest.approx(1.078594, abs=1e-6)
     assert default["loss"][at[2.0]] == pytest.approx(2.578594, abs=1e-6)

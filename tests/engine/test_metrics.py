@@ -1,4 +1,4 @@
-"""COCO and LVIS box AP from a detections list (SPEC §6).
+"""COCO and LVIS box AP from a detections list (the COCO and LVIS evaluation protocols).
 
 Expected values are either known from the construction (exact boxes give IoU 1, so every threshold
 agrees; a lone false positive gives precision 0), worked out by hand from the 101-point interpolated

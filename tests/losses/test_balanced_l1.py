@@ -1,6 +1,6 @@
-"""Balanced L1 and smooth L1: values, reductions, gradients and numerical safety (SPEC §4).
+"""Balanced L1 and smooth L1: values, reductions, gradients and numerical safety (Libra R-CNN §3.3).
 
-Expected values come from ``balanced_l1_reference``, the SPEC formula written with Python's ``math``
+Expected values come from ``balanced_l1_reference``, the formula of Libra R-CNN §3.3 in Python's ``math``
 at full double precision, or from hand-worked numbers — never from the functions under test.
 """
 
@@ -24,7 +24,7 @@ B_DEFAULT = math.exp(GAMMA / ALPHA) - 1  # e^3 − 1
 
 
 def balanced_l1_reference(x: float, alpha: float = ALPHA, gamma: float = GAMMA, beta: float = 1.0) -> float:
-    """SPEC §4 in plain math: L(x) for an absolute error x >= 0."""
+    """Libra R-CNN §3.3 in plain math: L(x) for an absolute error x >= 0."""
     b = math.exp(gamma / alpha) - 1
     if x < beta:
         return alpha / b * (b * x + 1) * math.log(b * x / beta + 1) - alpha * x
@@ -37,7 +37,7 @@ def loss_of_errors(errors: list[float], **kwargs) -> torch.Tensor:
     return balanced_l1_loss(pred, torch.zeros_like(pred), reduction="none", **kwargs)
 
 
-# The SPEC's reference values for α = 0.5, γ = 1.5, β = 1, rounded to 6 decimals.
+# Reference values for α = 0.5, γ = 1.5, β = 1, rounded to 6 decimals.
 SPEC_VALUES = {0.1: 0.031353, 0.5: 0.400568, 1.0: 1.078594, 2.0: 2.578594}
 
 
@@ -48,7 +48,7 @@ def test_b_is_e_to_the_gamma_over_alpha_minus_one():
 
 @pytest.mark.parametrize("x", sorted(SPEC_VALUES))
 def test_reference_formula_agrees_with_spec_rounded_values(x):
-    # The independent math implementation reproduces the SPEC's printed numbers.
+    # The independent math implementation reproduces the published reference numbers.
     assert balanced_l1_reference(x) == pytest.approx(SPEC_VALUES[x], abs=1e-6)
 
 

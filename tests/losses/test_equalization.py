@@ -1,4 +1,4 @@
-"""Equalization loss and its helpers (SPEC §5).
+"""Equalization loss and its helpers (EQL paper §3).
 
 Expected values are computed with Python's ``math`` from the formula, or worked by hand; labels follow
 torchvision's convention (0 = background, class k has logit column k − 1).
@@ -39,7 +39,7 @@ def one_hot(label: int, num_classes: int) -> list[int]:
 
 
 def eql_reference_per_roi(logits, labels, tail) -> list[float]:
-    """SPEC §5 in plain math: w_j = 1 − E(r)·T_λ(f_j)·(1 − y_j), summed over classes."""
+    """EQL paper §3 in plain math: w_j = 1 − E(r)·T_λ(f_j)·(1 − y_j), summed over classes."""
     losses = []
     for row, label in zip(logits, labels, strict=True):
         y = one_hot(label, len(row))

@@ -1,4 +1,4 @@
-"""Tests for the Balanced Feature Pyramid neck, its non-local block and the backbone wrapper (SPEC §3)."""
+"""Tests for the Balanced Feature Pyramid neck, its non-local block and the backbone wrapper (Libra R-CNN §3.2)."""
 
 from collections import OrderedDict
 

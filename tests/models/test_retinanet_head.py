@@ -1,4 +1,4 @@
-"""Libra RetinaNet's regression head: torchvision's layers and weights, balanced L1 loss (SPEC §4)."""
+"""Libra RetinaNet's regression head: torchvision's layers and weights, balanced L1 loss (Libra R-CNN §3.3)."""
 
 import copy
 import math
@@ -23,7 +23,7 @@ def make_head(norm_layer=None) -> RetinaNetHead:
 
 
 def balanced_l1(x, alpha, gamma, beta):
-    """SPEC §4, one absolute error x."""
+    """Libra R-CNN §3.3, one absolute error x."""
     b = math.exp(gamma / alpha) - 1
     if x < beta:
         return alpha / b * (b * x + 1) * math.log(b * x / beta + 1) - alpha * x

@@ -100,7 +100,7 @@ def encode(proposal, gt, weights=BOX_CODER_WEIGHTS):
 
 
 def balanced_l1(x, alpha, gamma, beta):
-    """SPEC §4, one absolute error x."""
+    """Libra R-CNN §3.3, one absolute error x."""
     b = math.exp(gamma / alpha) - 1
     if x < beta:
         return alpha / b * (b * x + 1) * math.log(b * x / beta + 1) - alpha * x

@@ -104,7 +104,7 @@ def test_no_baseline_when_every_run_has_a_component(tmp_path):
 
 def test_paper_table2_numbers_and_deltas():
     rows = rows_of(paper_table2())
-    # SPEC §7: APl 46.4 → 48.2 → 49.3 → 50.5, Δ +1.8, +2.9, +4.1 against the baseline.
+    # Libra R-CNN Table 2: APl 46.4 → 48.2 → 49.3 → 50.5, Δ +1.8, +2.9, +4.1 against the baseline.
     assert [row["APl (%)"] for row in rows] == ["46.4", "48.2", "49.3", "50.5"]
     assert [row["ΔAPl"] for row in rows] == ["—", "+1.8", "+2.9", "+4.1"]
     assert rows[1]["ΔAPs"] == "-0.1"  # IoU-balanced sampling: APs 21.2 → 21.1

@@ -1,4 +1,4 @@
-"""Instance-balanced positive sampling: a per-GT cap of round(expected / num_gt) + 1 (SPEC §2)."""
+"""Instance-balanced positive sampling: a per-GT cap of round(expected / num_gt) + 1 (Libra R-CNN §3.1)."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""IoU-balanced negative sampling on constructed IoUs whose per-bin answer is known (SPEC §2)."""
+"""IoU-balanced negative sampling on constructed IoUs whose per-bin answer is known (Libra R-CNN §3.1)."""
 
 import numpy as np
 import pytest
