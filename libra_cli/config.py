@@ -60,6 +60,7 @@ class ModelConfig:
     roi_batch_size_per_image: int = 512  # RoIs sampled per image for the box head (Libra: 512)
     roi_positive_fraction: float = 0.25
     roi_sampling_ratio: int = 1  # RoIAlign sampling points per bin side (torchvision's default is 2)
+    roi_align: str = "auto"  # RoIAlign kernel: "auto" (grid_sample form on CPU, torchvision's on CUDA), "torchvision"
     box_head_dim: int = 256  # width of the two-layer MLP box head (torchvision's default is 1024)
     score_thresh: float = 0.05  # detections below this score are dropped at inference
     detections_per_image: int = 100  # 300 is used automatically for LVIS evaluation
@@ -263,6 +264,7 @@ def validate(config: RunConfig) -> None:
     _check_choice("model.arch", m.arch, ("faster_rcnn", "retinanet"))
     _check_choice("model.backbone", m.backbone, ("resnet18", "resnet34", "resnet50"))
     _check_choice("model.norm", m.norm, ("gn", "bn", "frozen_bn"))
+    _check_choice("model.roi_align", m.roi_align, ("auto", "grid_sample", "torchvision"))
     _check_choice("train.schedule", t.schedule, ("step", "cosine"))
     _check_choice("train.amp_dtype", t.amp_dtype, ("bf16", "fp16"))
     _check_choice("data.on_bad_sample", d.on_bad_sample, ("error", "skip"))

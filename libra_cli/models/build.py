@@ -24,7 +24,6 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.retinanet import RetinaNetHead
-from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -32,6 +31,7 @@ from libra_cli.config import RunConfig, resolved_component_settings
 from libra_cli.engine.checkpoint import load_tensors_safely
 from libra_cli.errors import LibraError
 from libra_cli.models.bfp import BackboneWithBFP
+from libra_cli.models.roi_align import FastMultiScaleRoIAlign
 
 RESNET_OUT_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 GROUP_NORM_GROUPS = 32
@@ -159,7 +159,12 @@ def _build_faster_rcnn(
     model_cfg, lib = config.model, config.libra
     channels = backbone.out_channels
     anchors = AnchorGenerator(anchor_sizes, (tuple(model_cfg.aspect_ratios),) * len(anchor_sizes))
-    pooler = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=model_cfg.roi_sampling_ratio)
+    pooler = FastMultiScaleRoIAlign(
+        ["0", "1", "2", "3"],
+        output_size=7,
+        sampling_ratio=model_cfg.roi_sampling_ratio,
+        implementation=model_cfg.roi_align,
+    )
     box_head = TwoMLPHead(channels * 7 * 7, model_cfg.box_head_dim)
     predictor = FastRCNNPredictor(model_cfg.box_head_dim, num_classes + 1)
     model = FasterRCNN(

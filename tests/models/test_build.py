@@ -29,7 +29,7 @@ def inputs(seed: int = 0):
 
 @pytest.mark.parametrize("arch", ["faster_rcnn", "retinanet"])
 def test_all_switches_off_gives_torchvision_losses(tmp_path, arch):
-    config = tiny_config(tmp_path, tmp_path / "run", model__arch=arch)
+    config = tiny_config(tmp_path, tmp_path / "run", model__arch=arch, model__roi_align="torchvision")
     ours = build_detector(config, num_classes=3)
     reference = (torchvision_faster_rcnn if arch == "faster_rcnn" else torchvision_retinanet)(config, 3)
     reference.load_state_dict(ours.state_dict())  # identical architecture: every key matches
@@ -45,6 +45,31 @@ def test_all_switches_off_gives_torchvision_losses(tmp_path, arch):
     assert our_losses.keys() == reference_losses.keys()
     for name in our_losses:
         torch.testing.assert_close(our_losses[name], reference_losses[name], rtol=0, atol=0)
+
+
+def test_default_cpu_roi_align_gives_torchvision_losses_to_rounding(tmp_path):
+    """The default ``model.roi_align: auto`` pools with the grid_sample form on the CPU: same losses and
+    gradients as torchvision's detector up to float32 rounding."""
+    config = tiny_config(tmp_path, tmp_path / "run")
+    assert config.model.roi_align == "auto"
+    ours = build_detector(config, num_classes=3)
+    reference = torchvision_faster_rcnn(config, 3)
+    reference.load_state_dict(ours.state_dict())
+    images, targets = inputs()
+    ours.train()
+    reference.train()
+    torch.manual_seed(7)
+    our_losses = ours(images, targets)
+    torch.manual_seed(7)
+    reference_losses = reference(images, targets)
+    for name in our_losses:
+        torch.testing.assert_close(our_losses[name], reference_losses[name], rtol=1e-5, atol=1e-6)
+    sum(our_losses.values()).backward()
+    sum(reference_losses.values()).backward()
+    ours_grads = dict(ours.named_parameters())
+    for name, parameter in reference.named_parameters():
+        if parameter.grad is not None:
+            torch.testing.assert_close(ours_grads[name].grad, parameter.grad, rtol=1e-3, atol=1e-6)
 
 
 def test_switches_select_the_libra_parts(tmp_path):
