@@ -9,8 +9,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from libra_cli.cli.train import run_training
-from libra_cli.cli.ui import console, handle_errors
-from libra_cli.engine.ablate import PlannedRun, load_grid, plan_runs, report_dirs, run_grid, run_status
+from libra_cli.cli.ui import ParallelTrainProgress, console, handle_errors
+from libra_cli.engine.ablate import (
+    GridOutcome,
+    PlannedRun,
+    load_grid,
+    plan_runs,
+    report_dirs,
+    run_grid,
+    run_grid_parallel,
+    run_status,
+)
+from libra_cli.engine.parallel import default_parallel_jobs, threads_per_job
 from libra_cli.errors import LibraError
 from libra_cli.report import build_report
 
@@ -34,6 +44,7 @@ def ablate_command(
     max_iters: int = typer.Option(None, "--max-iters", help="Override every run's number of iterations."),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N for every run."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what is already done; train nothing."),
+    jobs: int = typer.Option(None, "--jobs", help="Runs trained at once (default: 2 on a multi-core CPU, 1 on GPU)."),
 ) -> None:
     """Train a grid of configurations × seeds (finished runs skipped, stopped ones resumed), then report."""
     spec = load_grid(grid)
@@ -48,6 +59,26 @@ def ablate_command(
     if dry_run:
         return
 
+    parallel = jobs if jobs is not None else default_parallel_jobs(planned[0].config.train.device)
+    if parallel < 1:
+        raise LibraError(f"--jobs: must be at least 1, got {parallel}")
+    if parallel > 1:
+        outcomes = _train_side_by_side(planned, parallel)
+    else:
+        outcomes = _train_one_by_one(planned)
+    counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in ("trained", "resumed", "skipped", "failed")}
+    console.print(", ".join(f"{count} {kind}" for kind, count in counts.items()))
+    dirs = report_dirs(planned)
+    if dirs:
+        path = build_report(dirs, report or Path("reports") / grid.stem, title=f"Ablation: {grid.stem}")
+        console.print(str(path), highlight=False, soft_wrap=True)
+    failed = [outcome for outcome in outcomes if outcome.outcome == "failed"]
+    if failed:
+        first = failed[0]
+        raise LibraError(f"{len(failed)} of {len(outcomes)} runs failed; first: {first.run.name}: {first.error}")
+
+
+def _train_one_by_one(planned: list[PlannedRun]) -> list[GridOutcome]:
     progress = Progress(
         TextColumn("[bold]grid"),
         BarColumn(),
@@ -63,14 +94,19 @@ def ablate_command(
         progress.update(task, completed=done, current=f"→ {current.name}" if current else "done")
 
     with progress:
-        outcomes = run_grid(planned, trainer=run_training, on_progress=on_progress)
-    counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in ("trained", "resumed", "skipped", "failed")}
-    console.print(", ".join(f"{count} {kind}" for kind, count in counts.items()))
-    dirs = report_dirs(planned)
-    if dirs:
-        path = build_report(dirs, report or Path("reports") / grid.stem, title=f"Ablation: {grid.stem}")
-        console.print(str(path), highlight=False, soft_wrap=True)
-    failed = [outcome for outcome in outcomes if outcome.outcome == "failed"]
-    if failed:
-        first = failed[0]
-        raise LibraError(f"{len(failed)} of {len(outcomes)} runs failed; first: {first.run.name}: {first.error}")
+        return run_grid(planned, trainer=run_training, on_progress=on_progress)
+
+
+def _train_side_by_side(planned: list[PlannedRun], parallel: int) -> list[GridOutcome]:
+    finished = sum(run_status(run) == "done" for run in planned)
+    threads = threads_per_job(parallel)
+    console.print(f"training {parallel} runs at a time ({parallel} processes × {threads} thread(s) each)")
+    with ParallelTrainProgress() as view:
+        grid_task = view.progress.add_task("grid", total=len(planned), completed=finished, status="runs")
+
+        def on_event(kind: str, job, payload) -> None:
+            view(kind, job, payload)
+            if kind in ("done", "failed", "interrupted"):
+                view.progress.advance(grid_task)
+
+        return run_grid_parallel(planned, jobs=parallel, threads=threads, on_event=on_event)

@@ -11,13 +11,22 @@ import typer
 from rich.panel import Panel
 
 from libra_cli.cli.train import run_training
-from libra_cli.cli.ui import console, count_progress, handle_errors, metrics_table, progress_callback
+from libra_cli.cli.ui import (
+    ParallelTrainProgress,
+    console,
+    count_progress,
+    handle_errors,
+    metrics_table,
+    progress_callback,
+)
 from libra_cli.config import load_config
 from libra_cli.data.build import default_synth_spec, ensure_benchmark
 from libra_cli.data.synth import benchmark_exists
 from libra_cli.engine.checkpoint import load_checkpoint
 from libra_cli.engine.evaluate import read_metrics
+from libra_cli.engine.parallel import TrainJob, default_parallel_jobs, threads_per_job, train_parallel
 from libra_cli.engine.run import RunLayout
+from libra_cli.errors import LibraError
 
 BASELINE_RUN = ("baseline", "baseline")  # (run name, preset)
 LIBRA_RUN = ("libra", "libra")
@@ -59,13 +68,18 @@ def run_demo(
     device: str = "cpu",
     seed: int = 0,
     analysis_images: int = DEMO_ANALYSIS_IMAGES,
-    with_libra: bool = False,
+    with_libra: bool = True,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
-    """Generate the benchmark if absent, train and evaluate the baseline (and with ``with_libra`` the
-    full Libra run), resuming or reusing finished runs, analyse them, write the report, and return
-    {run name: metrics}."""
+    """Generate the benchmark if absent, train and evaluate the baseline and (``with_libra``) the full
+    Libra run, resuming or reusing finished runs, analyse them, write the report, and return
+    {run name: metrics}.
+
+    ``jobs`` runs trained at once (default: two side by side on a multi-core CPU, one on a GPU)."""
     from libra_cli.report import build_report
 
+    if jobs is not None and jobs < 1:
+        raise LibraError(f"--jobs: must be at least 1, got {jobs}")
     start = time.perf_counter()
     spec = default_synth_spec()
     generated = not benchmark_exists(synth_dir, spec)
@@ -75,7 +89,8 @@ def run_demo(
             ensure_benchmark(synth_dir, spec, callback)
     console.print(f"benchmark: {'generated' if generated else 'found'} in {synth_dir}")
     demo_runs = (BASELINE_RUN, LIBRA_RUN) if with_libra else (BASELINE_RUN,)
-    results = {}
+    results: dict[str, Any] = {}
+    to_train: list[TrainJob] = []
     for name, preset in demo_runs:
         overrides: dict[str, dict[str, Any]] = {
             "data": {"synth_dir": str(synth_dir)},
@@ -87,11 +102,27 @@ def run_demo(
         layout = RunLayout(out / name)
         if _finished(layout, config.train.max_iters):
             console.print(f"{name}: already trained, reusing {layout.root}")
-            metrics = read_metrics(layout.eval_dir / "metrics.json")
-            console.print(metrics_table(metrics, title=name))
+            results[name] = read_metrics(layout.eval_dir / "metrics.json")
+            console.print(metrics_table(results[name], title=name))
         else:
-            metrics = run_training(config, resume=layout.last.is_file()).metrics
-        results[name] = metrics
+            to_train.append(TrainJob(name, config, resume=layout.last.is_file()))
+    parallel = min(jobs if jobs is not None else default_parallel_jobs(device), len(to_train))
+    if parallel > 1:
+        threads = threads_per_job(parallel)
+        console.print(
+            f"training {' and '.join(job.name for job in to_train)} side by side "
+            f"({parallel} processes × {threads} thread{'s' if threads > 1 else ''})"
+        )
+        with ParallelTrainProgress() as view:
+            outcomes = train_parallel(to_train, max_parallel=parallel, threads=threads, on_event=view)
+        for outcome in outcomes:
+            if outcome.status != "done":
+                raise LibraError(f"{outcome.job.name}: {outcome.error or outcome.status}")
+            results[outcome.job.name] = outcome.result.metrics
+    else:
+        for job in to_train:
+            results[job.name] = run_training(job.config, resume=job.resume).metrics
+    results = {name: results[name] for name, _ in demo_runs}
     for name, _ in demo_runs:
         run_analyses(out / name, num_images=analysis_images, device=device, seed=seed)
     report = build_report([out / name for name, _ in demo_runs], report_dir, title="libra demo")
@@ -104,8 +135,6 @@ def run_demo(
     lines.append(f"analyses    {out}/<run>/analysis/ (sampling, features, gradients)")
     lines.append(f"report      {report}")
     lines.append(f"wall time   {minutes:.1f} min")
-    if not with_libra:
-        lines.append("next        libra demo --with-libra   (adds the full Libra R-CNN run to the report)")
     lines.append("then        libra ablate experiments/ablation_table2.yaml --seeds 3")
     console.print(Panel("\n".join(lines), title="libra demo", expand=False))
     return results
@@ -120,9 +149,12 @@ def demo_command(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     analysis_images: int = typer.Option(DEMO_ANALYSIS_IMAGES, "--analysis-images", help="Images per analysis."),
-    with_libra: bool = typer.Option(False, "--with-libra", help="Also train the full Libra R-CNN run."),
+    with_libra: bool = typer.Option(
+        True, "--with-libra/--baseline-only", help="Train the full Libra R-CNN run beside the baseline."
+    ),
+    jobs: int = typer.Option(None, "--jobs", help="Runs trained at once (default: 2 on a multi-core CPU)."),
 ) -> None:
-    """Benchmark → baseline run (and with --with-libra the Libra run) → analyses → report."""
+    """Benchmark → baseline and full Libra R-CNN runs → the three analyses → report."""
     run_demo(
         out,
         synth_dir,
@@ -132,4 +164,5 @@ def demo_command(
         seed=seed,
         analysis_images=analysis_images,
         with_libra=with_libra,
+        jobs=jobs,
     )

@@ -81,18 +81,69 @@ class TrainProgress:
         self.task = self.progress.add_task(self.description, total=total, completed=completed, status="")
 
     def update(self, iteration: int, record: dict[str, Any] | None) -> None:
-        fields = {}
-        if record is not None:
-            losses = " ".join(
-                f"{name.removeprefix('loss_')} {value:.3f}"
-                for name, value in record.items()
-                if name.startswith("loss_")
-            )
-            fields["status"] = f"loss {record['loss']:.3f} ({losses}) lr {record['lr']:.2e}"
+        fields = {"status": loss_status(record)} if record is not None else {}
         self.progress.update(self.task, completed=iteration, **fields)
 
     def stop(self) -> None:
         self.progress.stop()
+
+
+def loss_status(record: dict[str, Any]) -> str:
+    """``loss 1.234 (classifier 0.5 …) lr 2.00e-02`` for a training log record."""
+    losses = " ".join(
+        f"{name.removeprefix('loss_')} {value:.3f}" for name, value in record.items() if name.startswith("loss_")
+    )
+    return f"loss {record['loss']:.3f} ({losses}) lr {record['lr']:.2e}"
+
+
+class ParallelTrainProgress:
+    """One progress bar per simultaneous training run; use as ``on_event`` of ``train_parallel``.
+
+    Finished runs print their metrics table; failures print one line. ``after`` (optional) is called with
+    each finished job's name and TrainResult.
+    """
+
+    def __init__(self, after: Callable[[str, Any], None] | None = None) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+        )
+        self.tasks: dict[str, Any] = {}
+        self.after = after
+
+    def __enter__(self) -> ParallelTrainProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def __call__(self, kind: str, job: Any, payload: Any) -> None:
+        if kind == "start":
+            if job.name not in self.tasks:
+                self.tasks[job.name] = self.progress.add_task(job.name, total=payload["total"], status="")
+            self.progress.update(self.tasks[job.name], completed=payload["completed"], total=payload["total"])
+        elif kind == "update" and job.name in self.tasks:
+            fields = {"status": loss_status(payload["record"])} if payload["record"] else {}
+            self.progress.update(self.tasks[job.name], completed=payload["iteration"], **fields)
+        elif kind == "done":
+            if job.name in self.tasks:
+                self.progress.remove_task(self.tasks.pop(job.name))
+            if payload.metrics is not None:
+                console.print(metrics_table(payload.metrics, title=f"{job.name} @ {payload.iterations}"))
+            console.print(f"{job.name}: trained {payload.iterations} iterations in {payload.wall_s / 60:.1f} min")
+            if self.after is not None:
+                self.after(job.name, payload)
+        elif kind == "failed":
+            err_console.print(f"[bold red]{escape(job.name)} failed:[/] {escape(str(payload))}", highlight=False)
+        elif kind == "interrupted":
+            err_console.print(f"[yellow]{escape(job.name)} interrupted[/] — its checkpoint is kept for resuming")
 
 
 def progress_callback(progress: Progress, description: str, total: int) -> Callable[[int, int], None]:

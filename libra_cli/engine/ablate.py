@@ -222,6 +222,36 @@ def run_grid(
     return outcomes
 
 
+def run_grid_parallel(
+    planned: list[PlannedRun],
+    *,
+    jobs: int,
+    threads: int | None = None,
+    on_event: Callable[[str, Any, Any], None] | None = None,
+) -> list[GridOutcome]:
+    """:func:`run_grid` with up to ``jobs`` runs trained at once, each in its own process
+    (:func:`libra_cli.engine.parallel.train_parallel`; ``on_event`` as there). Same outcomes, same run
+    folders, same skip and resume rules; a failed run does not stop the others."""
+    from libra_cli.engine.parallel import TrainJob, train_parallel
+
+    statuses = [run_status(run) for run in planned]  # refuse foreign folders before training anything
+    outcomes: dict[str, GridOutcome] = {}
+    to_train: list[TrainJob] = []
+    for run, status in zip(planned, statuses, strict=True):
+        if status == "done":
+            outcomes[run.name] = GridOutcome(run, "skipped")
+        else:
+            to_train.append(TrainJob(run.name, run.config, resume=status == "resume"))
+    by_name = {run.name: run for run in planned}
+    for result in train_parallel(to_train, max_parallel=jobs, threads=threads, on_event=on_event):
+        run = by_name[result.job.name]
+        if result.status == "done":
+            outcomes[run.name] = GridOutcome(run, "resumed" if result.job.resume else "trained")
+        else:
+            outcomes[run.name] = GridOutcome(run, "failed", result.error or result.status)
+    return [outcomes[run.name] for run in planned if run.name in outcomes]
+
+
 def report_dirs(planned: list[PlannedRun]) -> list[Path]:
     """The run directories of the grid that hold a run (config.yaml written), in plan order by label."""
     position = {label: index for index, label in enumerate(dict.fromkeys(run.label for run in planned))}

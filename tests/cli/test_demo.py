@@ -30,3 +30,16 @@ def test_demo_with_libra_runs_every_stage_and_reuses_finished_runs(tmp_path):
     again = run_demo(out, synth, report_dir=report_dir, max_iters=1, analysis_images=2, with_libra=True)
     assert again["libra"]["summary"] == results["libra"]["summary"]
     assert (out / "libra" / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
+
+
+def test_demo_refuses_zero_jobs_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from libra_cli.cli import app
+
+    result = CliRunner().invoke(
+        app, ["demo", "--jobs", "0", "--out", str(tmp_path / "runs"), "--synth-dir", str(tmp_path / "synth")]
+    )
+    assert result.exit_code == 2
+    assert "--jobs: must be at least 1, got 0" in result.output
+    assert not (tmp_path / "synth").exists() and not (tmp_path / "runs").exists()

@@ -194,6 +194,8 @@ def test_cli_runs_the_grid_and_writes_the_report(tmp_path, monkeypatch):
         str(report),
         "--max-iters",
         "4",
+        "--jobs",
+        "1",
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -206,6 +208,41 @@ def test_cli_runs_the_grid_and_writes_the_report(tmp_path, monkeypatch):
         ("baseline (no components)", "baseline", "—"),
         ("BFP", "bfp", "+0.000"),  # the fake trainer gives every run AP 0.3
     ]
+
+
+@pytest.mark.slow
+def test_grid_side_by_side_trains_skips_and_reports_failures(tiny_benchmark, tmp_path):
+    from libra_cli.engine.ablate import run_grid_parallel
+    from tests.conftest import tiny_config
+
+    base = tmp_path / "tiny.yaml"
+    save_config(tiny_config(tiny_benchmark, tmp_path / "unused", train__max_iters=2), base)
+    grid = write_grid(
+        tmp_path,
+        f"base: {base}\nruns:\n  baseline: {{}}\n  bfp: {{libra: {{bfp: true}}}}\n"
+        f"  broken: {{data: {{train_ann: {tmp_path / 'missing.json'}}}}}\n",
+    )
+    planned = plan_runs(load_grid(grid), 1, tmp_path / "runs")
+    outcomes = run_grid_parallel(planned, jobs=2, threads=1)
+    assert [(o.run.name, o.outcome) for o in outcomes] == [
+        ("baseline/seed0", "trained"),
+        ("bfp/seed0", "trained"),
+        ("broken/seed0", "failed"),
+    ]
+    assert "missing.json" in outcomes[2].error
+    for name in ("baseline", "bfp"):
+        metrics = json.loads((tmp_path / "runs" / name / "seed0" / "eval" / "metrics.json").read_text())
+        assert metrics["iteration"] == 2
+    again = run_grid_parallel(planned[:2], jobs=2, threads=1)
+    assert [o.outcome for o in again] == ["skipped", "skipped"]
+
+
+def test_cli_jobs_must_be_positive(tmp_path):
+    grid = write_grid(tmp_path, "base: baseline\nruns:\n  baseline: {}\n")
+    result = runner.invoke(app, ["ablate", str(grid), "--out-root", str(tmp_path / "runs"), "--jobs", "0"])
+    assert result.exit_code == 2
+    assert "--jobs: must be at least 1, got 0" in result.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_bad_grid_is_one_line_and_exit_code_2(tmp_path):
