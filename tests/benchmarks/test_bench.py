@@ -83,16 +83,24 @@ def test_target_verdicts():
 def test_targets_from_medians(bench):
     # libra-off 102 ms / torchvision 100 ms = 1.02 ≤ 1.03; full Libra 120 / libra-off 102 = 1.176 > 1.15;
     # the sampler's 1.5 ms ≤ 2 ms.
-    training = {"torchvision": summary(0.100), "libra-off": summary(0.102), "libra-full": summary(0.120)}
-    off, full, sampler = bench.evaluate_targets(training, 1.5)
+    # The like-for-like row (torchvision's RoIAlign kernel) at 104 ms: 1.04 > 1.03.
+    training = {
+        "torchvision": summary(0.100),
+        "libra-off-tv-roialign": summary(0.104),
+        "libra-off": summary(0.102),
+        "libra-full": summary(0.120),
+    }
+    off, off_same_kernel, full, sampler = bench.evaluate_targets(training, 1.5)
     assert off.value == pytest.approx(1.02) and off.limit == 1.03 and off.verdict == "met"
+    assert off_same_kernel.value == pytest.approx(1.04) and off_same_kernel.verdict == "not met"
     assert full.value == pytest.approx(120 / 102) and full.limit == 1.15 and full.verdict == "not met"
     assert sampler.value == 1.5 and sampler.limit == 2.0 and sampler.verdict == "met"
 
 
 def test_a_target_without_its_measurement_is_not_measured(bench):
-    off, full, _ = bench.evaluate_targets({"torchvision": summary(0.1), "libra-off": summary(0.1)}, 3.0)
+    off, same_kernel, full, _ = bench.evaluate_targets({"torchvision": summary(0.1), "libra-off": summary(0.1)}, 3.0)
     assert off.verdict == "met"  # 1.0 ≤ 1.03
+    assert math.isnan(same_kernel.value) and same_kernel.verdict == "not measured"
     assert math.isnan(full.value) and full.verdict == "not measured"
 
 
