@@ -27,14 +27,12 @@ def inputs(seed: int = 0):
     return images, targets
 
 
-@pytest.mark.parametrize("arch", ["faster_rcnn", "retinanet"])
-def test_all_switches_off_gives_torchvision_losses(tmp_path, arch):
-    config = tiny_config(tmp_path, tmp_path / "run", model__arch=arch, model__roi_align="torchvision")
+def ours_and_torchvision(config, arch: str = "faster_rcnn"):
+    """libra's detector and torchvision's with the same weights, and their training losses on the same
+    inputs and random draws."""
     ours = build_detector(config, num_classes=3)
     reference = (torchvision_faster_rcnn if arch == "faster_rcnn" else torchvision_retinanet)(config, 3)
     reference.load_state_dict(ours.state_dict())  # identical architecture: every key matches
-    if arch == "faster_rcnn":
-        assert type(ours.roi_heads) is RoIHeads  # not the Libra subclass
     images, targets = inputs()
     ours.train()
     reference.train()
@@ -43,6 +41,15 @@ def test_all_switches_off_gives_torchvision_losses(tmp_path, arch):
     torch.manual_seed(7)
     reference_losses = reference(images, targets)
     assert our_losses.keys() == reference_losses.keys()
+    return ours, reference, our_losses, reference_losses
+
+
+@pytest.mark.parametrize("arch", ["faster_rcnn", "retinanet"])
+def test_all_switches_off_gives_torchvision_losses(tmp_path, arch):
+    config = tiny_config(tmp_path, tmp_path / "run", model__arch=arch, model__roi_align="torchvision")
+    ours, _, our_losses, reference_losses = ours_and_torchvision(config, arch)
+    if arch == "faster_rcnn":
+        assert type(ours.roi_heads) is RoIHeads  # not the Libra subclass
     for name in our_losses:
         torch.testing.assert_close(our_losses[name], reference_losses[name], rtol=0, atol=0)
 
@@ -52,21 +59,14 @@ def test_default_cpu_roi_align_gives_torchvision_losses_to_rounding(tmp_path):
     gradients as torchvision's detector up to float32 rounding."""
     config = tiny_config(tmp_path, tmp_path / "run")
     assert config.model.roi_align == "auto"
-    ours = build_detector(config, num_classes=3)
-    reference = torchvision_faster_rcnn(config, 3)
-    reference.load_state_dict(ours.state_dict())
-    images, targets = inputs()
-    ours.train()
-    reference.train()
-    torch.manual_seed(7)
-    our_losses = ours(images, targets)
-    torch.manual_seed(7)
-    reference_losses = reference(images, targets)
+    ours, reference, our_losses, reference_losses = ours_and_torchvision(config)
     for name in our_losses:
         torch.testing.assert_close(our_losses[name], reference_losses[name], rtol=1e-5, atol=1e-6)
     sum(our_losses.values()).backward()
     sum(reference_losses.values()).backward()
     ours_grads = dict(ours.named_parameters())
+    # The pooled features differ from torchvision's by float32 rounding (≈1e-7 relative); summed over
+    # thousands of RoIs and carried back through the backbone, small gradient entries differ more.
     for name, parameter in reference.named_parameters():
         if parameter.grad is not None:
             torch.testing.assert_close(ours_grads[name].grad, parameter.grad, rtol=1e-3, atol=1e-6)
