@@ -72,12 +72,11 @@ from libra_cli.engine.profiling import (
     top_operators,
     update_section_file,
 )
-from libra_cli.engine.run import RunLayout, resolve_device, write_dataset_info
+from libra_cli.engine.run import RunLayout, dataset_info, resolve_device, write_dataset_info
 from libra_cli.engine.train import amp_dtype
 from libra_cli.errors import LibraError
-from libra_cli.models.build import build_detector
+from libra_cli.models.build import build_detector, iou_sampler_from_config
 from libra_cli.models.reference import torchvision_faster_rcnn
-from libra_cli.sampling import IoUBalancedSampler
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPOSITORY / "benchmarks" / "RESULTS.md"
@@ -445,26 +444,17 @@ def realistic_roi_assignment(
     return labels, max_iou, matched_gt
 
 
-def time_samplers(model_sampler: IoUBalancedSampler, settings: Settings, device) -> dict[str, TimingSummary]:
+def time_samplers(full_config: RunConfig, settings: Settings, device) -> dict[str, TimingSummary]:
     """Milliseconds per image of torchvision's random sampler and the IoU-balanced sampler, interleaved.
 
-    Both take ``SAMPLER_SAMPLES`` RoIs per image; the IoU-balanced one keeps every other setting of
-    ``model_sampler`` (the sampler full Libra trains with).
+    Both take ``SAMPLER_SAMPLES`` RoIs per image; the IoU-balanced one has every other setting of the
+    sampler full Libra trains with (``full_config``).
     """
     generator = torch.Generator().manual_seed(settings.seed)
     images = [tuple(t.to(device) for t in realistic_roi_assignment(generator)) for _ in range(32)]
-    fraction = model_sampler.positive_fraction
-    torchvision_sampler = BalancedPositiveNegativeSampler(SAMPLER_SAMPLES, fraction)
-    iou_sampler = IoUBalancedSampler(
-        batch_size_per_image=SAMPLER_SAMPLES,
-        positive_fraction=fraction,
-        num_bins=model_sampler.num_bins,
-        floor_thr=model_sampler.floor_thr,
-        floor_fraction=model_sampler.floor_fraction,
-        bins_upper=model_sampler.bins_upper,
-        neg_iou_thr=model_sampler.neg_iou_thr,
-        pos_balance=model_sampler.pos_balance,
-    )
+    sized = apply_overrides(full_config, {"model": {"roi_batch_size_per_image": SAMPLER_SAMPLES}}, "benchmark")
+    iou_sampler = iou_sampler_from_config(sized)
+    torchvision_sampler = BalancedPositiveNegativeSampler(SAMPLER_SAMPLES, iou_sampler.positive_fraction)
     samplers: dict[str, Callable[[tuple[torch.Tensor, ...]], Any]] = {
         "torchvision BalancedPositiveNegativeSampler": lambda image: torchvision_sampler([image[0]]),
         "libra IoUBalancedSampler": lambda image: iou_sampler([image[0]], [image[1]], [image[2]]),
@@ -551,23 +541,7 @@ def write_analysis_run(root: Path, config: RunConfig, model: nn.Module, data: Be
     )
     layout.root.mkdir(parents=True, exist_ok=True)
     save_config(run_config, layout.config)
-    train_set = data.train_set
-    write_dataset_info(
-        layout,
-        {
-            "train_ann": str(paths.train_ann),
-            "train_images": str(paths.train_images),
-            "val_ann": str(paths.val_ann),
-            "val_images": str(paths.val_images),
-            "format": train_set.format,
-            "category_ids": train_set.category_ids,
-            "category_names": train_set.category_names(),
-            "images_per_class": train_set.images_per_class().tolist(),
-            "instances_per_class": train_set.instances_per_class().tolist(),
-            "num_images": len(train_set),
-            "skipped_boxes": train_set.skipped_boxes,
-        },
-    )
+    write_dataset_info(layout, dataset_info(paths, data.train_set))
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     save_checkpoint(layout.best, {"model": state, "iteration": 0})
     return root
@@ -901,9 +875,9 @@ def run_benchmark(settings: Settings, command: str, out: Path, workdir: Path) ->
     training = time_training(models, config, data, settings, device, autocast)
     inference = time_inference({name: models[name] for name in INFERENCE_MODELS}, data, settings, device, autocast)
 
-    sampler = time_samplers(models["libra-full"].roi_heads.iou_sampler, settings, device)
-    evaluation = time_coco_evaluation(data.val_set, settings)
     full_config = with_switches(config, TRAINING_MODELS["libra-full"] or ())
+    sampler = time_samplers(full_config, settings, device)
+    evaluation = time_coco_evaluation(data.val_set, settings)
     run_dir = write_analysis_run(workdir / "analysis-run", full_config, models["libra-full"], data)
     del models
     gc.collect()

@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from bench import RESULTS_HEADER  # benchmarks/bench.py: this script's folder is on sys.path when run
 
 from libra_cli.config import load_config
 from libra_cli.data.build import default_synth_spec, ensure_benchmark
 from libra_cli.engine.parallel import TrainJob, cpu_cores, train_parallel
-from libra_cli.engine.profiling import machine_description, markdown_table, update_section_file
+from libra_cli.engine.profiling import machine_description, markdown_table, summarize, update_section_file
 
 SECTION = "CPU: runs side by side"
-HEADER = "# libra benchmarks\n"
 PRESETS = ("baseline", "libra")
 
 
@@ -57,8 +57,8 @@ def time_pair(root: Path, synth_dir: str, iters: int, *, parallel: int, threads:
     per_iter = []
     for preset in PRESETS:
         records = [json.loads(line) for line in (root / preset / "log.jsonl").read_text().splitlines()]
-        times = sorted(r["time_per_iter"] for r in records if r.get("type") == "train" and r["iter"] > 10)
-        per_iter.append(times[len(times) // 2] if times else float("nan"))
+        times = [r["time_per_iter"] for r in records if r.get("type") == "train" and r["iter"] > 10]
+        per_iter.append(summarize(times).median if times else float("nan"))
     return wall, per_iter
 
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Side by side: **{seq_wall / par_wall:.2f}×** the throughput of one after the other.",
         ]
     )
-    update_section_file(args.out, SECTION, body, header=HEADER)
+    update_section_file(args.out, SECTION, body, header=RESULTS_HEADER)
     print(body)
     return 0
 

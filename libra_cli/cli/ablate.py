@@ -13,6 +13,7 @@ from libra_cli.cli.ui import ParallelTrainProgress, console, handle_errors
 from libra_cli.engine.ablate import (
     GridOutcome,
     PlannedRun,
+    RunStatus,
     load_grid,
     plan_runs,
     report_dirs,
@@ -25,13 +26,13 @@ from libra_cli.errors import LibraError
 from libra_cli.report import build_report
 
 
-def plan_table(planned: list[PlannedRun], out_root: Path) -> Table:
+def plan_table(planned: list[PlannedRun], statuses: list[RunStatus], out_root: Path) -> Table:
     table = Table(title=f"ablation plan: {len(planned)} runs in {out_root}")
     for column in ("#", "run dir", "seed", "components", "status"):
         table.add_column(column, justify="right" if column in ("#", "seed") else "left")
-    for index, run in enumerate(planned, start=1):
+    for index, (run, status) in enumerate(zip(planned, statuses, strict=True), start=1):
         components = ", ".join(run.config.libra.enabled()) or "none"
-        table.add_row(str(index), run.name, str(run.seed), components, run_status(run))
+        table.add_row(str(index), run.name, str(run.seed), components, status)
     return table
 
 
@@ -55,7 +56,8 @@ def ablate_command(
         overrides.setdefault("train", {})["device"] = device
     root = out_root or Path("runs") / "ablate" / grid.stem
     planned = plan_runs(spec, seeds, root, overrides)
-    console.print(plan_table(planned, root))
+    statuses = [run_status(run) for run in planned]  # refuses folders holding other settings
+    console.print(plan_table(planned, statuses, root))
     if dry_run:
         return
 
@@ -63,9 +65,9 @@ def ablate_command(
     if parallel < 1:
         raise LibraError(f"--jobs: must be at least 1, got {parallel}")
     if parallel > 1:
-        outcomes = _train_side_by_side(planned, parallel)
+        outcomes = _train_side_by_side(planned, statuses, parallel)
     else:
-        outcomes = _train_one_by_one(planned)
+        outcomes = _train_one_by_one(planned, statuses)
     counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in ("trained", "resumed", "skipped", "failed")}
     console.print(", ".join(f"{count} {kind}" for kind, count in counts.items()))
     dirs = report_dirs(planned)
@@ -78,7 +80,7 @@ def ablate_command(
         raise LibraError(f"{len(failed)} of {len(outcomes)} runs failed; first: {first.run.name}: {first.error}")
 
 
-def _train_one_by_one(planned: list[PlannedRun]) -> list[GridOutcome]:
+def _train_one_by_one(planned: list[PlannedRun], statuses: list[RunStatus]) -> list[GridOutcome]:
     progress = Progress(
         TextColumn("[bold]grid"),
         BarColumn(),
@@ -94,11 +96,11 @@ def _train_one_by_one(planned: list[PlannedRun]) -> list[GridOutcome]:
         progress.update(task, completed=done, current=f"→ {current.name}" if current else "done")
 
     with progress:
-        return run_grid(planned, trainer=run_training, on_progress=on_progress)
+        return run_grid(planned, trainer=run_training, on_progress=on_progress, statuses=statuses)
 
 
-def _train_side_by_side(planned: list[PlannedRun], parallel: int) -> list[GridOutcome]:
-    finished = sum(run_status(run) == "done" for run in planned)
+def _train_side_by_side(planned: list[PlannedRun], statuses: list[RunStatus], parallel: int) -> list[GridOutcome]:
+    finished = statuses.count("done")
     threads = threads_per_job(parallel)
     console.print(f"training {parallel} runs at a time ({parallel} processes × {threads} thread(s) each)")
     with ParallelTrainProgress() as view:
@@ -109,4 +111,4 @@ def _train_side_by_side(planned: list[PlannedRun], parallel: int) -> list[GridOu
             if kind in ("done", "failed", "interrupted"):
                 view.progress.advance(grid_task)
 
-        return run_grid_parallel(planned, jobs=parallel, threads=threads, on_event=on_event)
+        return run_grid_parallel(planned, jobs=parallel, threads=threads, on_event=on_event, statuses=statuses)

@@ -194,14 +194,17 @@ def run_grid(
     trainer: Trainer = _train_quietly,
     show: bool = True,
     on_progress: Callable[[int, int, PlannedRun | None], None] | None = None,
+    statuses: list[RunStatus] | None = None,
 ) -> list[GridOutcome]:
     """Train every planned run that is not finished, in order; return what happened to each.
 
     ``on_progress(done, total, current)`` is called before each run (``current`` about to start) and once
     at the end (``current`` None); finished runs count as done. A run that fails with a LibraError (e.g. a
     non-finite loss) is recorded and the grid goes on; Ctrl-C stops the grid, the run's checkpoint kept.
+    ``statuses`` are the runs' :func:`run_status` when the caller has them already (each reads a checkpoint).
     """
-    statuses = [run_status(run) for run in planned]  # refuse foreign folders before training anything
+    if statuses is None:
+        statuses = [run_status(run) for run in planned]  # refuse foreign folders before training anything
     total, done = len(planned), 0
     outcomes: list[GridOutcome] = []
     for run, status in zip(planned, statuses, strict=True):
@@ -228,13 +231,15 @@ def run_grid_parallel(
     jobs: int,
     threads: int | None = None,
     on_event: Callable[[str, Any, Any], None] | None = None,
+    statuses: list[RunStatus] | None = None,
 ) -> list[GridOutcome]:
     """:func:`run_grid` with up to ``jobs`` runs trained at once, each in its own process
     (:func:`libra_cli.engine.parallel.train_parallel`; ``on_event`` as there). Same outcomes, same run
     folders, same skip and resume rules; a failed run does not stop the others."""
     from libra_cli.engine.parallel import TrainJob, train_parallel
 
-    statuses = [run_status(run) for run in planned]  # refuse foreign folders before training anything
+    if statuses is None:
+        statuses = [run_status(run) for run in planned]  # refuse foreign folders before training anything
     outcomes: dict[str, GridOutcome] = {}
     to_train: list[TrainJob] = []
     for run, status in zip(planned, statuses, strict=True):

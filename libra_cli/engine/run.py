@@ -62,6 +62,25 @@ class RunLayout:
         return self.root / "analysis"
 
 
+def dataset_info(paths: Any, train_set: Any) -> dict[str, Any]:
+    """The ``dataset.json`` payload of a run: where its data lives and the training set's categories and
+    per-class counts (``paths`` is a ``DataPaths``, ``train_set`` a ``DetectionDataset``)."""
+    return {
+        "train_ann": str(paths.train_ann),
+        "train_images": str(paths.train_images),
+        "val_ann": str(paths.val_ann),
+        "val_images": str(paths.val_images),
+        "format": train_set.format,
+        "category_ids": train_set.category_ids,
+        "category_names": train_set.category_names(),
+        "images_per_class": train_set.images_per_class().tolist(),
+        "instances_per_class": train_set.instances_per_class().tolist(),
+        "num_images": len(train_set),
+        "skipped_boxes": train_set.skipped_boxes,
+        "skipped_images": train_set.skipped_images,
+    }
+
+
 def write_dataset_info(layout: RunLayout, info: dict[str, Any]) -> None:
     atomic_write_text(layout.dataset, json.dumps(info, indent=2))
 

@@ -40,7 +40,7 @@ from libra_cli.engine.checkpoint import (
 )
 from libra_cli.engine.distributed import all_gather_object, average_across_ranks, init_distributed
 from libra_cli.engine.evaluate import evaluate_model
-from libra_cli.engine.run import RunLayout, write_dataset_info
+from libra_cli.engine.run import RunLayout, dataset_info, write_dataset_info
 from libra_cli.errors import LibraError
 from libra_cli.models.build import build_detector
 
@@ -239,20 +239,7 @@ def train(
         if len(dataset) == 0:
             raise LibraError(f"{dataset.ann_file}: the {name} set holds no usable images")
     images_per_class = train_set.images_per_class()
-    dataset_info = {
-        "train_ann": str(paths.train_ann),
-        "train_images": str(paths.train_images),
-        "val_ann": str(paths.val_ann),
-        "val_images": str(paths.val_images),
-        "format": train_set.format,
-        "category_ids": train_set.category_ids,
-        "category_names": train_set.category_names(),
-        "images_per_class": images_per_class.tolist(),
-        "instances_per_class": train_set.instances_per_class().tolist(),
-        "num_images": len(train_set),
-        "skipped_boxes": train_set.skipped_boxes,
-        "skipped_images": train_set.skipped_images,
-    }
+    run_dataset = dataset_info(paths, train_set)
     skipped = {
         "train_boxes": train_set.skipped_boxes,
         "train_images": train_set.skipped_images,
@@ -310,18 +297,18 @@ def train(
         "skipped": skipped,
     }
     if config.libra.eql:
-        start_record["eql"] = eql_tail_info(config.libra.eql_lambda, dataset_info)
+        start_record["eql"] = eql_tail_info(config.libra.eql_lambda, run_dataset)
     if ctx.is_main:
         layout.root.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(layout.checkpoints)
         save_config(config, layout.config)
-        write_dataset_info(layout, dataset_info)
+        write_dataset_info(layout, run_dataset)
         log = JsonlLog(layout.log, resume_from=start_iter if resume else None)
         log.write(start_record)
     if on_start is not None and ctx.is_main:
         on_start(
             {
-                **dataset_info,
+                **run_dataset,
                 **start_record,
                 "device": str(device),
                 "start_iter": start_iter,
