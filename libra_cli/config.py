@@ -21,6 +21,8 @@ from libra_cli.errors import LibraError
 
 # Where the default synthetic benchmark lives (relative to the working directory) unless told otherwise.
 DEFAULT_SYNTH_DIR = "data/synth"
+# Box losses of the RoI head when balanced L1 is off.
+ROI_BOX_LOSSES = ("smooth_l1", "l1")
 # The repository's presets; a preset may also be given as a path to any YAML file.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -53,6 +55,8 @@ class ModelConfig:
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # one anchor size per pyramid level
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     rpn_batch_size_per_image: int = 256  # anchors sampled per image for the RPN loss
+    # RPN sampler: at most this many negatives per positive (reference Libra configs: 5); null: no cap (torchvision)
+    rpn_neg_pos_ub: int | None = None
     rpn_pre_nms_top_n_train: int = 1000
     rpn_post_nms_top_n_train: int = 1000
     rpn_pre_nms_top_n_test: int = 1000
@@ -62,6 +66,12 @@ class ModelConfig:
     roi_sampling_ratio: int = 1  # RoIAlign sampling points per bin side (torchvision's default is 2)
     roi_align: str = "auto"  # RoIAlign kernel: "auto" (grid_sample form on CPU, torchvision's on CUDA), "torchvision"
     box_head_dim: int = 256  # width of the two-layer MLP box head (torchvision's default is 1024)
+    roi_box_loss: str = "smooth_l1"  # RoI-head box loss unless --balanced-l1: "smooth_l1" (β below) or "l1"
+    roi_smooth_l1_beta: float = 1 / 9  # smooth L1's β in the RoI head: 1/9 torchvision, 1.0 the paper's baseline
+    # RetinaNet loss divisor: "image" (torchvision: each image by its positives, then the mean) or "batch"
+    # (reference: the batch's summed loss by the batch's positives)
+    retinanet_loss_norm: str = "image"
+    retinanet_p6: str = "p5"  # "p5" (torchvision: P6 from P5, ReLU before P7) or "c5" (reference: from C5, no ReLU)
     score_thresh: float = 0.05  # detections below this score are dropped at inference
     detections_per_image: int = 100  # 300 is used automatically for LVIS evaluation
 
@@ -72,19 +82,27 @@ class LibraConfig:
 
     iou_sampling: bool = False  # IoU-balanced negatives (+ instance-balanced positives) in the RoI head
     iou_bins: int = 3  # K, number of IoU intervals
-    iou_floor_thr: float = -1.0  # −1: no floor set; 0: IoU = 0 is the floor; > 0: IoU < thr
+    # Which negatives are binned: 0 → IoU-0 negatives only fill a shortfall (what the reference code trains
+    # with); −1 → every negative is binned (the paper text, Eq. 2); > 0 → IoU < thr is the floor set
+    iou_floor_thr: float = 0.0
     iou_floor_fraction: float = 0.0  # share of negatives drawn from the floor set
     iou_bins_upper: str = "max-iou"  # "max-iou" (reference code) or "neg-thr" (paper text)
     pos_balance: bool = True  # instance-balanced positives together with IoU sampling
     bfp: bool = False  # Balanced Feature Pyramid after the FPN
     bfp_refine: str = "non_local"  # "non_local", "conv" or "none"
     bfp_refine_level: int | None = None  # None → 2 (P4) for Faster R-CNN, 1 (P4) for RetinaNet
+    # BFP conv init: "xavier" on every conv, the non-local output included (the authors' BFP); "identity":
+    # the non-local block's output conv starts at zero, so the block starts as the identity (mmcv)
+    bfp_init: str = "xavier"
     balanced_l1: bool = False  # balanced L1 loss for box regression
     bl1_alpha: float = 0.5
     bl1_gamma: float = 1.5
     bl1_beta: float | None = None  # None → 1.0 for Faster R-CNN, 0.11 for RetinaNet
     eql: bool = False  # equalization loss with a sigmoid classifier (Faster R-CNN only)
     eql_lambda: float = 1.76e-3  # tail threshold on image frequency; choose per dataset (see TR(λ))
+    # f_j's denominator: "annotated" = images with at least one box (the EQL authors' code, so the default)
+    # or "all" training images (the paper text's "entire dataset")
+    eql_freq: str = "annotated"
 
     def enabled(self) -> list[str]:
         """Names of the components switched on, in the paper's order, e.g. ['iou_sampling', 'bfp']."""
@@ -270,6 +288,17 @@ def validate(config: RunConfig) -> None:
     _check_choice("data.on_bad_sample", d.on_bad_sample, ("error", "skip"))
     _check_choice("libra.iou_bins_upper", lib.iou_bins_upper, ("max-iou", "neg-thr"))
     _check_choice("libra.bfp_refine", lib.bfp_refine, ("non_local", "conv", "none"))
+    _check_choice("model.roi_box_loss (--roi-box-loss)", m.roi_box_loss, ROI_BOX_LOSSES)
+    _check_choice("model.retinanet_loss_norm (--retinanet-loss-norm)", m.retinanet_loss_norm, ("image", "batch"))
+    _check_choice("model.retinanet_p6 (--retinanet-p6)", m.retinanet_p6, ("p5", "c5"))
+    _check_choice("libra.bfp_init (--bfp-init)", lib.bfp_init, ("xavier", "identity"))
+    _check_choice("libra.eql_freq (--eql-freq)", lib.eql_freq, ("annotated", "all"))
+    if m.rpn_neg_pos_ub is not None and m.rpn_neg_pos_ub < 0:
+        raise LibraError(
+            f"model.rpn_neg_pos_ub (--rpn-neg-pos-ub): must be >= 0 (or null for no cap), got {m.rpn_neg_pos_ub}"
+        )
+    if not m.roi_smooth_l1_beta > 0:
+        raise LibraError(f"model.roi_smooth_l1_beta (--roi-smooth-l1-beta): must be > 0, got {m.roi_smooth_l1_beta}")
     positive = {
         "model.min_size": m.min_size,
         "model.max_size": m.max_size,

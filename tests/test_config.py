@@ -82,3 +82,56 @@ def test_architecture_dependent_component_defaults():
     retina = apply_overrides(RunConfig(), {"model": {"arch": "retinanet"}}, "test")
     assert resolved_component_settings(faster) == {"bfp_refine_level": 2, "bl1_beta": 1.0}
     assert resolved_component_settings(retina) == {"bfp_refine_level": 1, "bl1_beta": 0.11}
+
+
+def test_reference_and_paper_presets_name_their_readings():
+    from libra_cli.models.build import iou_sampler_from_config
+
+    libra = load_config("libra")
+    assert (libra.libra.iou_floor_thr, libra.libra.iou_bins_upper) == (0.0, "max-iou")
+    assert iou_sampler_from_config(libra).reading == "reference"
+    assert libra.model.rpn_neg_pos_ub == 5 and libra.libra.bfp_init == "xavier"
+    paper = load_config("libra_paper")
+    assert iou_sampler_from_config(paper).reading == "paper"
+    assert (paper.libra.iou_floor_thr, paper.libra.iou_bins_upper) == (-1.0, "neg-thr")
+    # The defaults a bare `--iou-sampling` gets are the reference's too.
+    assert iou_sampler_from_config(load_config(None, {"libra": {"iou_sampling": True}})).reading == "reference"
+
+
+def test_baseline_presets_differ_in_the_roi_box_loss_only():
+    torchvision_baseline, paper_baseline = load_config("baseline"), load_config("paper_baseline")
+    assert (torchvision_baseline.model.roi_box_loss, torchvision_baseline.model.roi_smooth_l1_beta) == (
+        "smooth_l1",
+        pytest.approx(1 / 9),
+    )
+    assert (paper_baseline.model.roi_box_loss, paper_baseline.model.roi_smooth_l1_beta) == ("smooth_l1", 1.0)
+    paper_baseline.model.roi_smooth_l1_beta = torchvision_baseline.model.roi_smooth_l1_beta
+    paper_baseline.train.out = torchvision_baseline.train.out
+    assert paper_baseline == torchvision_baseline
+
+
+def test_libra_retinanet_preset_uses_the_reference_normaliser_and_p6():
+    retina = load_config("libra_retinanet")
+    assert (retina.model.retinanet_loss_norm, retina.model.retinanet_p6) == ("batch", "c5")
+    assert load_config("libra_retinanet", {"model": {"retinanet_p6": "p5"}}).model.retinanet_p6 == "p5"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"model": {"rpn_neg_pos_ub": -1}}, ["--rpn-neg-pos-ub", "must be >= 0", "got -1"]),
+        ({"model": {"roi_box_loss": "huber"}}, ["--roi-box-loss", "'huber'"]),
+        ({"model": {"roi_smooth_l1_beta": 0.0}}, ["--roi-smooth-l1-beta", "must be > 0, got 0.0"]),
+        ({"model": {"retinanet_loss_norm": "anchors"}}, ["--retinanet-loss-norm", "'anchors'"]),
+        ({"model": {"retinanet_p6": "p4"}}, ["--retinanet-p6", "'p4'"]),
+        ({"libra": {"bfp_init": "kaiming"}}, ["--bfp-init", "'kaiming'"]),
+        ({"libra": {"eql_freq": "instances"}}, ["--eql-freq", "'instances'"]),
+    ],
+)
+def test_unknown_mode_names_and_a_negative_cap_are_one_line_errors(overrides, words):
+    with pytest.raises(LibraError) as error:
+        load_config(None, overrides)
+    message = str(error.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, (word, message)

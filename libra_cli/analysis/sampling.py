@@ -266,6 +266,7 @@ def analyze_sampling(
             "floor_thr": iou_sampler.floor_thr,
             "floor_fraction": iou_sampler.floor_fraction,
             "bins_upper": iou_sampler.bins_upper,
+            "reading": iou_sampler.reading,
             "neg_iou_thr": iou_sampler.neg_iou_thr,
             "pos_balance": iou_sampler.pos_balance,
             "run_uses_iou_sampling": inputs.config.libra.iou_sampling,
@@ -299,7 +300,9 @@ def sampling_figure(result: dict[str, Any]) -> bytes:
     width = edges[1] - edges[0]
     figure = Figure(figsize=(7.5, 4.0))
     axes = figure.add_subplot()
-    labels = {"random": "random", "hard": "hard (OHEM)", "iou_balanced": "IoU-balanced"}
+    reading = result.get("settings", {}).get("reading")
+    balanced = f"IoU-balanced, {reading} reading" if reading else "IoU-balanced"
+    labels = {"random": "random", "hard": "hard (OHEM)", "iou_balanced": balanced}
     bar_width = width / (len(METHODS) + 1)
     for offset, method in enumerate(METHODS):
         summary = result["methods"][method]

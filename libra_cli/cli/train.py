@@ -41,6 +41,11 @@ FLAG_FIELDS = {
     "backbone_weights": ("model", "backbone_weights"),
     "roi_batch_size": ("model", "roi_batch_size_per_image"),
     "roi_align": ("model", "roi_align"),
+    "rpn_neg_pos_ub": ("model", "rpn_neg_pos_ub"),
+    "roi_box_loss": ("model", "roi_box_loss"),
+    "roi_smooth_l1_beta": ("model", "roi_smooth_l1_beta"),
+    "retinanet_loss_norm": ("model", "retinanet_loss_norm"),
+    "retinanet_p6": ("model", "retinanet_p6"),
     "out": ("train", "out"),
     "max_iters": ("train", "max_iters"),
     "lr": ("train", "lr"),
@@ -61,12 +66,14 @@ FLAG_FIELDS = {
     "bfp": ("libra", "bfp"),
     "bfp_refine": ("libra", "bfp_refine"),
     "bfp_refine_level": ("libra", "bfp_refine_level"),
+    "bfp_init": ("libra", "bfp_init"),
     "balanced_l1": ("libra", "balanced_l1"),
     "bl1_alpha": ("libra", "bl1_alpha"),
     "bl1_gamma": ("libra", "bl1_gamma"),
     "bl1_beta": ("libra", "bl1_beta"),
     "eql": ("libra", "eql"),
     "eql_lambda": ("libra", "eql_lambda"),
+    "eql_freq": ("libra", "eql_freq"),
 }
 
 
@@ -90,7 +97,21 @@ def eql_tail_summary(eql: dict[str, Any]) -> str:
     return (
         f"λ = {eql['eql_lambda']:g}: {len(names)} tail classes, tail ratio TR(λ) = "
         f"{100 * eql['tail_ratio']:.2f}% [{shown or 'none'}]"
+        + (f"; f_j over {eql['freq_denominator']} {eql['freq_mode']} images" if "freq_mode" in eql else "")
     )
+
+
+def describe_components(config: RunConfig) -> str:
+    """The switched-on components, IoU-balanced sampling with the reading it follows."""
+    from libra_cli.sampling import iou_sampling_reading
+
+    lib = config.libra
+    names = []
+    for name in lib.enabled():
+        if name == "iou_sampling":
+            name += f" ({iou_sampling_reading(lib.iou_floor_thr, lib.iou_bins_upper)} reading)"
+        names.append(name)
+    return ", ".join(names) or "off (plain torchvision detector)"
 
 
 def describe_start(config: RunConfig, info: dict[str, Any]) -> None:
@@ -110,7 +131,7 @@ def describe_start(config: RunConfig, info: dict[str, Any]) -> None:
         f"{config.model.arch} {config.model.backbone}-FPN, {params:.1f} M parameters, "
         f"{config.model.min_size}px, device {info['device']}",
     )
-    table.add_row("libra", ", ".join(config.libra.enabled()) or "off (plain torchvision detector)")
+    table.add_row("libra", describe_components(config))
     table.add_row(
         "schedule",
         f"{config.train.max_iters} iterations × {config.data.batch_size} images"
@@ -173,6 +194,21 @@ def train_command(
     image_size: int = opt("--image-size", panel=MODEL, help="Resize images to this size (min and max side)."),
     roi_batch_size: int = opt("--roi-batch-size", panel=MODEL, help="RoIs sampled per image."),
     roi_align: str = opt("--roi-align", panel=MODEL, help="auto | grid_sample | torchvision RoIAlign kernel."),
+    rpn_neg_pos_ub: int = opt(
+        "--rpn-neg-pos-ub", panel=MODEL, help="Cap the RPN's negatives at N × positives (reference Libra: 5)."
+    ),
+    roi_box_loss: str = opt(
+        "--roi-box-loss", panel=MODEL, help="smooth_l1 | l1: RoI-head box loss when balanced L1 is off."
+    ),
+    roi_smooth_l1_beta: float = opt(
+        "--roi-smooth-l1-beta", panel=MODEL, help="RoI-head smooth L1 β (torchvision 1/9, paper baseline 1.0)."
+    ),
+    retinanet_loss_norm: str = opt(
+        "--retinanet-loss-norm", panel=MODEL, help="image (torchvision) | batch (reference): RetinaNet loss divisor."
+    ),
+    retinanet_p6: str = opt(
+        "--retinanet-p6", panel=MODEL, help="p5 (torchvision, ReLU before P7) | c5 (reference, no ReLU)."
+    ),
     out: Path = opt("--out", panel=OPTIM, help="Run directory."),
     max_iters: int = opt("--max-iters", panel=OPTIM, help="Number of iterations."),
     lr: float = opt("--lr", panel=OPTIM, help="Peak learning rate."),
@@ -187,19 +223,31 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     iou_sampling: bool = opt("--iou-sampling/--no-iou-sampling", panel=LIBRA, help="IoU-balanced RoI sampling."),
     iou_bins: int = opt("--iou-bins", panel=LIBRA, help="Number of IoU intervals K (3)."),
-    iou_floor_thr: float = opt("--iou-floor-thr", panel=LIBRA, help="Floor threshold (−1: none)."),
+    iou_floor_thr: float = opt(
+        "--iou-floor-thr",
+        panel=LIBRA,
+        help="0: reference (IoU-0 negatives only fill a shortfall, default); −1: paper text (all binned).",
+    ),
     iou_floor_fraction: float = opt("--iou-floor-fraction", panel=LIBRA, help="Share from the floor set (0)."),
     iou_bins_upper: str = opt("--iou-bins-upper", panel=LIBRA, help="max-iou (reference) | neg-thr (paper)."),
     pos_balance: bool = opt("--pos-balance/--no-pos-balance", panel=LIBRA, help="Instance-balanced positives."),
     bfp: bool = opt("--bfp/--no-bfp", panel=LIBRA, help="Balanced Feature Pyramid."),
     bfp_refine: str = opt("--bfp-refine", panel=LIBRA, help="non_local | conv | none."),
     bfp_refine_level: int = opt("--bfp-refine-level", panel=LIBRA, help="Level to integrate at."),
+    bfp_init: str = opt(
+        "--bfp-init", panel=LIBRA, help="xavier (reference, default) | identity (non-local starts as identity)."
+    ),
     balanced_l1: bool = opt("--balanced-l1/--no-balanced-l1", panel=LIBRA, help="Balanced L1 box loss."),
     bl1_alpha: float = opt("--bl1-alpha", panel=LIBRA, help="Balanced L1 α (0.5)."),
     bl1_gamma: float = opt("--bl1-gamma", panel=LIBRA, help="Balanced L1 γ (1.5)."),
     bl1_beta: float = opt("--bl1-beta", panel=LIBRA, help="Balanced L1 β (1.0; 0.11 RetinaNet)."),
     eql: bool = opt("--eql/--no-eql", panel=LIBRA, help="Equalization loss (Faster R-CNN)."),
     eql_lambda: float = opt("--eql-lambda", panel=LIBRA, help="EQL tail threshold λ on image frequency."),
+    eql_freq: str = opt(
+        "--eql-freq",
+        panel=LIBRA,
+        help="annotated (reference, default: images with a box) | all (paper text): EQL frequency denominator.",
+    ),
 ) -> None:
     """Train a detector. Without dataset flags it uses the default synthetic benchmark."""
     flags = dict(locals())

@@ -224,6 +224,10 @@ class DetectionDataset(torch.utils.data.Dataset):
                 counts[label - 1] += 1
         return counts
 
+    def num_annotated_images(self) -> int:
+        """Images with at least one (non-crowd) box: the EQL reference's frequency denominator."""
+        return sum(1 for record in self.records if record.labels)
+
     def instances_per_class(self) -> torch.Tensor:
         counts = torch.zeros(self.num_classes, dtype=torch.int64)
         for record in self.records:

@@ -76,9 +76,23 @@ def dataset_info(paths: Any, train_set: Any) -> dict[str, Any]:
         "images_per_class": train_set.images_per_class().tolist(),
         "instances_per_class": train_set.instances_per_class().tolist(),
         "num_images": len(train_set),
+        "num_annotated_images": train_set.num_annotated_images(),
         "skipped_boxes": train_set.skipped_boxes,
         "skipped_images": train_set.skipped_images,
     }
+
+
+def eql_frequency_denominator(info: dict[str, Any], mode: str) -> int:
+    """The denominator of EQL's image frequencies f_j = images with class j / denominator (EQL paper §3).
+
+    ``mode`` is ``libra.eql_freq``: "annotated" divides by the training images holding at least one
+    annotation (the EQL authors' code), "all" by every training image (the paper's text, "the entire
+    dataset"). A ``dataset.json`` written before the annotated count was recorded falls back to all
+    images; a trained model's tail mask is restored from its checkpoint either way.
+    """
+    if mode == "all":
+        return int(info["num_images"])
+    return int(info.get("num_annotated_images", info["num_images"]))
 
 
 def write_dataset_info(layout: RunLayout, info: dict[str, Any]) -> None:
@@ -129,7 +143,7 @@ def load_trained_model(
         config,
         len(info["category_ids"]),
         images_per_class=torch.tensor(info["images_per_class"]),
-        num_images=info["num_images"],
+        num_images=eql_frequency_denominator(info, config.libra.eql_freq),
     )
     try:
         model.load_state_dict(state["model"])

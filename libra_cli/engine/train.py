@@ -40,7 +40,7 @@ from libra_cli.engine.checkpoint import (
 )
 from libra_cli.engine.distributed import all_gather_object, average_across_ranks, init_distributed
 from libra_cli.engine.evaluate import evaluate_model
-from libra_cli.engine.run import RunLayout, dataset_info, write_dataset_info
+from libra_cli.engine.run import RunLayout, dataset_info, eql_frequency_denominator, write_dataset_info
 from libra_cli.errors import LibraError
 from libra_cli.models.build import build_detector
 
@@ -119,15 +119,25 @@ class NoLog:
         pass
 
 
-def eql_tail_info(lam: float, dataset_info: dict[str, Any]) -> dict[str, Any]:
-    """The tail classes T_λ and the tail ratio TR(λ) (Tan et al., CVPR 2020, Sec. 3) of the training set."""
+def eql_tail_info(lam: float, dataset_info: dict[str, Any], freq_mode: str = "annotated") -> dict[str, Any]:
+    """The tail classes T_λ and the tail ratio TR(λ) (Tan et al., CVPR 2020, Sec. 3) of the training set.
+
+    ``freq_mode`` chooses the frequencies' denominator (``libra.eql_freq``, see ``eql_frequency_denominator``).
+    """
     from libra_cli.losses import image_frequency, tail_class_mask, tail_ratio
 
-    freq = image_frequency(torch.tensor(dataset_info["images_per_class"]), dataset_info["num_images"])
+    denominator = eql_frequency_denominator(dataset_info, freq_mode)
+    freq = image_frequency(torch.tensor(dataset_info["images_per_class"]), denominator)
     mask = tail_class_mask(freq, lam).tolist()
     names = [name for name, tail in zip(dataset_info["category_names"], mask, strict=True) if tail]
     ratio = tail_ratio(freq, torch.tensor(dataset_info["instances_per_class"]), lam)
-    return {"eql_lambda": lam, "tail_classes": names, "tail_ratio": ratio}
+    return {
+        "eql_lambda": lam,
+        "tail_classes": names,
+        "tail_ratio": ratio,
+        "freq_mode": freq_mode,
+        "freq_denominator": denominator,
+    }
 
 
 def _check_finite(loss_terms: dict[str, float], iteration: int, layout: RunLayout) -> None:
@@ -250,7 +260,12 @@ def train(
     seed_everything(tcfg.seed)
     if tcfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    model = build_detector(config, train_set.num_classes, images_per_class=images_per_class, num_images=len(train_set))
+    model = build_detector(
+        config,
+        train_set.num_classes,
+        images_per_class=images_per_class,
+        num_images=eql_frequency_denominator(run_dataset, config.libra.eql_freq),
+    )
     model.to(device)
     if ctx.enabled:
         # Identical initial weights on every rank (DDP also broadcasts rank 0's), but each rank draws its
@@ -297,7 +312,7 @@ def train(
         "skipped": skipped,
     }
     if config.libra.eql:
-        start_record["eql"] = eql_tail_info(config.libra.eql_lambda, run_dataset)
+        start_record["eql"] = eql_tail_info(config.libra.eql_lambda, run_dataset, config.libra.eql_freq)
     if ctx.is_main:
         layout.root.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(layout.checkpoints)

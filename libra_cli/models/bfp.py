@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 REFINE_TYPES = ("non_local", "conv", "none")
+INIT_TYPES = ("xavier", "identity")
 
 
 class NonLocal2d(nn.Module):
@@ -98,8 +99,16 @@ class BalancedFeaturePyramid(nn.Module):
         refine_level: index (0 = finest) of the level whose size the balanced feature takes. Reference
             settings: 2 (P4) for Faster R-CNN with P2–P6, 1 (P4) for RetinaNet with P3–P7.
         refine_type: ``"non_local"`` (embedded-Gaussian block, reduction 1, no scaling — the reference),
-            ``"conv"`` (one 3×3 conv, padding 1, replacing the balanced feature by its output) or
-            ``"none"`` (integration only).
+            ``"conv"`` (one 3×3 conv, padding 1, followed by ReLU — the reference's ConvModule — whose
+            output replaces the balanced feature) or ``"none"`` (integration only).
+        init: how the refine block's convolutions start.
+            ``"xavier"`` (the reference): Xavier-uniform weights and zero biases for every convolution of
+            the neck, the non-local block's θ, φ, g and output convolution included — the authors' BFP
+            initialises every ``nn.Conv2d`` it holds this way, after the non-local block's own init, so
+            this is what Libra R-CNN trained with; the refinement contributes from the first step.
+            ``"identity"`` (mmcv's ``NonLocal2d``): θ, φ, g ~ N(0, 0.01²) and a zero output convolution,
+            so the non-local block starts as the identity and the neck as plain integration; the conv
+            refine keeps Xavier (it has no identity start).
 
     The forward pass takes and returns an ``OrderedDict[str, Tensor]`` ordered finest first, each level
     [B, C, H_l, W_l]; keys, shapes and channels are unchanged. Any sizes work, odd ones included
@@ -112,6 +121,7 @@ class BalancedFeaturePyramid(nn.Module):
         num_levels: int = 5,
         refine_level: int = 2,
         refine_type: str = "non_local",
+        init: str = "xavier",
     ) -> None:
         super().__init__()
         if num_levels < 1:
@@ -125,6 +135,8 @@ class BalancedFeaturePyramid(nn.Module):
             raise ValueError(
                 f"BalancedFeaturePyramid: refine_type must be one of {', '.join(REFINE_TYPES)}, got {refine_type!r}"
             )
+        if init not in INIT_TYPES:
+            raise ValueError(f"BalancedFeaturePyramid: init must be one of {', '.join(INIT_TYPES)}, got {init!r}")
         self.in_channels = in_channels
         self.num_levels = num_levels
         self.refine_level = refine_level
@@ -134,12 +146,16 @@ class BalancedFeaturePyramid(nn.Module):
         if refine_type == "non_local":
             self.refine = NonLocal2d(in_channels, reduction=1, use_scale=False)
         elif refine_type == "conv":
+            # The ReLU that follows it is applied in forward (the reference's ConvModule: conv, then ReLU).
             self.refine = nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
-            # Xavier-uniform with zero bias, the initialisation the reference neck gives its convs.
-            nn.init.xavier_uniform_(self.refine.weight)
-            nn.init.zeros_(self.refine.bias)
         else:
             self.refine = None
+        self.init = init
+        if refine_type == "conv" or init == "xavier":
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.xavier_uniform_(module.weight)
+                    nn.init.zeros_(module.bias)
 
     def forward(self, features: "OrderedDict[str, Tensor]") -> "OrderedDict[str, Tensor]":
         """``features``: L levels finest first, each [B, C, H_l, W_l] -> the same keys and shapes."""
@@ -165,6 +181,8 @@ class BalancedFeaturePyramid(nn.Module):
         # 3. refine: strengthen the balanced feature (or leave it as is).
         if self.refine is not None:
             balanced = self.refine(balanced)
+            if self.refine_type == "conv":
+                balanced = F.relu(balanced)
 
         # 4. scatter: resize the balanced feature back to each level's exact size (the reverse of
         #    gather) and add it to that level's input as a residual.
@@ -189,7 +207,7 @@ class BackboneWithBFP(nn.Module):
         num_levels: must equal the number of feature maps the backbone returns (5 for torchvision's
             ResNet-FPN with its extra max-pool level: '0', '1', '2', '3', 'pool'); a mismatch raises
             ``ValueError`` at the first forward pass.
-        refine_level, refine_type: passed to ``BalancedFeaturePyramid``.
+        refine_level, refine_type, init: passed to ``BalancedFeaturePyramid``.
 
     ``out_channels`` is the backbone's, so the wrapper drops into ``FasterRCNN``/``RetinaNet`` unchanged.
     """
@@ -200,6 +218,7 @@ class BackboneWithBFP(nn.Module):
         num_levels: int = 5,
         refine_level: int = 2,
         refine_type: str = "non_local",
+        init: str = "xavier",
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -209,6 +228,7 @@ class BackboneWithBFP(nn.Module):
             num_levels=num_levels,
             refine_level=refine_level,
             refine_type=refine_type,
+            init=init,
         )
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":

@@ -13,10 +13,12 @@ With every switch off the result is the plain torchvision model (the tests compa
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet
 from torchvision.models.detection import FasterRCNN, RetinaNet
@@ -31,6 +33,7 @@ from libra_cli.config import RunConfig, resolved_component_settings
 from libra_cli.engine.checkpoint import load_tensors_safely
 from libra_cli.errors import LibraError
 from libra_cli.models.bfp import BackboneWithBFP
+from libra_cli.models.retinanet import P6FromC5P7NoReLU, use_batch_normalised_losses
 from libra_cli.models.roi_align import FastMultiScaleRoIAlign
 
 RESNET_OUT_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
@@ -77,6 +80,8 @@ def build_backbone(config: RunConfig) -> nn.Module:
     channels = model_cfg.fpn_channels
     if model_cfg.arch == "faster_rcnn":
         returned, extra = [1, 2, 3, 4], LastLevelMaxPool()
+    elif model_cfg.retinanet_p6 == "c5":
+        returned, extra = [2, 3, 4], P6FromC5P7NoReLU(stage_channels * 8, channels)
     else:
         returned, extra = [2, 3, 4], LastLevelP6P7(channels, channels)
     return_layers = {f"layer{k}": str(i) for i, k in enumerate(returned)}
@@ -87,7 +92,11 @@ def build_backbone(config: RunConfig) -> nn.Module:
         if not 0 <= refine_level < 5:
             raise LibraError(f"libra.bfp_refine_level: must be in 0..4 for 5 pyramid levels, got {refine_level}")
         backbone = BackboneWithBFP(
-            backbone, num_levels=5, refine_level=refine_level, refine_type=config.libra.bfp_refine
+            backbone,
+            num_levels=5,
+            refine_level=refine_level,
+            refine_type=config.libra.bfp_refine,
+            init=config.libra.bfp_init,
         )
     return backbone
 
@@ -101,7 +110,9 @@ def build_detector(
 ) -> nn.Module:
     """A torchvision detector for ``num_classes`` foreground classes (labels 1..C).
 
-    ``images_per_class`` [C] and ``num_images`` (training-set statistics) are required by ``--eql``.
+    ``images_per_class`` [C] and ``num_images`` (training-set statistics) are required by ``--eql``:
+    ``num_images`` is the denominator of the image frequencies, which ``libra.eql_freq`` chooses (see
+    ``libra_cli.engine.run.eql_frequency_denominator``).
     """
     model_cfg, lib = config.model, config.libra
     backbone = build_backbone(config)
@@ -129,6 +140,8 @@ def build_detector(
             use_balanced_l1(
                 head, alpha=lib.bl1_alpha, gamma=lib.bl1_gamma, beta=resolved_component_settings(config)["bl1_beta"]
             )
+        if model_cfg.retinanet_loss_norm == "batch":
+            use_batch_normalised_losses(head)
         model = RetinaNet(
             backbone,
             num_classes + 1,
@@ -186,9 +199,39 @@ def _build_faster_rcnn(
         box_batch_size_per_image=model_cfg.roi_batch_size_per_image,
         box_positive_fraction=model_cfg.roi_positive_fraction,
     )
-    if lib.iou_sampling or lib.balanced_l1 or lib.eql:
+    if model_cfg.rpn_neg_pos_ub is not None:
+        from libra_cli.sampling import NegPosCappedSampler
+
+        plain = model.rpn.fg_bg_sampler
+        model.rpn.fg_bg_sampler = NegPosCappedSampler(
+            plain.batch_size_per_image, plain.positive_fraction, model_cfg.rpn_neg_pos_ub
+        )
+    if lib.iou_sampling or lib.eql or roi_box_loss(config) is not None:
         model.roi_heads = _libra_roi_heads(config, model.roi_heads, num_classes, images_per_class, num_images)
     return model
+
+
+def roi_box_loss(config: RunConfig):
+    """The RoI head's box loss as ``loss(pred [P, 4], target [P, 4]) -> summed scalar``, or None for
+    torchvision's own (smooth L1, β = 1/9).
+
+    Balanced L1 when switched on (Libra R-CNN §3.3); otherwise ``model.roi_box_loss``: smooth L1 with
+    ``model.roi_smooth_l1_beta`` (the paper's mmdetection baseline uses β = 1.0) or plain L1.
+    """
+    from libra_cli.losses import balanced_l1_loss
+    from libra_cli.models.roi_heads import TORCHVISION_SMOOTH_L1_BETA
+
+    lib, model_cfg = config.libra, config.model
+    if lib.balanced_l1:
+        beta = resolved_component_settings(config)["bl1_beta"]
+        loss = partial(balanced_l1_loss, alpha=lib.bl1_alpha, gamma=lib.bl1_gamma, beta=beta, reduction="sum")
+        loss(torch.zeros(0), torch.zeros(0))  # raises a one-line error on α, γ, β <= 0 now, not at step one
+        return loss
+    if model_cfg.roi_box_loss == "l1":
+        return partial(F.l1_loss, reduction="sum")
+    if math.isclose(model_cfg.roi_smooth_l1_beta, TORCHVISION_SMOOTH_L1_BETA, rel_tol=1e-9):
+        return None
+    return partial(F.smooth_l1_loss, beta=model_cfg.roi_smooth_l1_beta, reduction="sum")
 
 
 def iou_sampler_from_config(config: RunConfig):
@@ -218,10 +261,6 @@ def _libra_roi_heads(config, plain_heads, num_classes, images_per_class, num_ima
 
     lib = config.libra
     sampler = iou_sampler_from_config(config) if lib.iou_sampling else None
-    balanced_l1 = None
-    if lib.balanced_l1:
-        beta = resolved_component_settings(config)["bl1_beta"]
-        balanced_l1 = {"alpha": lib.bl1_alpha, "gamma": lib.bl1_gamma, "beta": beta}
     tail_mask = None
     if lib.eql:
         if images_per_class is None or not num_images:
@@ -231,6 +270,6 @@ def _libra_roi_heads(config, plain_heads, num_classes, images_per_class, num_ima
         plain_heads,
         num_classes=num_classes,
         iou_sampler=sampler,
-        balanced_l1=balanced_l1,
+        box_loss=roi_box_loss(config),
         eql_tail_mask=tail_mask,
     )

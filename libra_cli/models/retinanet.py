@@ -1,15 +1,25 @@
-"""Balanced L1 box loss for torchvision's RetinaNet (Libra RetinaNet, Libra R-CNN §3.3).
+"""Libra RetinaNet on torchvision's RetinaNet: balanced L1 box loss and the reference's two other choices.
 
-Libra RetinaNet keeps RetinaNet's architecture and changes only the box regression loss: balanced L1
-with α = 0.5, γ = 1.5, β = 0.11 and loss weight 1.0, in place of torchvision's L1. ``use_balanced_l1``
-swaps the head's regression head for a subclass that shares the original's layers, so the weights, the
-normalisation layers and the state_dict keys stay exactly as torchvision's.
+- :func:`use_balanced_l1` — balanced L1 in the regression head (Libra R-CNN §3.3);
+- :func:`use_batch_normalised_losses` — losses divided by the batch's positive anchors, as the reference;
+- :class:`P6FromC5P7NoReLU` — P6 from C5 and no ReLU before P7, as the reference's FPN builds them.
+
+Libra RetinaNet's box loss is balanced L1 with α = 0.5, γ = 1.5, β = 0.11 and loss weight 1.0, in place
+of torchvision's L1. ``use_balanced_l1`` swaps the head's regression head for a subclass that shares the
+original's layers, so the weights, the normalisation layers and the state_dict keys stay exactly as
+torchvision's.
 """
 
 from __future__ import annotations
 
 import torch
-from torchvision.models.detection.retinanet import RetinaNetHead, RetinaNetRegressionHead
+from torch import nn
+from torchvision.models.detection.retinanet import (
+    RetinaNetClassificationHead,
+    RetinaNetHead,
+    RetinaNetRegressionHead,
+)
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
 from libra_cli.losses import balanced_l1_loss
 
@@ -122,3 +132,92 @@ def use_balanced_l1(
     head.regression_head = BalancedL1RegressionHead.from_plain(
         head.regression_head, alpha=alpha, gamma=gamma, beta=beta
     )
+
+
+class P6FromC5P7NoReLU(ExtraFPNBlock):
+    """RetinaNet's extra levels as the Libra RetinaNet reference builds them: P6 from C5, P7 from P6, no ReLU.
+
+    The reference's FPN (``add_extra_convs`` on its inputs, ``relu_before_extra_convs`` off) computes
+    P6 = conv3×3/2(C5) and P7 = conv3×3/2(P6). torchvision's ``LastLevelP6P7`` instead takes P6 from P5
+    (when the channels match) and applies a ReLU before P7. Weights start as torchvision's extra convs do
+    (Kaiming-uniform with a = 1, zero bias), so only the wiring differs.
+
+    Args:
+        in_channels: channels of C5 (the last backbone stage, e.g. 2048 for ResNet-50, 512 for ResNet-18).
+        out_channels: the FPN's channels.
+
+    Forward: ``results`` (P3..P5, each [B, out_channels, H, W]), ``x`` (C3..C5, the FPN's inputs) and
+    their names → P3..P7 and the names with "p6", "p7" appended; P6 is C5's size halved (rounded up),
+    P7 P6's.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.p6 = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
+        self.p7 = nn.Conv2d(out_channels, out_channels, 3, 2, 1)
+        for conv in (self.p6, self.p7):
+            nn.init.kaiming_uniform_(conv.weight, a=1)
+            nn.init.constant_(conv.bias, 0)
+
+    def forward(
+        self, results: list[torch.Tensor], x: list[torch.Tensor], names: list[str]
+    ) -> tuple[list[torch.Tensor], list[str]]:
+        p6 = self.p6(x[-1])
+        p7 = self.p7(p6)
+        return [*results, p6, p7], [*names, "p6", "p7"]
+
+
+class BatchNormalisedLoss:
+    """Mixin: a RetinaNet sub-head's loss divided by the positive anchors of the whole batch (the reference).
+
+    torchvision divides each image's summed loss by that image's own number of foreground anchors and
+    averages over the images; the reference divides the batch's summed loss by the batch's foreground
+    anchors, max(1, Σ_i n_i). Example: two images with 2 and 30 positives and summed losses s₁, s₂ give
+    (s₁/2 + s₂/30)/2 under torchvision and (s₁ + s₂)/32 here. The per-image sums are recovered from the
+    parent's own per-image loss (loss_i × max(1, n_i)), so the loss itself stays the parent's.
+    """
+
+    def compute_loss(self, targets, head_outputs, *per_image_inputs):
+        """As the parent's ``compute_loss``; ``per_image_inputs`` ends with ``matched_idxs`` (per image,
+        Int64Tensor[A]: matched GT index, or < 0 for background / ignored)."""
+        matched_idxs = per_image_inputs[-1]
+        total = 0.0
+        num_foreground = 0
+        for i in range(len(targets)):
+            outputs_i = {key: value[i : i + 1] for key, value in head_outputs.items()}
+            inputs_i = [inputs[i : i + 1] for inputs in per_image_inputs]
+            n_i = int((matched_idxs[i] >= 0).sum())
+            loss_i = super().compute_loss(targets[i : i + 1], outputs_i, *inputs_i)  # = s_i / max(1, n_i)
+            total = total + loss_i * max(1, n_i)
+            num_foreground += n_i
+        return total / max(1, num_foreground)
+
+
+class BatchNormalisedClassificationHead(BatchNormalisedLoss, RetinaNetClassificationHead):
+    """torchvision's focal-loss classification head, normalised by the batch's positives."""
+
+
+class BatchNormalisedRegressionHead(BatchNormalisedLoss, RetinaNetRegressionHead):
+    """torchvision's L1 regression head, normalised by the batch's positives."""
+
+
+class BatchNormalisedBalancedL1RegressionHead(BatchNormalisedLoss, BalancedL1RegressionHead):
+    """The balanced L1 regression head (Libra RetinaNet), normalised by the batch's positives."""
+
+
+_BATCH_NORMALISED = {
+    RetinaNetClassificationHead: BatchNormalisedClassificationHead,
+    RetinaNetRegressionHead: BatchNormalisedRegressionHead,
+    BalancedL1RegressionHead: BatchNormalisedBalancedL1RegressionHead,
+}
+
+
+def use_batch_normalised_losses(head: RetinaNetHead) -> None:
+    """Normalise ``head``'s classification and box losses by the batch's positive anchors (in place).
+
+    The sub-heads keep their modules, weights and state_dict keys; only the class that computes the loss
+    changes (to the batch-normalised subclass of what it was). Call it after :func:`use_balanced_l1`.
+    """
+    for name in ("classification_head", "regression_head"):
+        sub_head = getattr(head, name)
+        sub_head.__class__ = _BATCH_NORMALISED[type(sub_head)]

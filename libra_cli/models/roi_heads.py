@@ -4,7 +4,9 @@ Each component changes exactly one step of torchvision's ``RoIHeads`` and is off
 
 - ``iou_sampler`` (Libra R-CNN §3.1): the RoIs of each image are chosen by an ``IoUBalancedSampler``, which needs
   every proposal's largest IoU with the GT boxes, instead of by torchvision's random sampler;
-- ``balanced_l1`` (Libra R-CNN §3.3): the box loss of the sampled positives is balanced L1 instead of smooth L1;
+- ``box_loss`` (Libra R-CNN §3.3 and the paper's baseline): the box loss of the sampled positives — balanced L1,
+  smooth L1 with another β (the authors' mmdetection baseline uses β = 1.0) or L1 — instead of torchvision's
+  smooth L1 with β = 1/9;
 - ``eql_tail_mask`` (EQL paper §3): the classifier becomes a sigmoid classifier over the C foreground classes
   (``EQLPredictor``) trained with the equalization loss, and detections are scored by its sigmoids.
 
@@ -13,6 +15,9 @@ through ``super()``. Only the box branch is supported: Faster R-CNN, no mask or 
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +77,11 @@ class LibraRoIHeads(RoIHeads):
         num_classes: C, the number of foreground classes (labels 1..C).
         iou_sampler: called as ``iou_sampler(labels, max_ious, matched_gt)`` per batch (e.g.
             ``libra_cli.sampling.IoUBalancedSampler``); None keeps torchvision's random sampler.
-        balanced_l1: ``{"alpha", "gamma", "beta"}`` of the balanced L1 box loss; None keeps smooth L1.
+        box_loss: ``box_loss(pred [P, 4], target [P, 4])`` -> the loss summed over the P positives' deltas
+            (e.g. ``partial(balanced_l1_loss, alpha=0.5, gamma=1.5, beta=1.0, reduction="sum")``); None
+            keeps torchvision's smooth L1 with β = 1/9. Either way the sum is divided by the number of
+            sampled RoIs, as torchvision (and the reference) normalise.
+        balanced_l1: shorthand for ``box_loss`` = balanced L1 with these ``{"alpha", "gamma", "beta"}``.
         eql_tail_mask: [C] bool, the tail classes T_λ(f_j) of the equalization loss; None keeps the
             softmax classifier and cross-entropy. When given, ``box_predictor`` is replaced by an
             ``EQLPredictor`` of the same input width.
@@ -94,9 +103,14 @@ class LibraRoIHeads(RoIHeads):
         *,
         num_classes: int,
         iou_sampler=None,
+        box_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         balanced_l1: dict[str, float] | None = None,
         eql_tail_mask: torch.Tensor | None = None,
     ) -> None:
+        if balanced_l1 is not None:
+            if box_loss is not None:
+                raise ValueError("give either box_loss or balanced_l1, not both")
+            box_loss = partial(balanced_l1_loss, **_checked_balanced_l1(balanced_l1), reduction="sum")
         if eql_tail_mask is not None:
             eql_tail_mask = torch.as_tensor(eql_tail_mask, dtype=torch.bool)
             if eql_tail_mask.shape != (num_classes,):
@@ -120,7 +134,7 @@ class LibraRoIHeads(RoIHeads):
         )
         self.num_classes = num_classes
         self.iou_sampler = iou_sampler
-        self.balanced_l1 = _checked_balanced_l1(balanced_l1)
+        self.box_loss = box_loss
         # A buffer, so that it moves with the model to the GPU and is saved with its weights.
         self.register_buffer("eql_tail_mask", eql_tail_mask)
 
@@ -131,6 +145,7 @@ class LibraRoIHeads(RoIHeads):
         *,
         num_classes: int,
         iou_sampler=None,
+        box_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         balanced_l1: dict[str, float] | None = None,
         eql_tail_mask: torch.Tensor | None = None,
     ) -> LibraRoIHeads:
@@ -166,6 +181,7 @@ class LibraRoIHeads(RoIHeads):
             plain.detections_per_img,
             num_classes=num_classes,
             iou_sampler=iou_sampler,
+            box_loss=box_loss,
             balanced_l1=balanced_l1,
             eql_tail_mask=eql_tail_mask,
         )
@@ -173,7 +189,7 @@ class LibraRoIHeads(RoIHeads):
     @property
     def changes_loss(self) -> bool:
         """Whether the training losses differ from torchvision's ``fastrcnn_loss``."""
-        return self.balanced_l1 is not None or self.eql_tail_mask is not None
+        return self.box_loss is not None or self.eql_tail_mask is not None
 
     # ---- training: sampling -------------------------------------------------------------------------
 
@@ -276,7 +292,7 @@ class LibraRoIHeads(RoIHeads):
         image_shapes: list[tuple[int, int]],
         targets: list[dict[str, torch.Tensor]] | None = None,
     ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-        """torchvision's forward, except that training with balanced L1 or EQL uses :meth:`box_losses`.
+        """torchvision's forward, except that training with another box loss or EQL uses :meth:`box_losses`.
 
         Args:
             features: FPN maps by name, each Tensor[B, channels, H, W].
@@ -306,8 +322,9 @@ class LibraRoIHeads(RoIHeads):
 
         - ``loss_classifier``: the equalization loss (EQL paper §3) with a tail mask, else cross-entropy.
         - ``loss_box_reg``: over the sampled positives, the deltas of their own class against their
-          targets, balanced L1 (Libra R-CNN §3.3, loss weight 1.0) if set, else smooth L1 with β = 1/9; summed and
-          divided by the number of sampled RoIs (positives and negatives), as torchvision normalises.
+          targets, ``box_loss`` if set (balanced L1, Libra R-CNN §3.3, loss weight 1.0; or the baseline's
+          smooth L1 / L1), else smooth L1 with β = 1/9; summed and divided by the number of sampled RoIs
+          (positives and negatives), as torchvision and the reference normalise.
 
         Args:
             class_logits: [R, C + 1] softmax logits, or [R, C] sigmoid logits with EQL.
@@ -326,8 +343,8 @@ class LibraRoIHeads(RoIHeads):
         positives = torch.where(labels > 0)[0]
         deltas_per_class = box_regression.reshape(box_regression.shape[0], -1, 4)
         predicted, target = deltas_per_class[positives, labels[positives]], regression_targets[positives]
-        if self.balanced_l1 is not None:
-            box_loss = balanced_l1_loss(predicted, target, **self.balanced_l1, reduction="sum")
+        if self.box_loss is not None:
+            box_loss = self.box_loss(predicted, target)
         else:
             box_loss = F.smooth_l1_loss(predicted, target, beta=TORCHVISION_SMOOTH_L1_BETA, reduction="sum")
         return {"loss_classifier": loss_classifier, "loss_box_reg": box_loss / labels.numel()}

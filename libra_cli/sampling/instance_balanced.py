@@ -40,6 +40,15 @@ def sample_positives_per_instance(
     at random from the other positives and an excess is trimmed at random, so exactly ``num_expected``
     come back. Otherwise every positive is taken.
 
+    A deliberate difference from the reference code: its fill step removes the already-chosen indices
+    with a difference of Python sets of 0-d tensors, which compare by identity, so nothing is removed,
+    already-chosen positives can be drawn again and are then dropped as duplicates, and it returns fewer
+    positives than wanted. Example: one GT with 200 candidates and nine with 5, 128 wanted: cap
+    round(128 / 10) + 1 = 14, so 14 + 9 × 5 = 59 are chosen; the 69 still missing are drawn from all 245
+    positives, of which 59 are already chosen, so about 69 × 59 / 245 ≈ 17 duplicates are dropped and
+    ≈ 111 positives remain. Filling to the quota is what the method describes; libra does that, so
+    exactly ``num_expected`` come back.
+
     The per-GT cap is vectorised: shuffle the positives, stable-sort them by GT (so the order within a
     GT stays random), and keep those whose rank within their GT is below the cap.
 

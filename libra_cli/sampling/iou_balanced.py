@@ -16,6 +16,23 @@ from libra_cli.sampling.random import sample_uniformly
 BINS_UPPER_CHOICES = ("max-iou", "neg-thr")
 
 
+def iou_sampling_reading(floor_thr: float, bins_upper: str) -> str:
+    """Name the reading of Libra R-CNN §3.1 that a floor threshold and a bins' upper end make up.
+
+    - ``"reference"``: floor_thr = 0 and bins up to the image's largest IoU — what the authors' code
+      trains with (it is constructed with floor_thr = −1 but sets it to 0 during its first call, so
+      IoU-0 negatives are outside the bins and only fill a shortfall).
+    - ``"paper"``: floor_thr < 0 (every negative binned, Eq. 2) and bins up to the negative threshold.
+    - anything else is described by its two settings, e.g. ``"floor 0.1, bins to max-iou"``.
+    """
+    if floor_thr == 0 and bins_upper == "max-iou":
+        return "reference"
+    if floor_thr < 0 and bins_upper == "neg-thr":
+        return "paper"
+    floor = "none" if floor_thr < 0 else f"{floor_thr:g}"
+    return f"floor {floor}, bins to {bins_upper}"
+
+
 def validate_iou_balanced_arguments(
     num_bins: int, floor_thr: float, floor_fraction: float, bins_upper: str, neg_iou_thr: float
 ) -> None:
@@ -132,8 +149,9 @@ def sample_negatives_by_iou(
        random from the candidates not chosen yet.
 
     Nothing is remembered between calls: the same inputs and generator state give the same result on
-    the first call and every later one (the reference code switches ``floor_thr`` from −1 to 0 after
-    its first call; this function does not).
+    the first call and every later one. The reference code switches ``floor_thr`` from −1 to 0 during
+    its first call, so what it trains with is ``floor_thr = 0`` (see :func:`iou_sampling_reading`);
+    libra's reference presets pass 0, and −1 is the paper text's reading.
 
     Args:
         max_iou: Tensor[N], each proposal's largest IoU with any GT box of the image.

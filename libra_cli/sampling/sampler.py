@@ -9,7 +9,11 @@ them — and :func:`hard_negatives` — without other changes.
 import torch
 
 from libra_cli.sampling.instance_balanced import sample_positives_per_instance
-from libra_cli.sampling.iou_balanced import sample_negatives_by_iou, validate_iou_balanced_arguments
+from libra_cli.sampling.iou_balanced import (
+    iou_sampling_reading,
+    sample_negatives_by_iou,
+    validate_iou_balanced_arguments,
+)
 from libra_cli.sampling.random import random_permutation, sample_uniformly
 
 
@@ -68,6 +72,11 @@ class IoUBalancedSampler:
         self.bins_upper = bins_upper
         self.neg_iou_thr = neg_iou_thr
         self.pos_balance = pos_balance
+
+    @property
+    def reading(self) -> str:
+        """ "reference", "paper" or the two settings: see :func:`iou_sampling_reading`."""
+        return iou_sampling_reading(self.floor_thr, self.bins_upper)
 
     def __repr__(self) -> str:
         return (

@@ -164,3 +164,22 @@ def test_iteration_sampler_resumes_exactly_and_splits_across_ranks():
     rank1 = list(IterationBatchSampler(10, 4, seed=1, start_iter=0, max_iters=7, rank=1, world_size=2))
     for k in range(7):
         assert sorted(rank0[k] + rank1[k]) == sorted(full[k])
+
+
+def test_num_annotated_images_counts_images_with_a_non_crowd_box(tmp_path):
+    # Three images: one with two boxes, one with a crowd region only, one with nothing → 1 annotated image
+    # (crowd regions are not training targets), the EQL reference's frequency denominator.
+    (tmp_path / "img").mkdir()
+    images = []
+    for index in range(3):
+        Image.new("RGB", (20, 20)).save(tmp_path / "img" / f"{index}.png")
+        images.append({"id": index + 1, "file_name": f"{index}.png", "width": 20, "height": 20})
+    annotations = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [8, 8, 5, 5], "area": 25, "iscrowd": 0},
+        {"id": 3, "image_id": 2, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 1},
+    ]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}))
+    dataset = DetectionDataset(ann, tmp_path / "img")
+    assert (len(dataset), dataset.num_annotated_images()) == (3, 1)

@@ -237,3 +237,20 @@ def test_init_eql_classifier_sets_reference_initialisation():
     # 262,144 samples of N(0, 0.01²): the sample std lies well within 2% of 0.01.
     assert layer.weight.std().item() == pytest.approx(0.01, rel=0.02)
     assert abs(layer.weight.mean().item()) < 1e-4
+
+
+def test_frequency_denominator_decides_the_tail():
+    # 1,000 training images of which 100 hold no box, λ = 5.5e-3. A class seen in 5 images has
+    #   f = 5 / 1000 = 0.005 < 0.0055 under the paper text ("all")        → a tail class;
+    #   f = 5 / 900 = 0.005556 >= 0.0055 under the reference ("annotated") → not a tail class.
+    from libra_cli.engine.run import eql_frequency_denominator
+
+    info = {"num_images": 1000, "num_annotated_images": 900}
+    counts = torch.tensor([5, 500])
+    masks = {
+        mode: tail_class_mask(image_frequency(counts, eql_frequency_denominator(info, mode)), 5.5e-3).tolist()
+        for mode in ("all", "annotated")
+    }
+    assert masks == {"all": [True, False], "annotated": [False, False]}
+    # A dataset.json from before the annotated count was recorded falls back to all images.
+    assert eql_frequency_denominator({"num_images": 1000}, "annotated") == 1000

@@ -1,5 +1,6 @@
 """Tests for the Balanced Feature Pyramid neck, its non-local block and the backbone wrapper (Libra R-CNN §3.2)."""
 
+import math
 from collections import OrderedDict
 
 import numpy as np
@@ -132,10 +133,55 @@ def test_conv_refinement_acts_only_through_the_conv() -> None:
     for name in tiny:
         torch.testing.assert_close(outputs[name], tiny[name] + 2.5)
 
+    with torch.no_grad():
+        # The reference's refine is conv then ReLU: a constant −2.5 map becomes 0, so every level is
+        # returned unchanged.
+        bfp.refine.bias.fill_(-2.5)
+    outputs = bfp(tiny)
+    for name in tiny:
+        torch.testing.assert_close(outputs[name], tiny[name])
+
+
+def test_conv_refinement_residual_is_non_negative() -> None:
+    # The residual added to every level is a resize (nearest or max pooling) of ReLU(conv(balanced)),
+    # so output − input >= 0 everywhere, whatever the weights and inputs (some conv outputs are negative).
+    torch.manual_seed(7)
+    features = _pyramid([(12, 16), (6, 8), (3, 4), (2, 2)], channels=8)
+    bfp = BalancedFeaturePyramid(in_channels=8, num_levels=4, refine_level=1, refine_type="conv")
+    with torch.no_grad():
+        pre_relu = bfp.refine(torch.randn(1, 8, 6, 8))
+        outputs = bfp(features)
+    assert (pre_relu < 0).any()  # the ReLU has something to cut
+    for name, level in features.items():
+        assert (outputs[name] - level).min() >= 0, name
+
+
+def test_xavier_init_covers_every_conv_of_the_non_local_block() -> None:
+    # The authors' BFP applies Xavier-uniform (zero bias) to every conv it holds, the non-local block's
+    # θ, φ, g and output conv included. For a 1×1 conv with 64 → 64 channels the bound is
+    # sqrt(6 / (64 + 64)) = 0.2165 and a uniform weight's std is bound / √3 = 0.1250.
+    torch.manual_seed(0)
+    block = BalancedFeaturePyramid(in_channels=64, refine_type="non_local", init="xavier").refine
+    bound = math.sqrt(6 / 128)
+    for conv in (block.theta, block.phi, block.g, block.out_conv):
+        assert conv.weight.abs().max() <= bound
+        assert abs(conv.weight.std().item() - bound / math.sqrt(3)) < 0.01
+        assert conv.bias.abs().max() == 0
+    # mmcv's NonLocal2d init: θ, φ, g ~ N(0, 0.01²) and a zero output conv.
+    identity = BalancedFeaturePyramid(in_channels=64, refine_type="non_local", init="identity").refine
+    assert identity.out_conv.weight.abs().max() == 0 and identity.out_conv.bias.abs().max() == 0
+    assert abs(identity.theta.weight.std().item() - 0.01) < 0.001
+
+
+def test_unknown_init_is_rejected() -> None:
+    with pytest.raises(ValueError, match="init must be one of xavier, identity"):
+        BalancedFeaturePyramid(init="kaiming")
+
 
 def test_non_local_refinement_at_init_equals_no_refinement() -> None:
-    # The non-local block starts as the identity, so at init the neck computes plain integration.
-    bfp = BalancedFeaturePyramid(in_channels=1, num_levels=3, refine_level=1, refine_type="non_local")
+    # With the identity init the non-local block starts as the identity, so the neck computes plain
+    # integration at init.
+    bfp = BalancedFeaturePyramid(in_channels=1, num_levels=3, refine_level=1, refine_type="non_local", init="identity")
     _assert_tiny_output(bfp(_tiny_pyramid()), TINY_EXPECTED)
 
 
@@ -202,7 +248,7 @@ def test_gradients_reach_every_parameter_and_the_inputs(refine_type: str) -> Non
     features = _pyramid([(10, 14), (5, 7), (3, 4)], channels=4)
     for level in features.values():
         level.requires_grad_(True)
-    bfp = BalancedFeaturePyramid(in_channels=4, num_levels=3, refine_level=1, refine_type=refine_type)
+    bfp = BalancedFeaturePyramid(in_channels=4, num_levels=3, refine_level=1, refine_type=refine_type, init="identity")
     sum(out.sum() for out in bfp(features).values()).backward()
 
     for name, parameter in bfp.named_parameters():

@@ -133,3 +133,71 @@ def test_every_switch_combination_trains(tiny_benchmark, tmp_path, arch, switche
     saved = (tmp_path / "run" / "config.yaml").read_text()
     for name in FASTER_SWITCHES:
         assert f"  {name}: {'true' if name in switches else 'false'}" in saved
+
+
+def test_reference_options_select_their_parts(tmp_path):
+    from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    from libra_cli.models.retinanet import BatchNormalisedClassificationHead, P6FromC5P7NoReLU
+    from libra_cli.sampling import NegPosCappedSampler
+
+    plain = build_detector(tiny_config(tmp_path, tmp_path / "run"), 3)
+    assert type(plain.rpn.fg_bg_sampler) is BalancedPositiveNegativeSampler
+    assert type(plain.roi_heads) is RoIHeads
+
+    capped = build_detector(tiny_config(tmp_path, tmp_path / "run", model__rpn_neg_pos_ub=5), 3)
+    assert isinstance(capped.rpn.fg_bg_sampler, NegPosCappedSampler)
+    assert (capped.rpn.fg_bg_sampler.neg_pos_ub, capped.rpn.fg_bg_sampler.batch_size_per_image) == (5, 256)
+    assert type(capped.roi_heads) is RoIHeads  # the RPN cap alone leaves torchvision's RoI head
+
+    # The paper's baseline: smooth L1 with β = 1.0 in the RoI head, nothing else changed.
+    paper = build_detector(tiny_config(tmp_path, tmp_path / "run", model__roi_smooth_l1_beta=1.0), 3)
+    assert isinstance(paper.roi_heads, LibraRoIHeads)
+    assert paper.roi_heads.iou_sampler is None and paper.roi_heads.eql_tail_mask is None
+    assert paper.roi_heads.box_loss.keywords == {"beta": 1.0, "reduction": "sum"}
+
+    retina = build_detector(
+        tiny_config(
+            tmp_path,
+            tmp_path / "r",
+            model__arch="retinanet",
+            model__retinanet_p6="c5",
+            model__retinanet_loss_norm="batch",
+        ),
+        3,
+    )
+    extra = retina.backbone.fpn.extra_blocks
+    assert isinstance(extra, P6FromC5P7NoReLU)
+    assert (extra.p6.in_channels, extra.p6.out_channels) == (512, 32)  # C5 of ResNet-18 → the FPN's 32
+    assert isinstance(retina.head.classification_head, BatchNormalisedClassificationHead)
+    default_retina = build_detector(tiny_config(tmp_path, tmp_path / "r", model__arch="retinanet"), 3)
+    assert type(default_retina.backbone.fpn.extra_blocks) is LastLevelP6P7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"model__rpn_neg_pos_ub": 5, "model__roi_box_loss": "l1", "libra__iou_sampling": True},
+        {"model__rpn_neg_pos_ub": 0, "model__roi_smooth_l1_beta": 1.0, "libra__bfp": True, "libra__bfp_refine": "conv"},
+        {
+            "model__arch": "retinanet",
+            "model__retinanet_p6": "c5",
+            "model__retinanet_loss_norm": "batch",
+            "libra__bfp": True,
+            "libra__balanced_l1": True,
+        },
+    ],
+    ids=["rpn-cap-l1-iou", "no-rpn-negatives-paper-beta-conv-bfp", "libra-retinanet-reference"],
+)
+def test_reference_options_train(tiny_benchmark, tmp_path, overrides):
+    config = tiny_config(
+        tiny_benchmark, tmp_path / "run", train__max_iters=2, train__checkpoint_interval=10, **overrides
+    )
+    assert train(config).iterations == 2
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    last = [r for r in log if r["type"] == "train"][-1]
+    terms = {k: v for k, v in last.items() if k.startswith(("loss_", "classification", "bbox_regression"))}
+    assert len(terms) in (2, 4), terms  # RetinaNet's two terms or Faster R-CNN's four
+    assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())

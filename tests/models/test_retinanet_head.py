@@ -7,10 +7,19 @@ from functools import partial
 import pytest
 import torch
 from torch import nn
-from torchvision.models.detection.retinanet import RetinaNetHead, RetinaNetRegressionHead
+from torchvision.models.detection.retinanet import (
+    RetinaNetClassificationHead,
+    RetinaNetHead,
+    RetinaNetRegressionHead,
+)
 
 from libra_cli.errors import LibraError
-from libra_cli.models.retinanet import BalancedL1RegressionHead, use_balanced_l1
+from libra_cli.models.retinanet import (
+    BalancedL1RegressionHead,
+    P6FromC5P7NoReLU,
+    use_balanced_l1,
+    use_batch_normalised_losses,
+)
 
 CHANNELS = 16
 NUM_ANCHORS = 3
@@ -137,3 +146,89 @@ def test_defaults_and_invalid_parameters():
     assert (regression.alpha, regression.gamma, regression.beta) == (0.5, 1.5, 0.11)
     with pytest.raises(LibraError, match="beta"):
         use_balanced_l1(make_head(), alpha=0.5, gamma=1.5, beta=-1.0)
+
+
+# --- the reference's loss normaliser and extra levels ---------------------------------------------------
+
+
+def _two_images_with_2_and_30_positives():
+    """Image 0: 40 anchors, the first 2 foreground (class 1); image 1: 40 anchors, the first 30 foreground.
+
+    Each foreground anchor's box deltas sit at its target plus 1.0 (image 0) or 0.5 (image 1) in the first
+    coordinate only, so its L1 loss is exactly 1.0 or 0.5. Its own class logit is 0 (image 0) or 2 (image 1),
+    every other logit −30 (a focal loss of ~1e-27, nothing at float precision)."""
+    num_anchors = 40
+    anchors = torch.tensor([[float(4 * k), 0.0, float(4 * k + 16), 16.0] for k in range(num_anchors)])
+    gt = torch.tensor([[2.0, 1.0, 18.0, 15.0]])
+    targets = [{"boxes": gt, "labels": torch.tensor([1])}, {"boxes": gt, "labels": torch.tensor([1])}]
+    matched = [torch.full((num_anchors,), -1), torch.full((num_anchors,), -1)]
+    matched[0][:2] = 0
+    matched[1][:30] = 0
+    head = make_head()
+    target_deltas = head.regression_head.box_coder.encode_single(gt.expand(num_anchors, 4), anchors)
+    regression = target_deltas.unsqueeze(0).repeat(2, 1, 1)
+    regression[0, :, 0] += 1.0
+    regression[1, :, 0] += 0.5
+    logits = torch.full((2, num_anchors, NUM_CLASSES), -30.0)
+    logits[0, :2, 1] = 0.0
+    logits[1, :30, 1] = 2.0
+    outputs = {"cls_logits": logits, "bbox_regression": regression}
+    return head, targets, outputs, [anchors, anchors], matched
+
+
+def focal(p, alpha=0.25, gamma=2.0):
+    """Sigmoid focal loss of a positive whose probability is p (Lin et al.; torchvision's defaults)."""
+    return alpha * (1 - p) ** gamma * -math.log(p)
+
+
+def test_batch_normaliser_divides_by_the_whole_batchs_positives():
+    # L1 sums: image 0 has 2 × 1.0 = 2.0, image 1 has 30 × 0.5 = 15.0.
+    #   torchvision: (2.0 / 2 + 15.0 / 30) / 2 = 0.75;  reference: (2.0 + 15.0) / 32 = 0.53125.
+    # Focal sums: image 0: 2 × focal(σ(0)) = 2 × 0.0433217; image 1: 30 × focal(σ(2)) = 30 × 0.000451.
+    #   torchvision: (f0 + f1) / 2;  reference: (2 f0 + 30 f1) / 32.
+    f0, f1 = focal(0.5), focal(1 / (1 + math.exp(-2.0)))
+    expected_tv = {"classification": (f0 + f1) / 2, "bbox_regression": 0.75}
+    expected_batch = {"classification": (2 * f0 + 30 * f1) / 32, "bbox_regression": 0.53125}
+    assert f0 == pytest.approx(0.0433217, rel=1e-5)
+
+    head, targets, outputs, anchors, matched = _two_images_with_2_and_30_positives()
+    plain = head.compute_loss(targets, outputs, anchors, matched)
+    use_batch_normalised_losses(head)
+    batch = head.compute_loss(targets, outputs, anchors, matched)
+    for name in expected_tv:
+        assert plain[name].item() == pytest.approx(expected_tv[name], rel=1e-5), name
+        assert batch[name].item() == pytest.approx(expected_batch[name], rel=1e-5), name
+
+
+def test_batch_normaliser_keeps_modules_and_works_with_balanced_l1():
+    head, targets, outputs, anchors, matched = _two_images_with_2_and_30_positives()
+    keys = list(head.state_dict())
+    use_balanced_l1(head, alpha=0.5, gamma=1.5, beta=0.11)
+    use_batch_normalised_losses(head)
+    assert isinstance(head.regression_head, BalancedL1RegressionHead)
+    assert isinstance(head.classification_head, RetinaNetClassificationHead)
+    assert list(head.state_dict()) == keys
+    # Every foreground anchor's error is 1.0 or 0.5 in one coordinate, both >= β = 0.11, so balanced L1
+    # is γ·x + γ/b − α·β there (b = e³ − 1): (2 · L(1.0) + 30 · L(0.5)) / 32.
+    b = math.exp(3) - 1
+    loss = head.compute_loss(targets, outputs, anchors, matched)["bbox_regression"]
+    expected = (2 * (1.5 * 1.0 + 1.5 / b - 0.055) + 30 * (1.5 * 0.5 + 1.5 / b - 0.055)) / 32
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_p6_from_c5_with_no_relu_before_p7():
+    torch.manual_seed(0)
+    block = P6FromC5P7NoReLU(in_channels=512, out_channels=64)
+    c5 = torch.randn(1, 512, 9, 13)
+    p3, p4, p5 = torch.randn(1, 64, 36, 52), torch.randn(1, 64, 18, 26), torch.randn(1, 64, 9, 13)
+    results, names = block(
+        [p3, p4, p5], [torch.randn(1, 128, 36, 52), torch.randn(1, 256, 18, 26), c5], ["0", "1", "2"]
+    )
+    assert names == ["0", "1", "2", "p6", "p7"]
+    p6, p7 = results[3], results[4]
+    # 3×3 stride-2 convs with padding 1: 9×13 → 5×7 → 3×4.
+    assert p6.shape == (1, 64, 5, 7) and p7.shape == (1, 64, 3, 4)
+    torch.testing.assert_close(p6, block.p6(c5))
+    assert (p6 < 0).any()  # so a ReLU before P7 would change it
+    torch.testing.assert_close(p7, block.p7(p6))
+    assert not torch.allclose(p7, block.p7(torch.relu(p6)))

@@ -7,6 +7,7 @@ bottom-left corner touch neither GT (IoU 0).
 """
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -431,3 +432,54 @@ def test_select_detections_is_torchvisions_selection_given_probabilities():
     for expected_part, actual_part in zip(expected, actual, strict=True):
         for a, b in zip(expected_part, actual_part, strict=True):
             assert torch.equal(a, b)
+
+
+# ---- the RoI head's box loss: torchvision's, the paper baseline's, L1 -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("box_loss", "per_coordinate"),
+    [
+        (partial(F.smooth_l1_loss, beta=1.0, reduction="sum"), lambda x: smooth_l1(x, 1.0)),
+        (partial(F.l1_loss, reduction="sum"), lambda x: x),
+    ],
+    ids=["smooth-l1-beta-1", "l1"],
+)
+def test_box_loss_choice_equals_the_formula_on_the_sampled_positives(box_loss, per_coordinate):
+    libra = LibraRoIHeads.from_plain(make_plain(), num_classes=NUM_CLASSES, box_loss=box_loss)
+    libra.train()
+    _, losses = libra(make_features(), [torch.tensor(ALL_SAMPLED_PROPOSALS)], [IMAGE], [targets_ab()])
+    _, box_regression = predictor_outputs(libra, ALL_SAMPLED_PROPOSALS + [GT_A, GT_B])
+    assert losses["loss_box_reg"].item() == pytest.approx(expected_box_loss(box_regression, per_coordinate), rel=1e-5)
+
+
+def test_smooth_l1_beta_decides_the_box_loss_by_hand():
+    # One positive RoI and one negative; the positive's deltas miss its target by 0.5 and 2.0 in two
+    # coordinates. Summed over coordinates and divided by the 2 sampled RoIs:
+    #   β = 1 (the paper's baseline): (0.5·0.5²/1 + (2.0 − 0.5)) / 2 = (0.125 + 1.5) / 2 = 0.8125
+    #   β = 1/9 (torchvision):        ((0.5 − 1/18) + (2.0 − 1/18)) / 2 = 1.194444
+    #   L1:                           (0.5 + 2.0) / 2 = 1.25
+    labels = [torch.tensor([1, 0])]
+    targets = [torch.zeros(2, 4)]
+    box_regression = torch.zeros(2, (NUM_CLASSES + 1) * 4)
+    box_regression[0, 4:8] = torch.tensor([0.5, -2.0, 0.0, 0.0])
+    logits = torch.zeros(2, NUM_CLASSES + 1)
+    cases = {
+        partial(F.smooth_l1_loss, beta=1.0, reduction="sum"): 0.8125,
+        None: 1.194444,
+        partial(F.l1_loss, reduction="sum"): 1.25,
+    }
+    for box_loss, expected in cases.items():
+        head = LibraRoIHeads.from_plain(make_plain(), num_classes=NUM_CLASSES, box_loss=box_loss)
+        loss = head.box_losses(logits, box_regression, labels, targets)["loss_box_reg"]
+        assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_box_loss_and_balanced_l1_are_exclusive():
+    with pytest.raises(ValueError, match="either box_loss or balanced_l1"):
+        LibraRoIHeads.from_plain(
+            make_plain(),
+            num_classes=NUM_CLASSES,
+            box_loss=partial(F.l1_loss, reduction="sum"),
+            balanced_l1={"alpha": 0.5, "gamma": 1.5, "beta": 1.0},
+        )

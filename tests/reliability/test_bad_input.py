@@ -146,6 +146,9 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
         ["data.on_bad_sample", "'ignore'"],
     ),
     ("zero-batch", lambda r: ["--batch-size", "0"], ["data.batch_size", "must be positive, got 0"]),
+    ("negative-rpn-cap", lambda r: ["--rpn-neg-pos-ub", "-2"], ["--rpn-neg-pos-ub", "got -2"]),
+    ("unknown-bfp-init", lambda r: ["--bfp-init", "zeros"], ["--bfp-init", "'zeros'"]),
+    ("unknown-eql-freq", lambda r: ["--eql-freq", "boxes"], ["--eql-freq", "'boxes'"]),
     ("unknown-device", lambda r: ["--device", "tpu"], ["train.device", "'tpu'"]),
     ("resume-without-run", lambda r: ["--resume"], ["nothing to resume"]),
     (

@@ -88,3 +88,16 @@ def test_same_seed_same_choice():
     a = sample_positives_per_instance(torch.arange(300), assigned_gt, 32, generator=seeded(9))
     b = sample_positives_per_instance(torch.arange(300), assigned_gt, 32, generator=seeded(9))
     assert a.tolist() == b.tolist()
+
+
+def test_fills_to_the_quota_where_the_reference_loses_positives():
+    # One GT with 200 candidates and nine with 5, 128 wanted: cap = round(128 / 10) + 1 = 14, so 14 + 9 × 5
+    # = 59 are chosen within the cap and the other 69 come from the big GT's 186 others. The reference's
+    # fill step draws them from all 245 positives (its set difference compares 0-d tensors by identity)
+    # and keeps ≈ 111; libra fills to exactly 128: 83 from the big GT and all 5 of each small one.
+    assigned_gt = torch.cat([torch.zeros(200, dtype=torch.long), torch.arange(1, 10).repeat_interleave(5)])
+    positives = torch.arange(245)
+    for seed in range(5):
+        chosen = sample_positives_per_instance(positives, assigned_gt, 128, generator=seeded(seed))
+        assert chosen.numel() == 128 and chosen.unique().numel() == 128
+        assert per_gt_counts(chosen, assigned_gt) == {0: 83, **{gt: 5 for gt in range(1, 10)}}

@@ -229,3 +229,63 @@ def test_same_seed_gives_the_same_result_on_first_and_later_calls():
 def test_invalid_arguments_raise_value_error(kwargs):
     with pytest.raises(ValueError):
         sample_negatives_by_iou(torch.zeros(10), torch.arange(10), 5, **kwargs)
+
+
+# --- the reference's steady state: floor_thr = 0 ---------------------------------------------------------
+# Libra R-CNN §3.1 step 6: the reference sampler is built with floor_thr = −1 but sets it to 0 during its
+# first call, so it trains with IoU-0 negatives outside the bins. Scenario: 384 negatives wanted; 1,000
+# candidates at IoU 0, 700 in (0, 1/3), 300 in [1/3, 0.5); the GT boxes are among the proposals, so the
+# largest IoU is 1.0 and the K = 3 bins are [0, 1/3), [1/3, 2/3), [2/3, 1].
+#
+# floor 0: binned = the 1,000 with IoU > 0; n_bin = 384, quota int(384 / 3) = 128 per bin.
+#   bin 0 (700) gives 128, bin 1 (300) gives 128, bin 2 is empty → 256 taken, 128 filled at random from the
+#   744 binned left (572 in (0, 1/3), 172 in [1/3, 0.5)):
+#   (0, 1/3): 128 + 128·572/744 = 226.41;  [1/3, 0.5): 128 + 128·172/744 = 157.59;  IoU 0: 0 (the floor
+#   set only fills what the bins leave, and they leave nothing).
+# floor −1 (paper text's Eq. 2, bins still up to 1.0): all 2,000 binned; bin 0 holds 1,700 (1,000 at 0).
+#   bin 0 gives 128 (1,000/1,700 of them at IoU 0: 75.29; 700/1,700 in (0, 1/3): 52.71), bin 1 gives 128,
+#   and 128 are filled from the 1,744 left (924.71 at 0, 647.29 in (0, 1/3), 172 in [1/3, 0.5)):
+#   IoU 0: 75.29 + 128·924.71/1744 = 143.16;  (0, 1/3): 52.71 + 128·647.29/1744 = 100.21;
+#   [1/3, 0.5): 128 + 128·172/1744 = 140.62.
+STEADY_IOUS = torch.cat(
+    [
+        torch.zeros(1000),
+        torch.tensor(spread(700, 0.0, 1 / 3), dtype=torch.float32),
+        torch.tensor(spread(300, 1 / 3, 0.5), dtype=torch.float32),
+    ]
+)
+
+
+def group_counts(chosen_ious: torch.Tensor) -> tuple[int, int, int]:
+    zero = int((chosen_ious == 0).sum())
+    return zero, count_in(chosen_ious, 1e-9, 1 / 3), count_in(chosen_ious, 1 / 3, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("floor_thr", "expected"),
+    [(0.0, (0.0, 226.41, 157.59)), (-1.0, (143.16, 100.21, 140.62))],
+    ids=["reference-floor-0", "paper-floor-minus-1"],
+)
+def test_steady_state_group_means_over_many_draws(floor_thr, expected):
+    generator = seeded(11)
+    draws = 300
+    totals = np.zeros(3)
+    for _ in range(draws):
+        chosen = sample_negatives_by_iou(
+            STEADY_IOUS,
+            torch.arange(2000),
+            384,
+            floor_thr=floor_thr,
+            bins_upper="max-iou",
+            max_iou_overall=1.0,
+            generator=generator,
+        )
+        assert chosen.numel() == 384 and chosen.unique().numel() == 384
+        counts = group_counts(STEADY_IOUS[chosen])
+        if floor_thr == 0:
+            # The exact quota rule, draw by draw: each non-empty bin gives its 128, no IoU-0 negative.
+            assert counts[0] == 0 and counts[1] >= 128 and counts[2] >= 128
+        totals += counts
+    # The draw-to-draw standard deviation of each count is at most ~6, so the mean of 300 draws lies within
+    # about 0.35 of its expectation; 1.5 leaves a wide margin.
+    np.testing.assert_allclose(totals / draws, expected, atol=1.5)
