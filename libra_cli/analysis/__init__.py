@@ -1,11 +1,13 @@
-"""Imbalance diagnostics on a trained (or freshly initialised) run — Libra R-CNN's three levels.
+"""Imbalance diagnostics on a trained (or freshly initialised) run — Libra R-CNN's three levels and EQL's.
 
 - :func:`analyze_sampling` (sample level, paper Fig. 2): the IoU distribution of negatives chosen by
   random, hard (OHEM) and IoU-balanced sampling;
 - :func:`analyze_features` (feature level): per pyramid level statistics of the FPN and BFP outputs
   and the pooling level of the sampled RoIs;
 - :func:`analyze_gradients` (objective level, paper Fig. 5): how inliers and outliers share the box
-  regression gradient under smooth L1 and balanced L1, and classification vs regression.
+  regression gradient under smooth L1 and balanced L1, and classification vs regression;
+- :func:`analyze_tail` (class level, EQL paper Fig. 1): per class, the positive vs discouraging gradient
+  its logit receives, plain and with EQL's weights.
 
 Each returns a plain dict (the JSON written to ``RUN_DIR/analysis/<name>.json`` by the matching
 ``write_*`` function, with a CSV and a PNG beside it).
@@ -14,12 +16,15 @@ Each returns a plain dict (the JSON written to ``RUN_DIR/analysis/<name>.json`` 
 from libra_cli.analysis.features import analyze_features, write_features
 from libra_cli.analysis.gradients import analyze_gradients, write_gradients
 from libra_cli.analysis.sampling import analyze_sampling, write_sampling
+from libra_cli.analysis.tail import analyze_tail, write_tail
 
 __all__ = [
     "analyze_features",
     "analyze_gradients",
     "analyze_sampling",
+    "analyze_tail",
     "write_features",
     "write_gradients",
     "write_sampling",
+    "write_tail",
 ]

@@ -1,4 +1,4 @@
-"""``libra analyze sampling|features|gradients RUN_DIR`` — the Libra R-CNN imbalance diagnostics on a run.
+"""``libra analyze sampling|features|gradients|tail RUN_DIR`` — the imbalance diagnostics on a run.
 
 Each command calls one library function of ``libra_cli.analysis`` (which returns a dict), writes
 ``RUN_DIR/analysis/<name>.json``, ``.csv`` and ``.png``, and prints a table.
@@ -18,11 +18,13 @@ from libra_cli.analysis.common import DEFAULT_BATCH_SIZE
 from libra_cli.analysis.features import analyze_features, write_features
 from libra_cli.analysis.gradients import analyze_gradients, write_gradients
 from libra_cli.analysis.sampling import METHODS, analyze_sampling, write_sampling
+from libra_cli.analysis.tail import analyze_tail, write_tail
 from libra_cli.cli.ui import console, count_progress, handle_errors
 from libra_cli.errors import LibraError
 
 app = typer.Typer(
-    help="Imbalance diagnostics of a run: sampling (IoU of negatives), features (pyramid levels), gradients.",
+    help="Imbalance diagnostics of a run: sampling (IoU of negatives), features (pyramid levels), gradients, "
+    "tail (per-class positive vs discouraging gradients).",
     no_args_is_help=True,
 )
 
@@ -72,7 +74,9 @@ def _print_written(written: dict[str, Path]) -> None:
 
 def sampling_table(result: dict[str, Any]) -> Table:
     edges = result["bin_edges"]
-    table = Table(title=f"sampled negatives by IoU ({result['images']} {result['split']} images)")
+    reading = result.get("settings", {}).get("reading")
+    title = f"sampled negatives by IoU ({result['images']} {result['split']} images"
+    table = Table(title=title + (f"; IoU-balanced: {reading} reading)" if reading else ")"))
     table.add_column("IoU")
     for method in METHODS:
         table.add_column(method, justify="right")
@@ -151,6 +155,49 @@ def gradient_tables(result: dict[str, Any]) -> tuple[Table, Table]:
         _num(objective["grad_ratio_reg_over_cls"]),
     )
     return balance, table
+
+
+LOWEST_CLASSES = 10
+TAIL_CLASS_COLUMNS = ("class", "freq", "train images", "positive RoIs", "positive", "from fg", "from bg", "ratio")
+
+
+def tail_tables(result: dict[str, Any]) -> tuple[Table, Table]:
+    """The head/tail summary per group and the classes with the lowest positive/discouraging ratio."""
+    eql = result["eql"]
+    weights = "EQL weights" if eql["trained_with_eql"] else f"if EQL weights (λ={eql['lambda']:g})"
+    groups = Table(
+        title=f"positive / discouraging gradient per class ({result['classifier']}; {result['num_rois']} RoIs, "
+        f"{result['num_positive_rois']} positive, {result['images']} {result['split']} images)",
+        caption="mean of the per-class ratios; pooled = Σ positive / Σ discouraging",
+    )
+    for column in ("group", "classes", "positive RoIs", "mean ratio", f"mean ratio, {weights}", "pooled"):
+        groups.add_column(column, justify="left" if column == "group" else "right")
+    for stats in result["groups"].values():
+        groups.add_row(
+            stats["title"],
+            str(stats["classes"]),
+            str(stats["positive_rois"]),
+            _num(stats["mean_ratio"], 4),
+            _num(stats["mean_eql_ratio"], 4),
+            _num(stats["pooled_ratio"], 4),
+        )
+    lowest = sorted(result["classes"], key=lambda row: (row["ratio"] is None, row["ratio"] or 0.0))[:LOWEST_CLASSES]
+    classes = Table(title=f"the {len(lowest)} classes with the lowest ratio")
+    for column in (*TAIL_CLASS_COLUMNS, weights):
+        classes.add_column(column, justify="left" if column in ("class", "freq") else "right")
+    for row in lowest:
+        classes.add_row(
+            row["name"],
+            row["frequency"] or "—",
+            str(row["images"]),
+            str(row["positive_rois"]),
+            _num(row["positive"], 4),
+            _num(row["negative_foreground"], 4),
+            _num(row["negative_background"], 4),
+            _num(row["ratio"], 4),
+            _num(row["eql_ratio"], 4) if row["tail"] else "=",
+        )
+    return groups, classes
 
 
 @app.command("sampling")
@@ -241,3 +288,37 @@ def gradients_command(
     for table in gradient_tables(result):
         console.print(table)
     _print_written(write_gradients(result))
+
+
+@app.command("tail")
+@handle_errors
+def tail_command(
+    run_dir: Path = RUN_DIR,
+    images: int = IMAGES,
+    split: str = SPLIT,
+    checkpoint: str = CHECKPOINT,
+    device: str = DEVICE,
+    seed: int = SEED,
+    batch_size: int = BATCH_SIZE,
+    threads: int = THREADS,
+    over_training: bool = typer.Option(
+        True, "--over-training/--no-over-training", help="Also measure the run's other checkpoints."
+    ),
+) -> None:
+    """Per class: positive vs discouraging gradient of its logit, plain and with EQL weights (EQL paper Fig. 1)."""
+    result = _run_with_progress(
+        "tail",
+        analyze_tail,
+        threads,
+        run_dir=run_dir,
+        num_images=images,
+        split=split,
+        checkpoint=checkpoint,
+        device=device,
+        seed=seed,
+        batch_size=batch_size,
+        over_training=over_training,
+    )
+    for table in tail_tables(result):
+        console.print(table)
+    _print_written(write_tail(result))

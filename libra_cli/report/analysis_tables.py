@@ -24,10 +24,11 @@ def sampling_share_table(runs: list[RunRecord]) -> Table:
             *(m for m in methods if m not in SAMPLING_METHODS),
         ]:
             stats = methods[method] or {}
+            reading = (data.get("settings") or {}).get("reading")
             rows.append(
                 [
                     run.label,
-                    method,
+                    f"{method} ({reading} reading)" if method == "iou_balanced" and reading else method,
                     format_general(stats.get("num_negatives")),
                     format_share(stats.get("share_above_0.05")),
                     format_general(data.get("images")),
@@ -130,3 +131,29 @@ def objective_table(runs: list[RunRecord]) -> Table | None:
         return None
     headers = ["run", "cls loss", "reg loss", "‖grad‖ cls", "‖grad‖ reg"]
     return table(headers, rows, [False, True, True, True, True])
+
+
+def tail_table(runs: list[RunRecord]) -> Table:
+    """Per run and class group: the mean ratio of positive to discouraging gradient, plain and with EQL
+    weights (the EQL paper's Fig. 1 diagnostic, summarised)."""
+    rows = []
+    for run in runs:
+        data = run.analyses["tail"]
+        eql = data.get("eql") or {}
+        weights = "trained" if eql.get("trained_with_eql") else f"if applied, λ {format_general(eql.get('lambda'))}"
+        for key, stats in (data.get("groups") or {}).items():
+            stats = stats or {}
+            rows.append(
+                [
+                    run.label,
+                    format_general(data.get("classifier")),
+                    format_general(stats.get("title", key)),
+                    format_general(stats.get("classes")),
+                    format_general(stats.get("positive_rois")),
+                    format_general(stats.get("mean_ratio")),
+                    format_general(stats.get("mean_eql_ratio")),
+                    weights,
+                ]
+            )
+    headers = ["run", "classifier", "group", "classes", "positive RoIs", "mean ratio", "EQL-weighted", "EQL weights"]
+    return table(headers, rows, [False, False, False, True, True, True, True, False])

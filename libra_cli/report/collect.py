@@ -24,7 +24,7 @@ IGNORED_KEYS = ("train.out",)
 # Keys of a training log line that are not loss terms.
 LOG_META_KEYS = ("type", "iter", "lr", "loss", "time_per_iter", "data_time_per_iter", "memory_mb")
 # The analysis outputs of `libra analyze` that the report knows how to present.
-ANALYSES = ("sampling", "features", "gradients")
+ANALYSES = ("sampling", "features", "gradients", "tail")
 _SEED_DIR = re.compile(r"^seed[_-]?\d+$")
 
 

@@ -33,6 +33,11 @@ ANALYSIS_CAPTIONS = {
         "Gradient share of inliers (loss < 1) and outliers under smooth L1 and balanced L1: balanced L1 "
         "should raise the inliers' share, which smooth L1 leaves to the outliers (Libra R-CNN §3.3)."
     ),
+    "tail.png": (
+        "Ratio of the positive to the discouraging gradient each class's logit receives, classes from frequent "
+        "to rare: it falls towards the tail, and EQL's weights (ticks) lift it for the tail classes by dropping "
+        "the discouraging gradient from other classes' foreground (EQL paper Fig. 1)."
+    ),
     "gradients_curves.png": (
         "Loss and gradient of smooth L1 and balanced L1 against the regression error: balanced L1's gradient "
         "rises faster for small errors and is capped at γ for large ones (paper Fig. 5)."
@@ -328,6 +333,21 @@ def add_analyses(document: Document, groups: list[RunGroup], out_dir: Path, name
             document.add(objective)
         for run in with_gradients:
             _add_analysis_figures(document, run, ("gradients.png", "gradients_curves.png"), out_dir, names, shown)
+
+    with_tail = [run for run in runs if "tail" in run.analyses]
+    if with_tail:
+        document.add(Heading(3, "Class level: positive vs discouraging gradients"))
+        document.add(
+            para(
+                "Per class, the gradient its logit receives from its own RoIs (positive) over the gradient from "
+                "all other RoIs (discouraging), averaged within each group of classes; the EQL paper (§3, Fig. 1) "
+                "finds the ratio far lower for rare classes, and EQL's weights remove the discouraging gradient "
+                "that tail classes receive from other classes' foreground RoIs."
+            )
+        )
+        document.add(analysis_tables.tail_table(with_tail))
+        for run in with_tail:
+            _add_analysis_figures(document, run, ("tail.png",), out_dir, names, shown)
 
     others = [(run, path) for run in runs for path in run.figures if path not in shown]
     if others:
