@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from libra_cli.cli.ui import console, count_progress, handle_errors, progress_callback
-from libra_cli.data.synth import LONG_TAIL_NUM_CLASSES, SynthSpec, generate_benchmark
+from libra_cli.data.synth import LONG_TAIL_NUM_CLASSES, SynthSpec, generate_benchmark, split_image_counts
+from libra_cli.errors import LibraError
 
 app = typer.Typer(help="Datasets: generate the synthetic benchmark.", no_args_is_help=True)
 DEFAULTS = SynthSpec()
@@ -19,7 +20,17 @@ DEFAULTS = SynthSpec()
 def synth_command(
     out: Path = typer.Argument(..., help="Output folder (images/, annotations/, benchmark.json)."),
     num_train: int = typer.Option(DEFAULTS.num_train, "--num-train", help="Training images."),
-    num_val: int = typer.Option(DEFAULTS.num_val, "--num-val", help="Validation images."),
+    num_val: int = typer.Option(
+        None,
+        "--num-val",
+        help=f"Validation images (default {DEFAULTS.num_val}; not with --long-tail, see --val-per-class).",
+    ),
+    val_per_class: int = typer.Option(
+        None,
+        "--val-per-class",
+        help=f"With --long-tail: validation instances of every class, a class-balanced val split "
+        f"(default {DEFAULTS.val_instances_per_class}).",
+    ),
     image_size: int = typer.Option(DEFAULTS.image_size, "--image-size", help="Square image side in pixels."),
     num_classes: int = typer.Option(
         None,
@@ -34,9 +45,15 @@ def synth_command(
     """Generate a deterministic detection benchmark in real COCO (or LVIS) format."""
     if num_classes is None:
         num_classes = LONG_TAIL_NUM_CLASSES if long_tail else DEFAULTS.num_classes
+    # The long-tailed val split is sized per class, the COCO one in images: refuse the option that would do nothing.
+    if long_tail and num_val is not None:
+        raise LibraError("--num-val: a --long-tail val split is class-balanced; size it with --val-per-class")
+    if not long_tail and val_per_class is not None:
+        raise LibraError("--val-per-class: only a --long-tail benchmark has a class-balanced val split")
     spec = SynthSpec(
         num_train=num_train,
-        num_val=num_val,
+        num_val=DEFAULTS.num_val if num_val is None else num_val,
+        val_instances_per_class=DEFAULTS.val_instances_per_class if val_per_class is None else val_per_class,
         image_size=image_size,
         num_classes=num_classes,
         long_tail=long_tail,
@@ -45,7 +62,8 @@ def synth_command(
         seed=seed,
     )
     with count_progress("synth") as progress:
-        summary = generate_benchmark(out, spec, progress=progress_callback(progress, "images", num_train + num_val))
+        total = sum(split_image_counts(spec).values())
+        summary = generate_benchmark(out, spec, progress=progress_callback(progress, "images", total))
     table = Table(title=f"synthetic benchmark ({summary['format']}) in {out}")
     for column in ("split", "images", "annotations", "crowd", "annotation file"):
         table.add_column(column)

@@ -17,8 +17,13 @@ Boxes are COCO ``[x, y, w, h]`` in pixels. Every image is drawn from its own ran
 ``(seed, split, index)``, so a seed gives byte-identical images and JSON.
 
 For a long tail pass ``num_classes=LONG_TAIL_NUM_CLASSES`` (40): with the default 500 training images the
-LVIS rare, common and frequent groups are then all populated. LVIS has no notion of crowd, so long-tail
-benchmarks carry no ``iscrowd`` regions (the LVIS evaluator would score one as an ordinary object).
+LVIS rare, common and frequent groups are then all populated. Only the training split is long-tailed: the
+validation split is class-balanced, as in ImageNet-LT and Places-LT, with ``val_instances_per_class`` (20)
+instances of every class, so that a rare class's AP rests on 20 boxes rather than the 1-4 that a Zipf-drawn
+validation split of 100 images would hold. (LVIS's own val is long-tailed like its train split; LVIS makes
+up for it with a far larger val set and federated labels, which this benchmark also writes.) LVIS has no
+notion of crowd, so long-tail benchmarks carry no ``iscrowd`` regions (the LVIS evaluator would score one as
+an ordinary object).
 """
 
 import functools
@@ -26,6 +31,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -77,16 +83,21 @@ _IMAGE_SIZE_RANGE = (64, 4096)
 _BENCHMARK_FILE = "benchmark.json"
 _IN_PROGRESS_FILE = ".synth-in-progress"  # marks a directory this module is (or was, if interrupted) writing
 _IMAGE_NAME = re.compile(r"^\d{6}\.png$")
+# SynthSpec fields that only a long-tailed benchmark uses (left out of a COCO benchmark's benchmark.json).
+_LONG_TAIL_ONLY_FIELDS = ("val_instances_per_class",)
 
 
 @dataclass(frozen=True)
 class SynthSpec:
     num_train: int = 500  # training images
-    num_val: int = 100  # validation images
+    num_val: int = 100  # validation images (a long-tailed val split is sized by val_instances_per_class instead)
     image_size: int = 256  # side of the square images, pixels
     num_classes: int = 8  # categories: the first num_classes of category_list()
     long_tail: bool = False  # Zipf-like class frequencies and LVIS-format annotations (no crowd regions)
     zipf_exponent: float = 1.2  # class k (0 = most frequent) has frequency ∝ 1 / (k + 1) ** zipf_exponent
+    # long_tail only: the val split is class-balanced, exactly this many instances of every class, dealt to as
+    # many images of min_objects..max_objects objects as they fill (20 × 40 classes: 181 images with seed 0)
+    val_instances_per_class: int = 20
     sparse_ids: bool = False  # category ids 3, 7, 11, ... instead of 1..C, to exercise id mapping
     min_objects: int = 2  # labelled objects per image, uniform in [min_objects, max_objects]
     max_objects: int = 7
@@ -125,9 +136,46 @@ def class_frequencies(spec: SynthSpec) -> np.ndarray:
     return weights / weights.sum()
 
 
+def split_image_counts(spec: SynthSpec) -> dict[str, int]:
+    """Images per split: ``num_train`` and ``num_val``, or as many val images as a long tail's plan fills.
+
+    Raises LibraError for a bad spec.
+    """
+    validate_spec(spec)
+    val = len(_val_label_plan(spec)) if spec.long_tail else spec.num_val
+    return {"train": spec.num_train, "val": val}
+
+
+def _val_label_plan(spec: SynthSpec) -> list[list[int]]:
+    """The class indices of each image of a long-tailed (class-balanced) val split.
+
+    Every class appears exactly ``val_instances_per_class`` times, in an order shuffled by the seed; the
+    sequence is cut into images of ``min_objects``..``max_objects`` objects (uniform, like the training
+    images; the last image takes what is left).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([spec.seed, _SPLIT_CODES["val"]]))
+    classes = np.repeat(np.arange(spec.num_classes), spec.val_instances_per_class)
+    deck = rng.permutation(classes).tolist()
+    plan, start = [], 0
+    while start < len(deck):
+        count = int(rng.integers(spec.min_objects, spec.max_objects + 1))
+        plan.append(deck[start : start + count])
+        start += count
+    return plan
+
+
 def validate_spec(spec: SynthSpec) -> None:
     """Raise LibraError naming the first parameter of ``spec`` that is out of range."""
-    for name in ("num_train", "num_val", "image_size", "num_classes", "min_objects", "max_objects", "seed"):
+    for name in (
+        "num_train",
+        "num_val",
+        "val_instances_per_class",
+        "image_size",
+        "num_classes",
+        "min_objects",
+        "max_objects",
+        "seed",
+    ):
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool):
             raise LibraError(f"synth: {name}={value!r} must be an integer")
@@ -146,6 +194,11 @@ def validate_spec(spec: SynthSpec) -> None:
         raise LibraError(f"synth: max_objects={spec.max_objects} is smaller than min_objects={spec.min_objects}")
     if spec.max_objects > _MAX_OBJECTS_LIMIT:
         raise LibraError(f"synth: max_objects={spec.max_objects} must be at most {_MAX_OBJECTS_LIMIT}")
+    if spec.long_tail and spec.val_instances_per_class and not spec.max_objects:
+        raise LibraError(
+            f"synth: max_objects=0 leaves no room for the val split's val_instances_per_class="
+            f"{spec.val_instances_per_class}"
+        )
     if (
         not isinstance(spec.zipf_exponent, int | float)
         or not math.isfinite(spec.zipf_exponent)
@@ -381,8 +434,14 @@ def _draw_crowd(
     return int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()), int(boxes[:, 3].max())
 
 
-def _draw_image(spec: SynthSpec, rng: np.random.Generator) -> tuple[Image.Image, list[dict]]:
-    """One image and its objects: dicts with class index, box (x0, y0, x1, y1), polygon [N, 2], iscrowd."""
+def _draw_image(
+    spec: SynthSpec, rng: np.random.Generator, labels: list[int] | None = None
+) -> tuple[Image.Image, list[dict]]:
+    """One image and its objects: dicts with class index, box (x0, y0, x1, y1), polygon [N, 2], iscrowd.
+
+    ``labels``: the class indices of the objects to draw; None draws their number and classes from ``rng``.
+    An object that finds no honest place is left out, so fewer objects than ``labels`` may come back.
+    """
     size = spec.image_size
     side_range = (min(_MIN_OBJECT_SIDE, _MAX_SIDE_FRACTION * size), _MAX_SIDE_FRACTION * size)
     categories = category_list()[: spec.num_classes]
@@ -400,8 +459,12 @@ def _draw_image(spec: SynthSpec, rng: np.random.Generator) -> tuple[Image.Image,
             objects.append({"label": label, "box": box, "polygon": _box_polygon(box), "iscrowd": 1})
             _cover(box, coverage)
 
-    for _ in range(rng.integers(spec.min_objects, spec.max_objects + 1)):
-        label = int(rng.choice(spec.num_classes, p=frequencies))
+    if labels is None:
+        # Lazily, so each class is drawn just before its object is placed: the order every seed's images have
+        # always been drawn in.
+        count = rng.integers(spec.min_objects, spec.max_objects + 1)
+        labels = (int(rng.choice(spec.num_classes, p=frequencies)) for _ in range(count))
+    for label in labels:
         shape, colour = categories[label]
         unit_outline, unit_hole = _unit_shape(shape)
         for _attempt in range(_PLACEMENT_ATTEMPTS):
@@ -481,15 +544,30 @@ def _lvis_image_fields(labels: set[int], ids: list[int], rng: np.random.Generato
 
 
 def _generate_split(
-    out: Path, split: str, count: int, spec: SynthSpec, ids: list[int], tick: Callable[[], None]
+    out: Path,
+    split: str,
+    count: int,
+    spec: SynthSpec,
+    ids: list[int],
+    tick: Callable[[], None],
+    plan: list[list[int]] | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """Draw and save ``count`` images of ``split``; return their COCO image and annotation records."""
+    """Draw and save ``count`` images of ``split``; return their COCO image and annotation records.
+
+    ``plan``: the class indices of each image's objects (see ``_val_label_plan``); None draws them at random.
+    A planned object that finds no room in its image moves on to the next one, so the split keeps its
+    planned number of instances per class (unless the last image has no room either).
+    """
     folder = out / "images" / split
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
+    carried: list[int] = []  # planned class indices that an earlier image had no room for
     for index in range(count):
         rng = np.random.default_rng(np.random.SeedSequence([spec.seed, _SPLIT_CODES[split], index]))
-        canvas, objects = _draw_image(spec, rng)
+        labels = None if plan is None else carried + plan[index]
+        canvas, objects = _draw_image(spec, rng, labels)
+        if labels is not None:
+            carried = sorted((Counter(labels) - Counter(o["label"] for o in objects)).elements())
         file_name = f"{index:06d}.png"
         canvas.save(folder / file_name, format="PNG", compress_level=1)
         image_id = index + 1
@@ -539,7 +617,9 @@ def generate_benchmark(
     out = Path(out_dir)
     _prepare_directory(out)
     ids = category_ids(spec)
-    total, done = spec.num_train + spec.num_val, 0
+    counts = split_image_counts(spec)
+    plans = {"train": None, "val": _val_label_plan(spec) if spec.long_tail else None}
+    total, done = sum(counts.values()), 0
 
     def tick() -> None:
         nonlocal done
@@ -547,10 +627,7 @@ def generate_benchmark(
         if progress is not None:
             progress(done, total)
 
-    splits = {
-        split: _generate_split(out, split, count, spec, ids, tick)
-        for split, count in (("train", spec.num_train), ("val", spec.num_val))
-    }
+    splits = {split: _generate_split(out, split, counts[split], spec, ids, tick, plans[split]) for split in counts}
     categories = _category_records(spec, ids, splits["train"][1])
     data_format = "lvis" if spec.long_tail else "coco"
     info = {
@@ -579,7 +656,7 @@ def generate_benchmark(
         }
     record = {
         "format": data_format,
-        "spec": asdict(spec),
+        "spec": _spec_record(spec),
         "splits": {
             split: {k: v for k, v in s.items() if k not in ("image_dir", "annotation_file")}
             for split, s in summary_splits.items()
@@ -590,20 +667,38 @@ def generate_benchmark(
     return {"out_dir": str(out), "format": data_format, "spec": asdict(spec), "splits": summary_splits}
 
 
+def _spec_record(spec: SynthSpec) -> dict:
+    """``spec`` as benchmark.json stores it: a COCO-format benchmark leaves out the fields only a long tail
+    uses, so its file reads as it did before they existed (and cached copies of it stay valid)."""
+    record = asdict(spec)
+    if not spec.long_tail:
+        for name in _LONG_TAIL_ONLY_FIELDS:
+            del record[name]
+    return record
+
+
 def read_benchmark_spec(out_dir: str | Path) -> SynthSpec | None:
-    """The spec a complete benchmark in ``out_dir`` was generated with; None if absent or incomplete."""
+    """The spec a complete benchmark in ``out_dir`` was generated with; None if absent or incomplete.
+
+    A long-tailed benchmark written before its val split became class-balanced lacks
+    ``val_instances_per_class`` and reads as None, so it is generated again rather than reused.
+    """
     out = Path(out_dir)
     try:
         record = json.loads((out / _BENCHMARK_FILE).read_text())
         stored = record["spec"]
-        if set(stored) != {f.name for f in fields(SynthSpec)}:
+        expected = {f.name for f in fields(SynthSpec)}
+        if not stored.get("long_tail"):
+            expected -= set(_LONG_TAIL_ONLY_FIELDS)
+        if set(stored) != expected:
             return None
         spec = SynthSpec(**stored)
-    except (OSError, ValueError, KeyError, TypeError):
+        validate_spec(spec)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, LibraError):
         return None
     if (out / _IN_PROGRESS_FILE).exists():
         return None
-    for split, count in (("train", spec.num_train), ("val", spec.num_val)):
+    for split, count in split_image_counts(spec).items():
         if not (out / "annotations" / f"{split}.json").is_file():
             return None
         if count and not (out / "images" / split / f"{count - 1:06d}.png").is_file():

@@ -43,6 +43,21 @@ def test_data_synth_writes_a_benchmark(tmp_path):
     assert [c["id"] for c in train["categories"]] != [1, 2, 3, 4]
 
 
+def test_data_synth_long_tail_sizes_its_val_split_per_class(tmp_path):
+    out = tmp_path / "lt"
+    options = ["--num-train", "4", "--image-size", "64", "--num-classes", "3", "--long-tail"]
+    result = runner.invoke(app, ["data", "synth", str(out), *options, "--val-per-class", "2"])
+    assert result.exit_code == 0, result.output
+    val = json.loads((out / "annotations" / "val.json").read_text())
+    assert sorted(a["category_id"] for a in val["annotations"]) == [1, 1, 2, 2, 3, 3]  # 2 of each class
+    # --num-val would do nothing to a class-balanced val split, and --val-per-class nothing without one.
+    refused = runner.invoke(app, ["data", "synth", str(tmp_path / "a"), *options, "--num-val", "5"])
+    assert refused.exit_code == 2 and "--val-per-class" in refused.output
+    refused = runner.invoke(app, ["data", "synth", str(tmp_path / "b"), "--val-per-class", "5"])
+    assert refused.exit_code == 2 and "--long-tail" in refused.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
     missing = tmp_path / "missing.json"
     result = runner.invoke(

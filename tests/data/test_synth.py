@@ -3,7 +3,9 @@
 import contextlib
 import hashlib
 import io
+import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +13,8 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from libra_cli.compat import import_lvis
 from libra_cli.data import synth
+from libra_cli.data.build import default_synth_spec
 from libra_cli.data.synth import (
     COLOURS,
     LONG_TAIL_NUM_CLASSES,
@@ -22,10 +24,15 @@ from libra_cli.data.synth import (
     category_list,
     generate_benchmark,
     read_benchmark_spec,
+    split_image_counts,
 )
+from libra_cli.engine.metrics import evaluate_lvis
 from libra_cli.errors import LibraError
 
 SMALL = SynthSpec(num_train=6, num_val=3, image_size=96, seed=5)
+# What `libra data synth --long-tail` and `libra train --long-tail` generate.
+LONG_TAIL = SynthSpec(long_tail=True, num_classes=LONG_TAIL_NUM_CLASSES)
+SMALL_LONG_TAIL = SynthSpec(num_train=6, image_size=64, num_classes=6, long_tail=True, val_instances_per_class=3)
 
 
 def _load(path: Path) -> dict:
@@ -62,10 +69,13 @@ def sizes_benchmark(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def long_tail_benchmark(tmp_path_factory) -> Path:
-    """The default 500 training images with the documented long-tail class count (64 px keeps it quick:
-    class labels are drawn the same way at any resolution)."""
+    """The default long-tailed benchmark, byte for byte (500 + 181 images at 256 px: about 11 s on 2 cores).
+
+    Not a smaller stand-in: which classes come out rare depends on the random stream, which the image size
+    changes, and the claims below are about the benchmark users get.
+    """
     out = tmp_path_factory.mktemp("long_tail")
-    generate_benchmark(out, SynthSpec(num_val=40, image_size=64, long_tail=True, num_classes=LONG_TAIL_NUM_CLASSES))
+    generate_benchmark(out, LONG_TAIL)
     return out
 
 
@@ -149,6 +159,39 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path, sma
     third = _file_hashes(other)
     assert third["annotations/train.json"] != first["annotations/train.json"]
     assert all(third[f"images/train/{i:06d}.png"] != first[f"images/train/{i:06d}.png"] for i in range(6))
+
+
+def test_long_tail_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path):
+    generate_benchmark(tmp_path / "first", SMALL_LONG_TAIL)
+    generate_benchmark(tmp_path / "second", SMALL_LONG_TAIL)
+    first, second = _file_hashes(tmp_path / "first"), _file_hashes(tmp_path / "second")
+    assert first == second
+    generate_benchmark(tmp_path / "other", replace(SMALL_LONG_TAIL, seed=1))
+    assert _file_hashes(tmp_path / "other")["annotations/val.json"] != first["annotations/val.json"]
+
+
+def test_the_demo_benchmark_is_unchanged(tmp_path):
+    # The first 4 train and 2 val images of the demo's benchmark (SynthSpec() at its defaults) and files of the
+    # same shape, hashed when the long-tailed val split became class-balanced: that change, and any later one to
+    # the long tail, must leave the COCO-format benchmark as it was. Pixels are hashed decoded, so that a zlib
+    # that compresses differently does not count as a change; a Pillow that rasterises polygons differently would.
+    generate_benchmark(tmp_path, SynthSpec(num_train=4, num_val=2))
+    files = {
+        name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+        for name in ("annotations/train.json", "annotations/val.json", "benchmark.json")
+    }
+    assert files == {
+        "annotations/train.json": "3e33a0f6d75505fa027b9254544fca57bf2ccb67c9c304861d9f68771892d225",
+        "annotations/val.json": "73d446b6e45521396d428ef03828115c07e60cf63b3e91ae2bebe40bdd10e138",
+        "benchmark.json": "526c63791472a6bb775b13aaa911cd9ab59d37b77e3e67b05b79ff764e287350",
+    }
+    pixels = hashlib.sha256()
+    for split, count in (("train", 4), ("val", 2)):
+        for index in range(count):
+            with Image.open(tmp_path / "images" / split / f"{index:06d}.png") as picture:
+                pixels.update(np.asarray(picture).tobytes())
+    assert pixels.hexdigest() == "590bae1f7d2626b6a52365857715f5a7bd0c135759de4aad4c338dd1be1b4b64"
+    assert "val_instances_per_class" not in _load(tmp_path / "benchmark.json")["spec"]
 
 
 # ---------------------------------------------------------------------------------------- COCO format
@@ -260,6 +303,10 @@ def test_long_tail_has_no_crowd_regions(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------- long tail
 
 
+def test_the_default_long_tail_spec_is_what_training_uses():
+    assert default_synth_spec(long_tail=True) == LONG_TAIL
+
+
 def test_long_tail_categories_carry_lvis_fields_and_the_frequency_rule(long_tail_benchmark):
     train = _load(long_tail_benchmark / "annotations" / "train.json")
     val = _load(long_tail_benchmark / "annotations" / "val.json")
@@ -272,7 +319,17 @@ def test_long_tail_categories_carry_lvis_fields_and_the_frequency_rule(long_tail
         expected = "r" if image_count < 10 else ("c" if image_count < 100 else "f")
         assert category["frequency"] == expected
         assert category["synset"] and category["synonyms"] and category["def"]
-    assert {c["frequency"] for c in train["categories"]} == {"r", "c", "f"}
+
+
+def test_long_tail_train_split_has_rare_common_and_frequent_classes(long_tail_benchmark):
+    categories = _load(long_tail_benchmark / "annotations" / "train.json")["categories"]
+    groups = {group: [c["image_count"] for c in categories if c["frequency"] == group] for group in "rcf"}
+    # Seed 0 gives 5 rare classes (6-9 training images), 31 common and 4 frequent (101-385). Several rare
+    # classes, so that APr averages over more than one; rare < 10 and frequent >= 100 images, so each rare
+    # class has under a tenth of the images of any frequent one.
+    assert len(groups["r"]) >= 3 and groups["c"] and groups["f"]
+    image_counts = [c["image_count"] for c in categories]
+    assert max(image_counts) >= 10 * min(image_counts)  # 385 vs 6
 
 
 def test_long_tail_instance_counts_follow_zipf(long_tail_benchmark):
@@ -285,6 +342,24 @@ def test_long_tail_instance_counts_follow_zipf(long_tail_benchmark):
     assert np.mean(counts[:10]) > 5 * np.mean(counts[-10:])
 
 
+def test_long_tail_val_split_is_class_balanced(long_tail_benchmark):
+    # Every class, rare ones included, has exactly val_instances_per_class = 20 instances (ImageNet-LT's and
+    # Places-LT's convention), dealt to images of 2-7 objects like the training images: 800 in 181 images.
+    val = _load(long_tail_benchmark / "annotations" / "val.json")
+    per_class = {c["id"]: 0 for c in val["categories"]}
+    for a in val["annotations"]:
+        per_class[a["category_id"]] += 1
+    assert len(per_class) == LONG_TAIL_NUM_CLASSES
+    assert min(per_class.values()) >= 20
+    assert set(per_class.values()) == {LONG_TAIL.val_instances_per_class}
+    assert len(val["images"]) == split_image_counts(LONG_TAIL)["val"] == 181
+    objects_per_image = np.bincount([a["image_id"] for a in val["annotations"]], minlength=len(val["images"]) + 1)
+    assert objects_per_image[1:-1].min() >= LONG_TAIL.min_objects  # the last image takes what is left
+    assert objects_per_image.max() <= LONG_TAIL.max_objects
+    record = _load(long_tail_benchmark / "benchmark.json")
+    assert record["spec"]["val_instances_per_class"] == 20 and record["splits"]["val"]["images"] == 181
+
+
 def test_long_tail_images_carry_federated_lists(long_tail_benchmark):
     for split in ("train", "val"):
         data = _load(long_tail_benchmark / "annotations" / f"{split}.json")
@@ -295,19 +370,53 @@ def test_long_tail_images_carry_federated_lists(long_tail_benchmark):
             assert img["coco_url"].endswith("/" + img["file_name"])
             assert img["neg_category_ids"] and not set(img["neg_category_ids"]) & present[img["id"]]
             assert set(img["not_exhaustive_category_ids"]) <= present[img["id"]]
+        # Every category is a verified negative somewhere, so the federated evaluation counts its false positives.
+        negatives = set().union(*(img["neg_category_ids"] for img in data["images"]))
+        assert negatives == {c["id"] for c in data["categories"]}
 
 
-def test_lvis_api_scores_perfect_detections_as_ap_one(long_tail_benchmark):
-    lvis_class, results_class, eval_class = import_lvis()
-    gt = lvis_class(str(long_tail_benchmark / "annotations" / "val.json"))
+def test_lvis_eval_scores_ground_truth_as_detections_ap_one_for_every_val_class(long_tail_benchmark):
+    val = _load(long_tail_benchmark / "annotations" / "val.json")
     detections = [
         {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
-        for a in gt.dataset["annotations"]
+        for a in val["annotations"]
     ]
-    evaluator = eval_class(gt, results_class(gt, detections), "bbox")
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluator.run()
-    assert evaluator.results["AP"] == pytest.approx(1.0)
+    result = evaluate_lvis(val, detections)
+    assert len(result["per_category"]) == LONG_TAIL_NUM_CLASSES
+    for row in result["per_category"]:
+        assert row["num_gt"] == 20
+        assert row["AP"] == pytest.approx(1.0, abs=1e-9), row["name"]
+    for name in ("AP", "APr", "APc", "APf"):
+        assert result["summary"][name] == pytest.approx(1.0, abs=1e-9), name
+
+
+def test_a_planned_val_object_without_room_moves_to_the_next_image(tmp_path, monkeypatch):
+    # The first planned object finds every one of its placements too covered; it is drawn in image 2 instead.
+    calls = itertools.count()
+    real = synth._covered_too_much
+    monkeypatch.setattr(
+        synth, "_covered_too_much", lambda box, coverage: next(calls) < synth._PLACEMENT_ATTEMPTS or real(box, coverage)
+    )
+    spec = SynthSpec(num_train=0, image_size=64, num_classes=4, long_tail=True, val_instances_per_class=5)
+    summary = generate_benchmark(tmp_path, spec)
+    assert set(summary["splits"]["val"]["instances_per_class"].values()) == {5}
+    plan = synth._val_label_plan(spec)
+    val = _load(tmp_path / "annotations" / "val.json")
+    objects_per_image = np.bincount([a["image_id"] for a in val["annotations"]], minlength=len(plan) + 1)[1:]
+    assert objects_per_image[:2].tolist() == [len(plan[0]) - 1, len(plan[1]) + 1]
+    assert objects_per_image[2:].tolist() == [len(labels) for labels in plan[2:]]
+
+
+def test_an_old_long_tail_benchmark_is_not_reused(tmp_path):
+    # One written before the val split became class-balanced has no val_instances_per_class in its spec.
+    generate_benchmark(tmp_path, SMALL_LONG_TAIL)
+    assert benchmark_exists(tmp_path, SMALL_LONG_TAIL)
+    assert not benchmark_exists(tmp_path, replace(SMALL_LONG_TAIL, val_instances_per_class=4))
+    record = _load(tmp_path / "benchmark.json")
+    del record["spec"]["val_instances_per_class"]
+    (tmp_path / "benchmark.json").write_text(json.dumps(record))
+    assert read_benchmark_spec(tmp_path) is None
+    assert not benchmark_exists(tmp_path, SMALL_LONG_TAIL)
 
 
 # ---------------------------------------------------------------------------------------- directory
@@ -361,6 +470,7 @@ def test_refuses_a_directory_that_is_not_a_benchmark(tmp_path):
         ("zipf_exponent", -0.5),
         ("zipf_exponent", float("nan")),
         ("seed", -3),
+        ("val_instances_per_class", -1),
         ("image_size", 12.5),
         ("long_tail", "yes"),
     ],
@@ -377,3 +487,8 @@ def test_bad_parameters_raise_a_one_line_libra_error(tmp_path, field, value):
 def test_max_objects_below_min_objects_is_refused(tmp_path):
     with pytest.raises(LibraError, match="max_objects=2 is smaller than min_objects=4"):
         generate_benchmark(tmp_path, SynthSpec(min_objects=4, max_objects=2))
+
+
+def test_a_long_tail_needs_room_for_its_val_objects(tmp_path):
+    with pytest.raises(LibraError, match="max_objects=0 leaves no room"):
+        generate_benchmark(tmp_path, SynthSpec(long_tail=True, min_objects=0, max_objects=0))
