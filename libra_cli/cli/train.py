@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from libra_cli.cli.ui import TrainProgress, category_table, console, handle_errors, metrics_table
@@ -151,6 +152,8 @@ def describe_start(config: RunConfig, info: dict[str, Any]) -> None:
     if config.libra.eql:
         table.add_row("eql", eql_tail_summary(info["eql"]))
     console.print(table)
+    if config.libra.eql and info["eql"].get("warning"):
+        console.print(f"[yellow]warning:[/yellow] {escape(info['eql']['warning'])}")
 
 
 def run_label(config: RunConfig) -> str:

@@ -119,8 +119,30 @@ class NoLog:
         pass
 
 
+# The EQL paper's λ = 1.76e-3 gives a tail ratio of 9.08 % on LVIS v0.5 (EQL paper §4). A λ whose TR is
+# under a third or over twice that is far from what the paper tuned: the user is warned at start.
+PAPER_TAIL_RATIO = 0.0908
+TAIL_RATIO_BAND = (PAPER_TAIL_RATIO / 3, 2 * PAPER_TAIL_RATIO)
+
+
+def tail_ratio_warning(ratio: float, lam: float) -> str | None:
+    """A one-line warning when TR(λ) lies outside ``TAIL_RATIO_BAND``, else None.
+
+    λ = 0 is no warning: it is the sigmoid baseline on purpose (no class is a tail class).
+    """
+    low, high = TAIL_RATIO_BAND
+    if lam == 0 or low <= ratio <= high:
+        return None
+    side = "below" if ratio < low else "above"
+    return (
+        f"EQL: λ = {lam:g} gives TR(λ) = {100 * ratio:.2f}%, {side} {100 * low:.0f}–{100 * high:.0f}% "
+        f"(the paper's λ gives 9.08% on LVIS); choose λ for your dataset from the tail ratio"
+    )
+
+
 def eql_tail_info(lam: float, dataset_info: dict[str, Any], freq_mode: str = "annotated") -> dict[str, Any]:
-    """The tail classes T_λ and the tail ratio TR(λ) (Tan et al., CVPR 2020, Sec. 3) of the training set.
+    """The tail classes T_λ and the tail ratio TR(λ) (Tan et al., CVPR 2020, Sec. 3) of the training set,
+    and a warning when TR(λ) is far from the paper's (:func:`tail_ratio_warning`).
 
     ``freq_mode`` chooses the frequencies' denominator (``libra.eql_freq``, see ``eql_frequency_denominator``).
     """
@@ -137,6 +159,7 @@ def eql_tail_info(lam: float, dataset_info: dict[str, Any], freq_mode: str = "an
         "tail_ratio": ratio,
         "freq_mode": freq_mode,
         "freq_denominator": denominator,
+        "warning": tail_ratio_warning(ratio, lam),
     }
 
 

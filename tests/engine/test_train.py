@@ -143,13 +143,32 @@ def test_lvis_run_is_evaluated_with_lvis_metrics_and_logs_eql_tail_classes(tiny_
     assert {"AP", "APr", "APc", "APf"} <= set(result.metrics["summary"])
     start = read_log(run_dir)[0]
     assert start["type"] == "start" and start["components"] == ["eql"]
-    # Tail classes are those whose image frequency is below λ = 0.5, counted from dataset.json.
+    # Tail classes are those whose image frequency is below λ = 0.5, counted from dataset.json; by default
+    # (the reference) the frequencies are over the training images that hold a box.
     info = json.loads((run_dir / "dataset.json").read_text())
+    assert start["eql"]["freq_mode"] == "annotated"
+    assert start["eql"]["freq_denominator"] == info["num_annotated_images"]
     expected = [
         name
         for name, count in zip(info["category_names"], info["images_per_class"], strict=True)
-        if count / info["num_images"] < 0.5
+        if count / info["num_annotated_images"] < 0.5
     ]
     assert start["eql"]["tail_classes"] == expected
     tail = [n for name, n in zip(info["category_names"], info["instances_per_class"], strict=True) if name in expected]
     assert start["eql"]["tail_ratio"] == pytest.approx(sum(tail) / sum(info["instances_per_class"]))
+    # The start record warns exactly when TR(λ) lies outside 3.03–18.16 % (a third to twice the paper's).
+    outside = not 0.0908 / 3 <= start["eql"]["tail_ratio"] <= 2 * 0.0908
+    assert (start["eql"]["warning"] is not None) == outside
+
+
+def test_tail_ratio_warning_band():
+    # The paper's λ gives TR = 9.08 %; a TR under a third (3.03 %) or over twice (18.16 %) of that warns.
+    from libra_cli.engine.train import tail_ratio_warning
+
+    assert tail_ratio_warning(0.0853, 0.035) is None
+    assert tail_ratio_warning(0.1609, 0.05) is None
+    low = tail_ratio_warning(0.0176, 0.02)
+    assert low is not None and "TR(λ) = 1.76%, below 3–18%" in low
+    high = tail_ratio_warning(0.3878, 0.2)
+    assert high is not None and "TR(λ) = 38.78%, above 3–18%" in high
+    assert tail_ratio_warning(0.0, 0.0) is None  # λ = 0 is the sigmoid baseline on purpose
