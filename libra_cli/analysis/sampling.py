@@ -24,6 +24,7 @@ inner edge counts in the upper bin. "Share above 0.05" counts IoU > 0.05 strictl
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,10 @@ from libra_cli.analysis.common import (
     write_analysis_files,
 )
 from libra_cli.config import RunConfig
+from libra_cli.errors import LibraError
 from libra_cli.models.build import iou_sampler_from_config
 from libra_cli.models.roi_heads import LibraRoIHeads
-from libra_cli.sampling import IoUBalancedSampler, RandomSampler, hard_negatives
+from libra_cli.sampling import READINGS, IoUBalancedSampler, RandomSampler, hard_negatives
 
 METHODS = ("random", "hard", "iou_balanced")
 BIN_WIDTH = 0.05
@@ -172,8 +174,16 @@ def negatives_three_ways(
     return {method: chosen[method] for method in METHODS}
 
 
-def iou_balanced_sampler_for(config: RunConfig) -> IoUBalancedSampler:
-    """The IoU-balanced sampler a run would use with ``--iou-sampling``: its model and ``libra`` settings."""
+def iou_balanced_sampler_for(config: RunConfig, reading: str | None = None) -> IoUBalancedSampler:
+    """The IoU-balanced sampler a run would use with ``--iou-sampling``: its model and ``libra`` settings,
+    with the floor and the bins' upper end of a named reading ("reference" or "paper") when one is given,
+    so that both readings can be measured on the same trained model."""
+    if reading is not None:
+        if reading not in READINGS:
+            raise LibraError(f"--reading: {reading!r} is not one of {', '.join(READINGS)}")
+        floor_thr, bins_upper = READINGS[reading]
+        libra = dataclasses.replace(config.libra, iou_floor_thr=floor_thr, iou_bins_upper=bins_upper)
+        config = dataclasses.replace(config, libra=libra)
     return iou_sampler_from_config(config)
 
 
@@ -187,8 +197,12 @@ def analyze_sampling(
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
+    reading: str | None = None,
 ) -> dict[str, Any]:
     """IoU histograms of the negatives picked by random, hard and IoU-balanced sampling (paper Fig. 2).
+
+    ``reading`` ("reference" or "paper") replaces the run's IoU-balanced floor and bins by a named
+    reading's (see ``libra_cli.sampling.READINGS``); None keeps the run's own settings.
 
     Returns the ``sampling.json`` payload: {"analysis", "run", "images", "split", "bin_edges",
     "methods": {method: summarize_negatives(...)}, "settings", "checkpoint"}. Nothing is written.
@@ -196,6 +210,8 @@ def analyze_sampling(
     Raises:
         LibraError: a RetinaNet run (no RoI sampler), or bad input (see ``load_analysis_inputs``).
     """
+    if reading is not None and reading not in READINGS:
+        raise LibraError(f"--reading: {reading!r} is not one of {', '.join(READINGS)}")
     inputs = load_analysis_inputs(
         run_dir, num_images=num_images, split=split, checkpoint=checkpoint, device=device, seed=seed
     )
@@ -203,7 +219,7 @@ def analyze_sampling(
     model, heads = inputs.model, inputs.model.roi_heads
     sigmoid = getattr(heads, "eql_tail_mask", None) is not None
     random_sampler = RandomSampler(heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction)
-    iou_sampler = iou_balanced_sampler_for(inputs.config)
+    iou_sampler = iou_balanced_sampler_for(inputs.config, reading)
     generator = torch.Generator().manual_seed(seed)
     edges = iou_bin_edges()
 

@@ -211,6 +211,12 @@ def sampling_command(
     seed: int = SEED,
     batch_size: int = BATCH_SIZE,
     threads: int = THREADS,
+    reading: str = typer.Option(
+        None,
+        "--reading",
+        help="IoU-balanced sampling as the reference code trains it (reference) or as the paper's text reads "
+        "(paper); default: the run's own settings.",
+    ),
 ) -> None:
     """IoU of the negatives random, hard (OHEM) and IoU-balanced sampling pick (the paper's Fig. 2)."""
     result = _run_with_progress(
@@ -224,6 +230,7 @@ def sampling_command(
         device=device,
         seed=seed,
         batch_size=batch_size,
+        reading=reading,
     )
     console.print(sampling_table(result))
     _print_written(write_sampling(result))

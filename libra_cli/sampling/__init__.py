@@ -27,6 +27,7 @@ The samplers hold no state that changes from call to call, and every random draw
 from libra_cli.sampling.instance_balanced import sample_positives_per_instance
 from libra_cli.sampling.iou_balanced import (
     BINS_UPPER_CHOICES,
+    READINGS,
     iou_bin_index,
     iou_sampling_reading,
     sample_negatives_by_iou,
@@ -37,6 +38,7 @@ from libra_cli.sampling.sampler import IoUBalancedSampler, RandomSampler, hard_n
 
 __all__ = [
     "BINS_UPPER_CHOICES",
+    "READINGS",
     "IoUBalancedSampler",
     "NegPosCappedSampler",
     "RandomSampler",

@@ -14,6 +14,8 @@ import torch
 from libra_cli.sampling.random import sample_uniformly
 
 BINS_UPPER_CHOICES = ("max-iou", "neg-thr")
+# The two named readings of Libra R-CNN §3.1 as (floor_thr, bins_upper); see iou_sampling_reading.
+READINGS = {"reference": (0.0, "max-iou"), "paper": (-1.0, "neg-thr")}
 
 
 def iou_sampling_reading(floor_thr: float, bins_upper: str) -> str:

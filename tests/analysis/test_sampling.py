@@ -157,6 +157,12 @@ def test_iou_sampler_takes_the_runs_libra_settings():
         False,
     )
     assert (sampler.batch_size_per_image, sampler.positive_fraction) == (256, 0.5)
+    # A named reading replaces the floor and the bins' upper end only.
+    paper = iou_balanced_sampler_for(config, "paper")
+    assert (paper.floor_thr, paper.bins_upper, paper.num_bins, paper.reading) == (-1.0, "neg-thr", 5, "paper")
+    reference = iou_balanced_sampler_for(config, "reference")
+    assert (reference.floor_thr, reference.bins_upper, reference.reading) == (0.0, "max-iou", "reference")
+    assert sampler.reading == "floor 0, bins to neg-thr"
 
 
 # ---- end to end --------------------------------------------------------------------------------------------
@@ -185,9 +191,22 @@ def test_sampling_command_on_a_trained_run(tiny_run):
         payload["settings"]["batch_size_per_image"] == 64
         and payload["settings"]["hard_negative_loss"] == "cross_entropy"
     )
+    assert payload["settings"]["reading"] == "reference"  # the config default, floor 0 and bins to max-iou
+    assert "IoU-balanced: reference reading" in result.output
     csv_lines = (folder / "sampling.csv").read_text().splitlines()
     assert len(csv_lines) == 11 and csv_lines[0].startswith("iou_lo,iou_hi,random_count")
     assert (folder / "sampling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_sampling_with_the_paper_reading_names_it_and_bad_names_are_refused(tiny_run):
+    payload = analyze_sampling(tiny_run, num_images=1, checkpoint="last", reading="paper")
+    assert (payload["settings"]["reading"], payload["settings"]["floor_thr"]) == ("paper", -1.0)
+    result = runner.invoke(app, ["analyze", "sampling", str(tiny_run), "--reading", "text"])
+    assert result.exit_code == 2
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        "error: --reading: 'text' is not one of reference, paper"
+    ]
 
 
 @pytest.mark.slow
