@@ -8,6 +8,11 @@ wrap exactly one part each and only when switched on:
   ``LibraRoIHeads``, a ``RoIHeads`` subclass with the same pooler, box head and matcher;
 - ``--balanced-l1`` (RetinaNet): the regression head's loss becomes balanced L1.
 
+The reference code's other training choices are named options, each off (torchvision's behaviour) by
+default: ``model.rpn_neg_pos_ub`` caps the RPN sampler's negatives; ``model.roi_box_loss`` /
+``roi_smooth_l1_beta`` choose the RoI head's box loss (the paper's baseline: smooth L1 with β = 1);
+``model.retinanet_loss_norm`` / ``retinanet_p6`` the RetinaNet loss divisor and extra levels.
+
 With every switch off the result is the plain torchvision model (the tests compare losses).
 """
 
