@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
-from libra_cli.config import RunConfig, apply_overrides, load_config, save_config
+from libra_cli.config import RunConfig, apply_overrides, load_config
 from libra_cli.data.build import (
     DataPaths,
     build_eval_dataset,
@@ -72,11 +72,12 @@ from libra_cli.engine.profiling import (
     top_operators,
     update_section_file,
 )
-from libra_cli.engine.run import RunLayout, dataset_info, resolve_device, write_dataset_info
+from libra_cli.engine.run import dataset_info, resolve_device
 from libra_cli.engine.train import amp_dtype
 from libra_cli.errors import LibraError
 from libra_cli.models.build import build_detector, iou_sampler_from_config
 from libra_cli.models.reference import torchvision_faster_rcnn
+from libra_cli.rundir import RunLayout
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPOSITORY / "benchmarks" / "RESULTS.md"
@@ -540,8 +541,8 @@ def write_analysis_run(root: Path, config: RunConfig, model: nn.Module, data: Be
         "benchmark",
     )
     layout.root.mkdir(parents=True, exist_ok=True)
-    save_config(run_config, layout.config)
-    write_dataset_info(layout, dataset_info(paths, data.train_set))
+    layout.write_config(run_config)
+    layout.write_dataset_info(dataset_info(paths, data.train_set))
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     save_checkpoint(layout.best, {"model": state, "iteration": 0})
     return root

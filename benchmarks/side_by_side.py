@@ -13,7 +13,6 @@ evaluation on the val split. The result is written as the section "CPU: runs sid
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from libra_cli.config import load_config
 from libra_cli.data.build import default_synth_spec, ensure_benchmark
 from libra_cli.engine.parallel import TrainJob, cpu_cores, train_parallel
 from libra_cli.engine.profiling import machine_description, markdown_table, summarize, update_section_file
+from libra_cli.rundir import RunLayout
 
 SECTION = "CPU: runs side by side"
 PRESETS = ("baseline", "libra")
@@ -56,7 +56,7 @@ def time_pair(root: Path, synth_dir: str, iters: int, *, parallel: int, threads:
             raise SystemExit(f"{outcome.job.name}: {outcome.error or outcome.status}")
     per_iter = []
     for preset in PRESETS:
-        records = [json.loads(line) for line in (root / preset / "log.jsonl").read_text().splitlines()]
+        records = RunLayout(root / preset).read_log()
         times = [r["time_per_iter"] for r in records if r.get("type") == "train" and r["iter"] > 10]
         per_iter.append(summarize(times).median if times else float("nan"))
     return wall, per_iter

@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, NewType, get_args, get_origin, get_type_hints
 
 import yaml
 
 from libra_cli.errors import LibraError
+from libra_cli.io import atomic_write_text
 
 # Where the default synthetic benchmark lives (relative to the working directory) unless told otherwise.
 DEFAULT_SYNTH_DIR = "data/synth"
@@ -25,15 +26,17 @@ DEFAULT_SYNTH_DIR = "data/synth"
 ROI_BOX_LOSSES = ("smooth_l1", "l1")
 # The repository's presets; a preset may also be given as a path to any YAML file.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# A setting that names a file or folder: a string in YAML, a path on the command line.
+PathStr = NewType("PathStr", str)
 
 
 @dataclass
 class DataConfig:
-    train_ann: str | None = None  # COCO/LVIS annotation JSON; None → the default synthetic benchmark
-    train_images: str | None = None  # folder the train file names are relative to
-    val_ann: str | None = None  # annotation JSON for periodic and final evaluation
-    val_images: str | None = None
-    synth_dir: str = DEFAULT_SYNTH_DIR  # where the default benchmark is generated when no files are given
+    train_ann: PathStr | None = None  # COCO/LVIS annotation JSON; None → the default synthetic benchmark
+    train_images: PathStr | None = None  # folder the train file names are relative to
+    val_ann: PathStr | None = None  # annotation JSON for periodic and final evaluation
+    val_images: PathStr | None = None  # folder the val file names are relative to
+    synth_dir: PathStr = DEFAULT_SYNTH_DIR  # where the default benchmark is generated when no files are given
     synth_long_tail: bool = False  # default benchmark with a Zipf-like class frequency (LVIS format)
     hflip_prob: float = 0.5  # horizontal-flip probability during training
     scale_jitter: tuple[float, float] | None = None  # random resize of train images by a factor in range
@@ -48,23 +51,24 @@ class ModelConfig:
     backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50, always with an FPN
     norm: str = "gn"  # backbone normalisation: "gn" (from scratch), "bn", or "frozen_bn" (pretrained)
     fpn_channels: int = 64  # channels of every pyramid level
-    weights: str | None = None  # local file with a full detector state_dict (optional)
-    backbone_weights: str | None = None  # local file with an ImageNet ResNet state_dict (optional)
+    weights: PathStr | None = None  # local file with a full detector state_dict (optional)
+    backbone_weights: PathStr | None = None  # local file with an ImageNet ResNet state_dict (optional)
     min_size: int = 256  # images are resized so the shorter side is min_size …
     max_size: int = 256  # … and the longer side at most max_size
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # one anchor size per pyramid level
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # anchor height/width ratios, the same at every level
     rpn_batch_size_per_image: int = 256  # anchors sampled per image for the RPN loss
     # RPN sampler: at most this many negatives per positive (reference Libra configs: 5); null: no cap (torchvision)
     rpn_neg_pos_ub: int | None = None
-    rpn_pre_nms_top_n_train: int = 1000
-    rpn_post_nms_top_n_train: int = 1000
-    rpn_pre_nms_top_n_test: int = 1000
-    rpn_post_nms_top_n_test: int = 500
+    rpn_pre_nms_top_n_train: int = 1000  # RPN proposals kept per pyramid level before NMS, in training
+    rpn_post_nms_top_n_train: int = 1000  # RPN proposals kept per image after NMS, in training
+    rpn_pre_nms_top_n_test: int = 1000  # RPN proposals kept per pyramid level before NMS, at inference
+    rpn_post_nms_top_n_test: int = 500  # RPN proposals kept per image after NMS, at inference
     roi_batch_size_per_image: int = 512  # RoIs sampled per image for the box head (Libra: 512)
-    roi_positive_fraction: float = 0.25
+    roi_positive_fraction: float = 0.25  # at most this share of the sampled RoIs are positives
     roi_sampling_ratio: int = 1  # RoIAlign sampling points per bin side (torchvision's default is 2)
-    roi_align: str = "auto"  # RoIAlign kernel: "auto" (grid_sample form on CPU, torchvision's on CUDA), "torchvision"
+    # RoIAlign kernel: "auto" (the grid_sample form on CPU, torchvision's on CUDA), "grid_sample" or "torchvision"
+    roi_align: str = "auto"
     box_head_dim: int = 256  # width of the two-layer MLP box head (torchvision's default is 1024)
     roi_box_loss: str = "smooth_l1"  # RoI-head box loss unless --balanced-l1: "smooth_l1" (β below) or "l1"
     roi_smooth_l1_beta: float = 1 / 9  # smooth L1's β in the RoI head: 1/9 torchvision, 1.0 the paper's baseline
@@ -95,8 +99,8 @@ class LibraConfig:
     # the non-local block's output conv starts at zero, so the block starts as the identity (mmcv)
     bfp_init: str = "xavier"
     balanced_l1: bool = False  # balanced L1 loss for box regression
-    bl1_alpha: float = 0.5
-    bl1_gamma: float = 1.5
+    bl1_alpha: float = 0.5  # balanced L1 α: a smaller α promotes the inliers' gradient more (Libra R-CNN §3.3)
+    bl1_gamma: float = 1.5  # balanced L1 γ: the upper bound of the regression error's gradient
     bl1_beta: float | None = None  # None → 1.0 for Faster R-CNN, 0.11 for RetinaNet
     eql: bool = False  # equalization loss with a sigmoid classifier (Faster R-CNN only)
     eql_lambda: float = 1.76e-3  # tail threshold on image frequency; choose per dataset (see TR(λ))
@@ -112,20 +116,20 @@ class LibraConfig:
 
 @dataclass
 class TrainConfig:
-    out: str = "runs/default"  # the run directory: config, log, checkpoints, metrics, analyses
+    out: PathStr = "runs/default"  # the run directory: config, log, checkpoints, metrics, analyses
     max_iters: int = 450  # optimisation steps
     lr: float = 0.02  # peak learning rate for the global batch
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4  # SGD weight decay (L2)
     warmup_iters: int = 100  # linear warm-up from lr × warmup_factor
-    warmup_factor: float = 0.001
+    warmup_factor: float = 0.001  # the warm-up's first learning rate, as a fraction of lr
     schedule: str = "step"  # "step" (×0.1 at each milestone) or "cosine"
     lr_milestones: tuple[float, ...] = (0.75, 0.92)  # step schedule milestones, as fractions of max_iters
     grad_clip: float | None = 35.0  # max gradient norm; None disables clipping
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     amp_dtype: str = "bf16"  # "bf16" or "fp16" (fp16 uses a gradient scaler)
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
-    seed: int = 0
+    seed: int = 0  # random seed of the initial weights, the data order and the samplers
     log_interval: int = 20  # iterations between JSONL log lines and progress updates
     eval_interval: int = 0  # iterations between evaluations on the val split (0: only at the end)
     checkpoint_interval: int = 200  # iterations between `last` checkpoints
@@ -157,6 +161,8 @@ def _plain(value: Any) -> Any:
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check ``value`` against a field's type annotation and convert lists to tuples."""
+    if isinstance(annotation, NewType):  # PathStr is checked as the str it is
+        annotation = annotation.__supertype__
     origin = get_origin(annotation)
     args = get_args(annotation)
     if value is None:
@@ -254,19 +260,8 @@ def load_config(preset: str | None = None, overrides: dict[str, dict[str, Any]] 
     return config
 
 
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config saved in a run directory."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise LibraError(f"{run_dir}: not a run directory (no config.yaml)")
-    config = apply_overrides(RunConfig(), read_yaml(path), str(path))
-    validate(config)
-    return config
-
-
 def save_config(config: RunConfig, path: str | Path) -> None:
-    from libra_cli.engine.checkpoint import atomic_write_text
-
+    """Write ``config`` as YAML that ``apply_overrides(RunConfig(), read_yaml(path), ...)`` reads back."""
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)
     atomic_write_text(Path(path), text)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,10 +29,10 @@ from torchvision.models.detection.image_list import ImageList
 from libra_cli.config import RunConfig
 from libra_cli.data.build import build_eval_dataset
 from libra_cli.data.coco import collate
-from libra_cli.engine.checkpoint import atomic_write_bytes, atomic_write_text
-from libra_cli.engine.run import RunLayout, load_trained_model
+from libra_cli.engine.run import load_trained_model
 from libra_cli.engine.train import seed_everything
 from libra_cli.errors import LibraError
+from libra_cli.rundir import RunLayout
 
 SPLITS = ("train", "val")
 # Images per forward pass: large enough to amortise the per-call overhead on a CPU, small enough that the
@@ -228,7 +227,8 @@ def write_analysis_files(
     tables: dict[str, str],
     figures: dict[str, bytes],
 ) -> dict[str, Path]:
-    """Write ``<name>.json`` plus the given CSV texts and PNGs into ``RUN_DIR/analysis``, each atomically.
+    """Write ``<name>.json`` (``result`` through :func:`json_ready`) plus the given CSV texts and PNGs into
+    ``RUN_DIR/analysis``, each atomically (:meth:`RunLayout.write_analysis`).
 
     Args:
         tables: file name → CSV text, e.g. {"sampling.csv": ...}.
@@ -237,13 +237,4 @@ def write_analysis_files(
     Returns:
         File name → path of everything written, the JSON first.
     """
-    folder = RunLayout(Path(run_dir)).analysis_dir
-    written = {f"{name}.json": folder / f"{name}.json"}
-    atomic_write_text(written[f"{name}.json"], json.dumps(json_ready(result), indent=2))
-    for file_name, text in tables.items():
-        written[file_name] = folder / file_name
-        atomic_write_text(written[file_name], text)
-    for file_name, data in figures.items():
-        written[file_name] = folder / file_name
-        atomic_write_bytes(written[file_name], data)
-    return written
+    return RunLayout(run_dir).write_analysis(name, json_ready(result), tables, figures)

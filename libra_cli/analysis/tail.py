@@ -55,7 +55,7 @@ from libra_cli.analysis.common import (
     training_proposals,
     write_analysis_files,
 )
-from libra_cli.engine.run import RunLayout, eql_frequency_denominator
+from libra_cli.engine.run import eql_frequency_denominator
 from libra_cli.errors import LibraError
 from libra_cli.losses import image_frequency, tail_class_mask, tail_ratio
 from libra_cli.report.plots import (
@@ -65,6 +65,7 @@ from libra_cli.report.plots import (
     PLAIN_COLOUR,
     literal,
 )
+from libra_cli.rundir import RunLayout
 
 CLASSIFIERS = ("softmax", "sigmoid")
 SUM_KEYS = ("positive", "negative_foreground", "negative_background")

@@ -22,21 +22,13 @@ from libra_cli.cli.ui import (
 from libra_cli.config import load_config
 from libra_cli.data.build import default_synth_spec, ensure_benchmark
 from libra_cli.data.synth import benchmark_exists
-from libra_cli.engine.checkpoint import load_checkpoint
-from libra_cli.engine.evaluate import read_metrics
 from libra_cli.engine.parallel import TrainJob, default_parallel_jobs, threads_per_job, train_parallel
-from libra_cli.engine.run import RunLayout
 from libra_cli.errors import LibraError
+from libra_cli.rundir import ANALYSIS, RunLayout
 
 BASELINE_RUN = ("baseline", "baseline")  # (run name, preset)
 LIBRA_RUN = ("libra", "libra")
 DEMO_ANALYSIS_IMAGES = 50  # images per analysis: enough for stable shares, seconds per analysis on a CPU
-
-
-def _finished(layout: RunLayout, max_iters: int) -> bool:
-    if not (layout.last.is_file() and (layout.eval_dir / "metrics.json").is_file()):
-        return False
-    return int(load_checkpoint(layout.last)["iteration"]) >= max_iters
 
 
 def run_analyses(run_dir: Path, *, num_images: int, device: str, seed: int) -> None:
@@ -51,7 +43,7 @@ def run_analyses(run_dir: Path, *, num_images: int, device: str, seed: int) -> N
         ("gradients", analyze_gradients, write_gradients),
     )
     for name, analyze, write in steps:
-        if (RunLayout(run_dir).analysis_dir / f"{name}.json").is_file():
+        if RunLayout(run_dir).has_analysis(name):
             continue
         with count_progress(name) as progress:
             callback = progress_callback(progress, f"{run_dir.name} · {name}", num_images)
@@ -100,9 +92,9 @@ def run_demo(
             overrides["train"]["max_iters"] = max_iters
         config = load_config(preset, overrides)
         layout = RunLayout(out / name)
-        if _finished(layout, config.train.max_iters):
+        if layout.is_finished(config.train.max_iters):
             console.print(f"{name}: already trained, reusing {layout.root}")
-            results[name] = read_metrics(layout.eval_dir / "metrics.json")
+            results[name] = layout.read_metrics()
             console.print(metrics_table(results[name], title=name))
         else:
             to_train.append(TrainJob(name, config, resume=layout.last.is_file()))
@@ -131,8 +123,8 @@ def run_demo(
     for name, metrics in results.items():
         summary = metrics["summary"]
         lines.append(f"{name:<11} {out / name}  AP {summary['AP']:.3f}  AP50 {summary['AP50']:.3f}")
-        lines.append(f"{'':<11} metrics: {out / name / 'eval' / 'metrics.json'}")
-    lines.append(f"analyses    {out}/<run>/analysis/ (sampling, features, gradients)")
+        lines.append(f"{'':<11} metrics: {RunLayout(out / name).metrics}")
+    lines.append(f"analyses    {out}/<run>/{ANALYSIS}/ (sampling, features, gradients)")
     lines.append(f"report      {report}")
     lines.append(f"wall time   {minutes:.1f} min")
     lines.append("then        libra ablate experiments/ablation_table2.yaml --seeds 3")

@@ -11,9 +11,10 @@ from libra_cli.cli.ui import category_table, console, count_progress, handle_err
 from libra_cli.data.build import build_eval_dataset
 from libra_cli.engine.distributed import is_main_process
 from libra_cli.engine.evaluate import evaluate_model
-from libra_cli.engine.run import RunLayout, load_trained_model
+from libra_cli.engine.run import load_trained_model
 from libra_cli.engine.train import amp_dtype
 from libra_cli.errors import LibraError
+from libra_cli.rundir import RunLayout
 
 
 def evaluate_run(
@@ -34,12 +35,13 @@ def evaluate_run(
     images = images if images is not None else info["val_images"]
     dataset = build_eval_dataset(ann, images, info["category_ids"], config.data.on_bad_sample)
     target = next(model.parameters()).device
+    layout = RunLayout(run_dir)
     with count_progress("eval") as progress:
         callback = progress_callback(progress, "inference", len(dataset)) if show else None
         metrics = evaluate_model(
             model,
             dataset,
-            RunLayout(Path(run_dir)).eval_dir,
+            layout,
             device=target,
             batch_size=batch_size or config.data.batch_size,
             num_workers=config.data.num_workers,
@@ -50,7 +52,7 @@ def evaluate_run(
     if show and is_main_process():
         console.print(metrics_table(metrics, title=f"{Path(run_dir).name} @ {meta['iteration']}"))
         console.print(category_table(metrics))
-        console.print(f"detections and metrics written to {RunLayout(Path(run_dir)).eval_dir}")
+        console.print(f"detections and metrics written to {layout.eval_dir}")
     return metrics
 
 

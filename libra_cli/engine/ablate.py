@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from libra_cli.config import RunConfig, apply_overrides, load_run_config, read_yaml, resolve_preset, validate
-from libra_cli.engine.checkpoint import load_checkpoint
-from libra_cli.engine.run import RunLayout
+from libra_cli.config import RunConfig, apply_overrides, read_yaml, resolve_preset, validate
 from libra_cli.errors import LibraError
+from libra_cli.rundir import RunLayout
 
 GRID_KEYS = ("base", "runs")
 # Set by the grid runner itself, so a grid must not set them.
@@ -161,11 +160,11 @@ def _differences(saved: RunConfig, planned: RunConfig) -> list[str]:
 
 
 def run_status(run: PlannedRun) -> RunStatus:
-    """``done`` (last checkpoint at max_iters and metrics written), ``resume`` (a checkpoint to continue
-    from) or ``new``. A folder holding a run with other settings raises LibraError."""
+    """``done`` (:meth:`RunLayout.is_finished`), ``resume`` (a checkpoint to continue from) or ``new``.
+    A folder holding a run with other settings raises LibraError."""
     layout = RunLayout(run.run_dir)
     if layout.config.is_file():
-        differences = _differences(load_run_config(layout.root), run.config)
+        differences = _differences(layout.read_config(), run.config)
         if differences:
             raise LibraError(
                 f"{layout.root}: holds a run with other settings ({'; '.join(differences[:3])}); "
@@ -173,10 +172,7 @@ def run_status(run: PlannedRun) -> RunStatus:
             )
     if not layout.last.is_file():
         return "new"
-    iteration = int(load_checkpoint(layout.last)["iteration"])
-    if iteration >= run.config.train.max_iters and (layout.eval_dir / "metrics.json").is_file():
-        return "done"
-    return "resume"
+    return "done" if layout.is_finished(run.config.train.max_iters) else "resume"
 
 
 Trainer = Callable[..., Any]  # trainer(config, *, resume: bool, show: bool) — e.g. cli.train.run_training

@@ -1,62 +1,23 @@
-"""Atomic files and training checkpoints.
+"""Training checkpoints: their format, atomic saving, safe loading, and the RNG states they carry.
 
-Every file a run keeps is written to a temporary file in the same folder, flushed, fsync-ed and renamed
-over the target, so a crash at any moment leaves either the old file or the new one, never a torn one.
 Checkpoints hold only tensors, numbers, strings and containers of them, so they load with
-``torch.load(..., weights_only=True)``: loading never executes code from the file.
+``torch.load(..., weights_only=True)``: loading never executes code from the file. The atomic write and
+the safe load themselves are ``libra_cli.io``'s; where a run keeps its checkpoints is ``rundir.py``'s.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import pickle
 import random
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from libra_cli.errors import LibraError
+from libra_cli.io import atomic_write_bytes, load_tensors_safely
 
 CHECKPOINT_FORMAT = "libra-checkpoint-v1"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -78,42 +39,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         if key not in state:
             raise LibraError(f"{path}: checkpoint misses field {key!r}")
     return state
-
-
-def load_tensors_safely(path: Path, what: str) -> Any:
-    """``torch.load(path, weights_only=True)`` with one-line LibraErrors.
-
-    The weights-only unpickler accepts tensors, numbers, strings and containers only, so a file that
-    would construct any other Python object — and could run code that way — is refused, not executed.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if found:
-            raise LibraError(
-                f"{path}: refused to load this {what}: it holds Python objects such as {found.group(1)} "
-                "besides tensors, and unpickling it could run code"
-            ) from exc
-        reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
-        detail = reason.group(1).strip() if reason else type(exc).__name__
-        raise LibraError(
-            f"{path}: corrupt {what} or not a PyTorch file (the safe weights-only loader stops at: {detail})"
-        ) from exc
-    except Exception as exc:  # truncated zip, not a torch file at all: unusable for the user
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-        first_sentence = text.splitlines()[0].split(". ")[0][:200] if text else ""
-        raise LibraError(
-            f"{path}: corrupt {what} or not a PyTorch file ({type(exc).__name__}: {first_sentence})"
-        ) from exc
-
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete temporary files a killed process left behind in ``folder``; returns how many."""
-    stale = list(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return len(stale)
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,26 +1,23 @@
 """Inference over a dataset and the official COCO / LVIS metrics for it.
 
 ``predict`` turns a detector's outputs into COCO results records (image_id, the dataset's own
-category_id, bbox [x, y, w, h], score); ``evaluate_model`` writes them to ``detections.json`` and the
-metrics to ``metrics.json``; ``evaluate_run`` does both for a saved run directory.
+category_id, bbox [x, y, w, h], score); ``evaluate_model`` writes them to a run's ``eval/detections.json``
+and the metrics to ``eval/metrics.json``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from libra_cli.data.coco import DetectionDataset, collate
-from libra_cli.engine.checkpoint import atomic_write_text
 from libra_cli.engine.distributed import broadcast_object, gather_object, get_rank, get_world_size
 from libra_cli.engine.metrics import LVIS_MAX_DETS, evaluate_detections
-from libra_cli.errors import LibraError
+from libra_cli.rundir import RunLayout
 
 
 def _detections_per_image(model: nn.Module) -> tuple[Any, str]:
@@ -102,7 +99,7 @@ def predict(
 def evaluate_model(
     model: nn.Module,
     dataset: DetectionDataset,
-    out_dir: str | Path,
+    run: RunLayout,
     *,
     device: torch.device,
     batch_size: int = 4,
@@ -111,7 +108,7 @@ def evaluate_model(
     extra: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Predict, write ``out_dir/detections.json`` and ``out_dir/metrics.json``, return the metrics.
+    """Predict, write the run's ``eval/detections.json`` and ``eval/metrics.json``, return the metrics.
 
     Under torchrun each rank predicts every W-th image (rank r takes r, r + W, …), rank 0 gathers the
     detections back into the dataset's order, scores them and writes the files, and every rank returns
@@ -136,8 +133,7 @@ def evaluate_model(
     if gathered is not None:
         detections = merge_in_dataset_order(gathered, dataset)
         inference_s = time.perf_counter() - start
-        out = Path(out_dir)
-        atomic_write_text(out / "detections.json", json.dumps(detections))
+        run.write_detections(detections)
         metrics = evaluate_detections(dataset.dataset, detections)
         metrics.update(
             {
@@ -149,7 +145,7 @@ def evaluate_model(
                 **(extra or {}),
             }
         )
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        run.write_metrics(metrics)
     return broadcast_object(metrics)
 
 
@@ -162,13 +158,3 @@ def merge_in_dataset_order(per_rank: list[list[dict[str, Any]]], dataset: Detect
     position = {record.image_id: i for i, record in enumerate(dataset.records)}
     merged = [detection for detections in per_rank for detection in detections]
     return sorted(merged, key=lambda detection: position[detection["image_id"]])
-
-
-def read_metrics(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise LibraError(f"{path}: no metrics (run `libra eval` first)") from exc
-    except json.JSONDecodeError as exc:
-        raise LibraError(f"{path}: not valid JSON ({exc})") from exc

@@ -1,65 +1,22 @@
-"""A run directory is the unit of record; this module knows its layout.
+"""A trained run brought back: its detector rebuilt from the run directory, and what it was trained on.
 
-RUN_DIR/
-  config.yaml          the resolved config (what the run did)
-  dataset.json         category ids/names and training-set class statistics
-  log.jsonl            one JSON line per logged iteration and per evaluation
-  checkpoints/last.pt  the latest state (model, optimizer, scaler, RNG, iteration)
-  checkpoints/best.pt  the state with the best val AP so far
-  eval/                detections.json, metrics.json (from training's final evaluation or `libra eval`)
-  analysis/            outputs of `libra analyze`
+The run directory's files are read and written by ``libra_cli/rundir.py``; this module builds the
+``dataset.json`` payload, the EQL frequency denominator derived from it, the device to run on, and the
+detector of a checkpoint.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from libra_cli.config import RunConfig, load_run_config
-from libra_cli.engine.checkpoint import atomic_write_text, load_checkpoint
+from libra_cli.config import RunConfig
+from libra_cli.engine.checkpoint import load_checkpoint
 from libra_cli.errors import LibraError
-
-
-@dataclass(frozen=True)
-class RunLayout:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def dataset(self) -> Path:
-        return self.root / "dataset.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log.jsonl"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.pt"
-
-    @property
-    def eval_dir(self) -> Path:
-        return self.root / "eval"
-
-    @property
-    def analysis_dir(self) -> Path:
-        return self.root / "analysis"
+from libra_cli.rundir import RunLayout
 
 
 def dataset_info(paths: Any, train_set: Any) -> dict[str, Any]:
@@ -95,23 +52,6 @@ def eql_frequency_denominator(info: dict[str, Any], mode: str) -> int:
     return int(info.get("num_annotated_images", info["num_images"]))
 
 
-def write_dataset_info(layout: RunLayout, info: dict[str, Any]) -> None:
-    atomic_write_text(layout.dataset, json.dumps(info, indent=2))
-
-
-def read_dataset_info(layout: RunLayout) -> dict[str, Any]:
-    try:
-        info = json.loads(layout.dataset.read_text())
-    except FileNotFoundError as exc:
-        raise LibraError(f"{layout.root}: not a run directory (no dataset.json)") from exc
-    except json.JSONDecodeError as exc:
-        raise LibraError(f"{layout.dataset}: not valid JSON ({exc})") from exc
-    for key in ("category_ids", "images_per_class", "num_images"):
-        if key not in info:
-            raise LibraError(f"{layout.dataset}: missing field {key!r}")
-    return info
-
-
 def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise LibraError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
@@ -127,11 +67,11 @@ def load_trained_model(
     """
     from libra_cli.models.build import build_detector
 
-    layout = RunLayout(Path(run_dir))
+    layout = RunLayout(run_dir)
     if not layout.root.is_dir():
         raise LibraError(f"{run_dir}: run directory not found")
-    config = load_run_config(layout.root)
-    info = read_dataset_info(layout)
+    config = layout.read_config()
+    info = layout.read_dataset_info()
     if checkpoint in ("best", "last"):
         path = layout.best if checkpoint == "best" and layout.best.is_file() else layout.last
     else:

@@ -1,6 +1,6 @@
 """The training loop: SGD with warm-up and a step or cosine schedule, AMP on CUDA, logs and checkpoints.
 
-One readable loop. Everything a run produces goes to its run directory (see ``engine/run.py``); a run
+One readable loop. Everything a run produces goes to its run directory (see ``rundir.py``); a run
 is resumed from ``checkpoints/last.pt`` and then continues exactly where it stopped: the batch sampler
 is a function of the iteration, and RNG states travel in the checkpoint.
 
@@ -12,7 +12,6 @@ run directory and reports progress.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import resource
@@ -26,23 +25,18 @@ from typing import Any
 
 import torch
 
-from libra_cli.config import RunConfig, TrainConfig, save_config
+from libra_cli.config import RunConfig, TrainConfig
 from libra_cli.data.build import build_eval_dataset, build_train_dataset, resolve_data_paths
 from libra_cli.data.coco import collate
 from libra_cli.data.sampler import IterationBatchSampler
-from libra_cli.engine.checkpoint import (
-    atomic_write_text,
-    load_checkpoint,
-    remove_stale_temporaries,
-    restore_rng_state,
-    rng_state,
-    save_checkpoint,
-)
+from libra_cli.engine.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from libra_cli.engine.distributed import all_gather_object, average_across_ranks, init_distributed
 from libra_cli.engine.evaluate import evaluate_model
-from libra_cli.engine.run import RunLayout, dataset_info, eql_frequency_denominator, write_dataset_info
+from libra_cli.engine.run import dataset_info, eql_frequency_denominator
 from libra_cli.errors import LibraError
+from libra_cli.io import remove_stale_temporaries
 from libra_cli.models.build import build_detector
+from libra_cli.rundir import JsonlLog, RunLayout
 
 
 class NonFiniteLossError(LibraError):
@@ -86,30 +80,6 @@ class TrainResult:
     iterations: int
     wall_s: float
     metrics: dict[str, Any] | None
-
-
-class JsonlLog:
-    """Append-only JSONL log; on resume, lines past the resumed iteration are dropped first."""
-
-    def __init__(self, path: Path, resume_from: int | None) -> None:
-        self.path = path
-        if resume_from is not None and path.exists():
-            kept = []
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a torn last line from a crash
-                if record.get("iter", 0) <= resume_from:
-                    kept.append(line)
-            atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-        elif resume_from is None:
-            atomic_write_text(path, "")
-
-    def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
 
 
 class NoLog:
@@ -241,7 +211,7 @@ def train(
     """
     start_wall = time.perf_counter()
     tcfg = config.train
-    layout = RunLayout(Path(tcfg.out))
+    layout = RunLayout(tcfg.out)
     ctx = init_distributed(tcfg.device)
     device = ctx.device
     if config.data.batch_size % ctx.world_size:
@@ -339,9 +309,9 @@ def train(
     if ctx.is_main:
         layout.root.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(layout.checkpoints)
-        save_config(config, layout.config)
-        write_dataset_info(layout, run_dataset)
-        log = JsonlLog(layout.log, resume_from=start_iter if resume else None)
+        layout.write_config(config)
+        layout.write_dataset_info(run_dataset)
+        log = layout.open_log(resume_from=start_iter if resume else None)
         log.write(start_record)
     if on_start is not None and ctx.is_main:
         on_start(
@@ -395,7 +365,7 @@ def train(
         metrics = evaluate_model(
             model,
             val_set,
-            layout.eval_dir,
+            layout,
             device=device,
             batch_size=config.data.batch_size,
             num_workers=config.data.num_workers,

@@ -35,8 +35,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from libra_cli.config import RunConfig, resolved_component_settings
-from libra_cli.engine.checkpoint import load_tensors_safely
 from libra_cli.errors import LibraError
+from libra_cli.io import load_tensors_safely
 from libra_cli.models.bfp import BackboneWithBFP
 from libra_cli.models.retinanet import P6FromC5P7NoReLU, use_batch_normalised_losses
 from libra_cli.models.roi_align import FastMultiScaleRoIAlign

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from libra_cli.engine.checkpoint import atomic_write_text
 from libra_cli.errors import LibraError
+from libra_cli.io import atomic_write_text
 from libra_cli.report.collect import find_baseline, group_runs, load_runs
 from libra_cli.report.html import render_html
 from libra_cli.report.markdown import render_markdown

@@ -1,22 +1,21 @@
 """Reading run directories for a report: config, training log, metrics and analyses, grouped by seed.
 
 A report reads files and never re-runs anything (the run directory is the unit of record, see
-``engine/run.py``). Runs whose resolved configs are identical except for ``train.seed`` and
+``rundir.py``). Runs whose resolved configs are identical except for ``train.seed`` and
 ``train.out`` are repetitions of one experiment and form a :class:`RunGroup`; everything the report
 shows per experiment is shown per group (mean ± sample std over its seeds).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from libra_cli.config import RunConfig, load_run_config
-from libra_cli.engine.run import RunLayout
+from libra_cli.config import RunConfig
 from libra_cli.errors import LibraError
+from libra_cli.rundir import RunLayout
 
 # Settings that never make two runs different experiments: where the run lives and its random seed.
 SEED_KEYS = ("train.seed",)
@@ -97,36 +96,6 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The JSONL training log; a torn last line (crash while writing) ends the log, a missing file is
-    an empty log."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LibraError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    except OSError as exc:
-        raise LibraError(f"{path}: cannot read ({exc.strerror})") from exc
-    if not isinstance(data, dict):
-        raise LibraError(f"{path}: expected a JSON object")
-    return data
-
-
 def run_label(path: Path) -> str:
     """The folder name; ``…/iou_sampling/seed1`` (`libra ablate`'s layout) reads ``iou_sampling/seed1``."""
     path = Path(path)
@@ -137,32 +106,26 @@ def run_label(path: Path) -> str:
 
 def load_run(run_dir: str | Path, label: str | None = None) -> RunRecord:
     """Read one run directory; LibraError (one line) when ``run_dir`` is not one or a file is broken."""
-    layout = RunLayout(Path(run_dir))
+    layout = RunLayout(run_dir)
     if not layout.root.is_dir():
         raise LibraError(f"{run_dir}: not a run directory (folder not found)")
-    config = load_run_config(layout.root)  # raises "not a run directory (no config.yaml)"
-    metrics_path = layout.eval_dir / "metrics.json"
-    metrics = _read_json(metrics_path) if metrics_path.is_file() else None
-    if metrics is not None and not isinstance(metrics.get("summary"), dict):
-        raise LibraError(f"{metrics_path}: missing the 'summary' object")
+    config = layout.read_config()  # raises "not a run directory (no config.yaml)"
     record = RunRecord(
         path=layout.root,
         label=label or run_label(layout.root),
         config=config,
         flat_config=flatten_config(config.to_dict()),
-        log=read_log(layout.log),
-        metrics=metrics,
+        log=layout.read_log(),
+        metrics=layout.read_metrics(),
     )
-    if layout.analysis_dir.is_dir():
-        for name in ANALYSES:
-            path = layout.analysis_dir / f"{name}.json"
-            if not path.is_file():
-                continue
-            try:
-                record.analyses[name] = _read_json(path)
-            except LibraError as exc:  # a half-written analysis should not hide the rest of the report
-                record.analysis_errors[name] = str(exc)
-        record.figures = sorted(layout.analysis_dir.glob("*.png"))
+    for name in ANALYSES:
+        if not layout.has_analysis(name):
+            continue
+        try:
+            record.analyses[name] = layout.read_analysis(name)
+        except LibraError as exc:  # a half-written analysis should not hide the rest of the report
+            record.analysis_errors[name] = str(exc)
+    record.figures = layout.analysis_figures()
     return record
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from libra_cli.report import analysis_tables, plots, tables
 from libra_cli.report.collect import RunGroup, RunRecord, loss_terms, split_loss_terms, train_records
 from libra_cli.report.document import BulletList, Code, Document, Figure, Heading, Strong, para
+from libra_cli.rundir import ANALYSIS, METRICS
 
 # What to look at in each figure `libra analyze` writes (one sentence each).
 ANALYSIS_CAPTIONS = {
@@ -97,7 +98,7 @@ def add_metrics(document: Document, groups: list[RunGroup]) -> None:
         document.add(
             para(
                 "No run has ",
-                Code("eval/metrics.json"),
+                Code(METRICS),
                 " yet: train to the end or run ",
                 Code("libra eval"),
                 ".",
@@ -106,7 +107,7 @@ def add_metrics(document: Document, groups: list[RunGroup]) -> None:
         return
     missing = [run.label for group in groups for run in group.runs if run.metrics is None]
     if missing:
-        document.add(para("Not evaluated (no ", Code("eval/metrics.json"), "): " + ", ".join(missing) + "."))
+        document.add(para("Not evaluated (no ", Code(METRICS), "): " + ", ".join(missing) + "."))
     document.add(tables.metrics_table(groups))
 
 
@@ -287,7 +288,7 @@ def add_analyses(document: Document, groups: list[RunGroup], out_dir: Path, name
     if not any(run.analyses or run.figures or run.analysis_errors for run in runs):
         return
     document.add(Heading(2, "Analyses"))
-    document.add(para("Outputs of ", Code("libra analyze"), " found in the runs' ", Code("analysis/"), " folders."))
+    document.add(para("Outputs of ", Code("libra analyze"), " found in the runs' ", Code(f"{ANALYSIS}/"), " folders."))
     for run in runs:
         for name, error in run.analysis_errors.items():
             document.add(para(f"{run.label}: {name} analysis skipped: {error}"))

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from libra_cli.config import apply_overrides, load_run_config, save_config
+from libra_cli.config import apply_overrides, save_config
 from libra_cli.engine.checkpoint import save_checkpoint
-from libra_cli.engine.run import RunLayout, read_dataset_info
 from libra_cli.engine.train import train
 from libra_cli.models.build import build_detector
+from libra_cli.rundir import RunLayout
 from tests.conftest import tiny_config
 
 
@@ -27,12 +27,12 @@ def tiny_run(tiny_benchmark, tmp_path_factory) -> Path:
 def make_fresh_run(base: Path, out: Path, overrides: dict[str, dict]) -> Path:
     """A run directory with ``base``'s data and config plus ``overrides`` whose only checkpoint is the
     randomly initialised detector (iteration 0) — what a run looks like before it trains."""
-    config = apply_overrides(load_run_config(base), overrides, "test")
+    config = apply_overrides(RunLayout(base).read_config(), overrides, "test")
     layout = RunLayout(out)
     layout.root.mkdir(parents=True)
     save_config(config, layout.config)
     shutil.copy(RunLayout(base).dataset, layout.dataset)
-    info = read_dataset_info(layout)
+    info = layout.read_dataset_info()
     torch.manual_seed(0)
     model = build_detector(
         config,

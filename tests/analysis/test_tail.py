@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from libra_cli.analysis.tail import analyze_tail, eql_weights, group_summaries, tail_gradient_sums
 from libra_cli.cli import app
 from libra_cli.data.build import build_eval_dataset
-from libra_cli.engine.run import RunLayout
 from libra_cli.engine.train import train
 from libra_cli.losses import equalization_loss
 from libra_cli.report import build_report
+from libra_cli.rundir import RunLayout
 from tests.analysis.conftest import make_fresh_run
 from tests.conftest import tiny_config
 from tests.report import parse_table

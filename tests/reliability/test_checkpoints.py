@@ -11,11 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from libra_cli import io as io_module
 from libra_cli.cli import app
 from libra_cli.config import save_config
-from libra_cli.engine import checkpoint as checkpoint_module
-from libra_cli.engine.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from libra_cli.engine.checkpoint import load_checkpoint, save_checkpoint
 from libra_cli.errors import LibraError
+from libra_cli.io import remove_stale_temporaries
 from tests.conftest import tiny_config
 
 runner = CliRunner()
@@ -108,7 +109,7 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_whole(tmp_path, mo
     def power_cut(*args, **kwargs):
         raise OSError("disk vanished")
 
-    monkeypatch.setattr(checkpoint_module.os, "replace", power_cut)
+    monkeypatch.setattr(io_module.os, "replace", power_cut)
     with pytest.raises(OSError, match="disk vanished"):
         save_checkpoint(path, {"model": {"w": torch.ones(3)}, "iteration": 2})
     state = load_checkpoint(path)

@@ -11,10 +11,10 @@ from libra_cli.report.collect import (
     group_runs,
     load_run,
     load_runs,
-    read_log,
     run_label,
     split_loss_terms,
 )
+from libra_cli.rundir import RunLayout
 from tests.report import coco_summary, make_run
 
 
@@ -72,10 +72,10 @@ def test_loss_terms_split_into_classification_and_regression():
 
 
 def test_a_torn_last_log_line_ends_the_log(tmp_path):
-    path = tmp_path / "log.jsonl"
-    path.write_text('{"type": "train", "iter": 1}\n{"type": "train", "iter": 2}\n{"type": "tr')
-    assert [record["iter"] for record in read_log(path)] == [1, 2]
-    assert read_log(tmp_path / "missing.jsonl") == []
+    layout = RunLayout(tmp_path)
+    layout.log.write_text('{"type": "train", "iter": 1}\n{"type": "train", "iter": 2}\n{"type": "tr')
+    assert [record["iter"] for record in layout.read_log()] == [1, 2]
+    assert RunLayout(tmp_path / "missing").read_log() == []
 
 
 def test_not_a_run_directory(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from libra_cli.engine.checkpoint import atomic_write_text
+from libra_cli.io import atomic_write_text
 
 
 def test_atomic_write_replaces_the_file_and_respects_the_umask(tmp_path):

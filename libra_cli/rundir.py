@@ -1,0 +1,236 @@
+"""A run directory is the unit of record; this module knows its layout and does every read and write of
+its files, so that the layout is spelled in one place.
+
+RUN_DIR/
+  config.yaml           the resolved config (what the run did)
+  dataset.json          where the data lives, category ids/names and training-set class statistics
+  log.jsonl             one JSON line per logged iteration and per evaluation
+  checkpoints/last.pt   the latest state (model, optimizer, scaler, RNG, iteration)
+  checkpoints/best.pt   the state with the best val AP so far
+  eval/detections.json  COCO results of the last evaluation (training's final one or `libra eval`)
+  eval/metrics.json     their metrics
+  analysis/             <name>.json, .csv and .png of each `libra analyze <name>`
+
+Every file is written atomically (``libra_cli.io``): a crash leaves the old file or the new one. What a
+checkpoint holds is ``engine/checkpoint.py``'s concern; where it lives is this module's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from libra_cli.config import RunConfig, apply_overrides, read_yaml, save_config, validate
+from libra_cli.engine.checkpoint import load_checkpoint
+from libra_cli.errors import LibraError
+from libra_cli.io import atomic_write_bytes, atomic_write_text
+
+# Every entry of a run directory, relative to it.
+CONFIG = "config.yaml"
+DATASET = "dataset.json"
+LOG = "log.jsonl"
+CHECKPOINTS = "checkpoints"
+LAST = f"{CHECKPOINTS}/last.pt"
+BEST = f"{CHECKPOINTS}/best.pt"
+EVAL = "eval"
+DETECTIONS = f"{EVAL}/detections.json"
+METRICS = f"{EVAL}/metrics.json"
+ANALYSIS = "analysis"
+# Fields every dataset.json holds; later fields (e.g. num_annotated_images) are read with a fallback.
+DATASET_FIELDS = ("category_ids", "images_per_class", "num_images")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """One run directory: the paths of its files and every read and write of them."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / DATASET
+
+    @property
+    def log(self) -> Path:
+        return self.root / LOG
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def last(self) -> Path:
+        return self.root / LAST
+
+    @property
+    def best(self) -> Path:
+        return self.root / BEST
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / EVAL
+
+    @property
+    def detections(self) -> Path:
+        return self.root / DETECTIONS
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.root / ANALYSIS
+
+    # --- config.yaml ---------------------------------------------------------------------------------
+
+    def read_config(self) -> RunConfig:
+        """The resolved config the run saved, type-checked and validated like a preset."""
+        if not self.config.is_file():
+            raise LibraError(f"{self.root}: not a run directory (no {CONFIG})")
+        config = apply_overrides(RunConfig(), read_yaml(self.config), str(self.config))
+        validate(config)
+        return config
+
+    def write_config(self, config: RunConfig) -> None:
+        save_config(config, self.config)
+
+    # --- dataset.json --------------------------------------------------------------------------------
+
+    def read_dataset_info(self) -> dict[str, Any]:
+        if not self.dataset.is_file():
+            raise LibraError(f"{self.root}: not a run directory (no {DATASET})")
+        info = _read_json_object(self.dataset)
+        for key in DATASET_FIELDS:
+            if key not in info:
+                raise LibraError(f"{self.dataset}: missing field {key!r}")
+        return info
+
+    def write_dataset_info(self, info: dict[str, Any]) -> None:
+        """Write the payload of ``engine.run.dataset_info``."""
+        atomic_write_text(self.dataset, json.dumps(info, indent=2))
+
+    # --- log.jsonl -----------------------------------------------------------------------------------
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """The training log's records; a torn last line (crash while writing) ends it, no file is an
+        empty log."""
+        if not self.log.is_file():
+            return []
+        return [record for _, record in _log_lines(self.log) if isinstance(record, dict)]
+
+    def open_log(self, resume_from: int | None) -> JsonlLog:
+        """The log to append to: emptied for a new run, cut after ``resume_from`` for a resumed one."""
+        return JsonlLog(self.log, resume_from)
+
+    # --- eval/ ---------------------------------------------------------------------------------------
+
+    def write_detections(self, detections: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.detections, json.dumps(detections))
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        atomic_write_text(self.metrics, json.dumps(metrics, indent=2))
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        """The last evaluation's metrics, or None when the run has not been evaluated."""
+        if not self.metrics.is_file():
+            return None
+        metrics = _read_json_object(self.metrics)
+        if not isinstance(metrics.get("summary"), dict):
+            raise LibraError(f"{self.metrics}: missing the 'summary' object")
+        return metrics
+
+    # --- analysis/ -----------------------------------------------------------------------------------
+
+    def analysis_json(self, name: str) -> Path:
+        return self.analysis_dir / f"{name}.json"
+
+    def has_analysis(self, name: str) -> bool:
+        return self.analysis_json(name).is_file()
+
+    def read_analysis(self, name: str) -> dict[str, Any]:
+        return _read_json_object(self.analysis_json(name))
+
+    def analysis_figures(self) -> list[Path]:
+        """Every PNG in ``analysis/``, sorted by name."""
+        return sorted(self.analysis_dir.glob("*.png")) if self.analysis_dir.is_dir() else []
+
+    def write_analysis(
+        self, name: str, result: dict[str, Any], tables: dict[str, str], figures: dict[str, bytes]
+    ) -> dict[str, Path]:
+        """Write ``<name>.json`` (``result``, JSON-ready) plus CSV texts and PNG bytes by file name into
+        ``analysis/``; return file name → path of everything written, the JSON first."""
+        written = {f"{name}.json": self.analysis_json(name)}
+        atomic_write_text(written[f"{name}.json"], json.dumps(result, indent=2))
+        for file_name, text in tables.items():
+            written[file_name] = self.analysis_dir / file_name
+            atomic_write_text(written[file_name], text)
+        for file_name, data in figures.items():
+            written[file_name] = self.analysis_dir / file_name
+            atomic_write_bytes(written[file_name], data)
+        return written
+
+    # --- status --------------------------------------------------------------------------------------
+
+    def is_finished(self, max_iters: int) -> bool:
+        """Trained and evaluated: the last checkpoint is at ``max_iters`` (or past it) and
+        ``eval/metrics.json`` exists. `libra ablate` and `libra demo` reuse such a run instead of training."""
+        if not self.last.is_file():
+            return False
+        iteration = int(load_checkpoint(self.last)["iteration"])
+        return iteration >= max_iters and self.metrics.is_file()
+
+
+class JsonlLog:
+    """Append-only JSONL log; on resume, lines past the resumed iteration are dropped first."""
+
+    def __init__(self, path: Path, resume_from: int | None) -> None:
+        self.path = path
+        if resume_from is not None and path.exists():
+            kept = [
+                line
+                for line, record in _log_lines(path)
+                if isinstance(record, dict) and record.get("iter", 0) <= resume_from
+            ]
+            atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        elif resume_from is None:
+            atomic_write_text(path, "")
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+
+
+def _log_lines(path: Path) -> Iterator[tuple[str, Any]]:
+    """(line, parsed record) of each line of a JSONL log, up to a torn last line left by a crash."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            return
+        yield line, record
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LibraError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except OSError as exc:
+        raise LibraError(f"{path}: cannot read ({exc.strerror})") from exc
+    if not isinstance(data, dict):
+        raise LibraError(f"{path}: expected a JSON object")
+    return data
