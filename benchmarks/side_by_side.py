@@ -21,12 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from bench import RESULTS_HEADER  # benchmarks/bench.py: this script's folder is on sys.path when run
 
+# Run as a script (python benchmarks/side_by_side.py), only this folder is on the path: make the package importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.profiling import machine_description, markdown_table, summarize, update_section_file
+from benchmarks.render import RESULTS_HEADER
 from libra_cli.config import load_config
 from libra_cli.data.build import default_synth_spec, ensure_benchmark
 from libra_cli.engine.parallel import TrainJob, cpu_cores, train_parallel
-from libra_cli.engine.profiling import machine_description, markdown_table, summarize, update_section_file
 from libra_cli.rundir import RunLayout
 
 SECTION = "CPU: runs side by side"

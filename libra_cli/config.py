@@ -107,11 +107,13 @@ class LibraConfig:
     # f_j's denominator: "annotated" = images with at least one box (the EQL authors' code, so the default)
     # or "all" training images (the paper text's "entire dataset")
     eql_freq: str = "annotated"
+    ohem: bool = False  # online hard example mining: the RoI head trains on its highest-loss RoIs (CVPR 2016)
 
     def enabled(self) -> list[str]:
-        """Names of the components switched on, in the paper's order, e.g. ['iou_sampling', 'bfp']."""
-        names = ("iou_sampling", "bfp", "balanced_l1", "eql")
-        return [name for name in names if getattr(self, name)]
+        """Switches of the components turned on, in the table's (the papers') order, e.g. ['iou_sampling', 'bfp']."""
+        from libra_cli.components import SWITCHES  # the component table builds on this module
+
+        return [name for name in SWITCHES if getattr(self, name)]
 
 
 @dataclass
@@ -334,6 +336,9 @@ def validate(config: RunConfig) -> None:
             raise LibraError("libra.eql: the equalization loss needs the Faster R-CNN RoI head, not RetinaNet")
         if lib.iou_sampling:
             raise LibraError("libra.iou_sampling: RetinaNet has no RoI sampler; use --arch faster_rcnn")
+    from libra_cli.components import check_components
+
+    check_components(config)
     if (d.train_ann is None) != (d.train_images is None):
         raise LibraError("data: --train-ann and --train-images must be given together")
     if (d.val_ann is None) != (d.val_images is None):

@@ -1,6 +1,10 @@
 """The training loop: SGD with warm-up and a step or cosine schedule, AMP on CUDA, logs and checkpoints.
 
-One readable loop. Everything a run produces goes to its run directory (see ``rundir.py``); a run
+Three parts: the setup (``setup_training``: data, model, optimizer, resume state, gathered in a
+``TrainingRun``), the step (``forward_backward`` and ``apply_update``, together ``training_step``, which
+the benchmark times) and the hooks (log, evaluation, checkpoints), called from one short loop in ``train``.
+
+Everything a run produces goes to its run directory (see ``rundir.py``); a run
 is resumed from ``checkpoints/last.pt`` and then continues exactly where it stopped: the batch sampler
 is a function of the iteration, and RNG states travel in the checkpoint.
 
@@ -19,18 +23,24 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from libra_cli.config import RunConfig, TrainConfig
 from libra_cli.data.build import build_eval_dataset, build_train_dataset, resolve_data_paths
-from libra_cli.data.coco import collate
+from libra_cli.data.coco import DetectionDataset, collate
 from libra_cli.data.sampler import IterationBatchSampler
 from libra_cli.engine.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from libra_cli.engine.distributed import all_gather_object, average_across_ranks, init_distributed
+from libra_cli.engine.distributed import (
+    DistributedContext,
+    all_gather_object,
+    average_across_ranks,
+    init_distributed,
+)
 from libra_cli.engine.evaluate import evaluate_model
 from libra_cli.engine.run import dataset_info, eql_frequency_denominator
 from libra_cli.errors import LibraError
@@ -196,24 +206,117 @@ def _mean_terms(window: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     return {name: float(value) for name, value in average_across_ranks(means).items()}
 
 
-def train(
-    config: RunConfig,
-    *,
-    resume: bool = False,
-    on_start: Callable[[dict[str, Any]], None] | None = None,
-    progress: Any | None = None,
-) -> TrainResult:
-    """Train the detector described by ``config`` into ``config.train.out``.
+# --- the training step -------------------------------------------------------------------------------
 
-    ``on_start(info)`` receives a summary (dataset sizes, components, tail classes) before the first step;
-    ``progress`` is an optional object with ``start(total, completed)``, ``update(iteration, fields)``
-    and ``stop()`` (the CLI passes a rich progress bar).
+
+@dataclass
+class TrainStep:
+    """What one optimizer step runs; :func:`training_step` runs it, and ``benchmarks/`` times it."""
+
+    model: nn.Module  # what the forward pass runs: the detector, or its DDP wrapper under torchrun
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # loss scaling for float16 autocast; passes values through otherwise
+    autocast: torch.dtype | None  # the autocast dtype (CUDA only); None: float32
+    grad_clip: float | None = None  # the largest gradient norm over all trained parameters; None: no clipping
+    params: list[nn.Parameter] = field(init=False)  # the optimizer's parameters, clipped together
+
+    def __post_init__(self) -> None:
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+
+
+def forward_backward(
+    step: TrainStep, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """A training step up to its update: forward with losses, backward, gradient clipping.
+
+    ``images`` are float tensors [3, H, W] and ``targets`` dicts with "boxes" [N, 4] (xyxy, pixels) and
+    "labels" [N], all on the model's device. Returns the loss terms, scalars still in the graph.
     """
-    start_wall = time.perf_counter()
-    tcfg = config.train
-    layout = RunLayout(tcfg.out)
-    ctx = init_distributed(tcfg.device)
-    device = ctx.device
+    with torch.autocast(images[0].device.type, dtype=step.autocast, enabled=step.autocast is not None):
+        loss_dict = step.model(images, targets)
+    loss = sum(loss_dict.values())
+    step.optimizer.zero_grad(set_to_none=True)
+    step.scaler.scale(loss).backward()
+    if step.grad_clip is not None:
+        step.scaler.unscale_(step.optimizer)
+        torch.nn.utils.clip_grad_norm_(step.params, step.grad_clip)
+    return loss_dict
+
+
+def apply_update(step: TrainStep) -> None:
+    """The optimizer step (skipped by the scaler when float16 gradients overflowed) and the scale update."""
+    step.scaler.step(step.optimizer)
+    step.scaler.update()
+
+
+def training_step(
+    step: TrainStep, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """One whole step: :func:`forward_backward` then :func:`apply_update`. Returns the loss terms.
+
+    The training loop calls the two halves itself, so that the update and its bookkeeping happen
+    together or not at all (:class:`StepBoundaryInterrupts`).
+    """
+    loss_dict = forward_backward(step, images, targets)
+    apply_update(step)
+    return loss_dict
+
+
+def batch_to_device(
+    images: list[torch.Tensor], targets: list[dict[str, Any]], device: torch.device
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """The images and the targets' boxes and labels on ``device``."""
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [
+        {"boxes": t["boxes"].to(device, non_blocking=True), "labels": t["labels"].to(device, non_blocking=True)}
+        for t in targets
+    ]
+    return images, targets
+
+
+# --- setup -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingData:
+    """The datasets of a run and what the run directory records about them."""
+
+    train_set: DetectionDataset
+    val_set: DetectionDataset
+    info: dict[str, Any]  # dataset_info(): files, classes, per-class counts
+    skipped: dict[str, int]  # boxes and images dropped as unusable, per split
+
+
+@dataclass
+class TrainingRun:
+    """Everything the loop needs, built by :func:`setup_training`. The fields from ``completed`` on change
+    as it runs; a checkpoint is made of them (:func:`checkpoint_state`)."""
+
+    config: RunConfig
+    ctx: DistributedContext  # this process's rank, the number of processes and the device
+    layout: RunLayout  # the run directory
+    model: nn.Module  # the detector itself: checkpoints and evaluation use it, never its DDP wrapper
+    step: TrainStep
+    loader: torch.utils.data.DataLoader  # this rank's share of the batches from start_iter to max_iters
+    val_set: DetectionDataset
+    log: JsonlLog | NoLog
+    start_iter: int  # the first iteration this process runs: 0, or the resumed checkpoint's
+    completed: int  # optimizer steps taken; what a checkpoint records
+    best_ap: float  # the best validation AP so far; −1 before the first evaluation
+    window: list[dict[str, torch.Tensor]]  # loss terms of the steps since the last log record
+    # The random state at the last step boundary, which is what a checkpoint of `completed` steps holds
+    # even when Ctrl-C lands in the middle of the next step, after its samplers have drawn.
+    step_rng: dict[str, Any]
+    window_start: float = 0.0  # perf_counter() when the current log window began
+    data_wait: float = 0.0  # seconds spent waiting for batches in the current log window
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+
+def open_checkpoint(config: RunConfig, layout: RunLayout, ctx: DistributedContext, resume: bool) -> dict | None:
+    """The checkpoint to resume from (None for a new run), after checking that the run can start at all."""
     if config.data.batch_size % ctx.world_size:
         raise LibraError(
             f"data.batch_size: the global batch of {config.data.batch_size} images does not split evenly "
@@ -231,7 +334,10 @@ def train(
                 f"{layout.last}: was trained with a global batch of {trained_batch} images; resume with "
                 f"--batch-size {trained_batch} (the data order depends on it)"
             )
+    return checkpoint
 
+
+def load_training_data(config: RunConfig) -> TrainingData:
     paths = resolve_data_paths(config.data)
     train_set = build_train_dataset(config.data, paths)
     val_set = build_eval_dataset(paths.val_ann, paths.val_images, train_set.category_ids, config.data.on_bad_sample)
@@ -241,145 +347,106 @@ def train(
     for name, dataset in (("training", train_set), ("validation", val_set)):
         if len(dataset) == 0:
             raise LibraError(f"{dataset.ann_file}: the {name} set holds no usable images")
-    images_per_class = train_set.images_per_class()
-    run_dataset = dataset_info(paths, train_set)
     skipped = {
         "train_boxes": train_set.skipped_boxes,
         "train_images": train_set.skipped_images,
         "val_boxes": val_set.skipped_boxes,
         "val_images": val_set.skipped_images,
     }
+    return TrainingData(train_set, val_set, dataset_info(paths, train_set), skipped)
 
+
+def build_model_and_step(config: RunConfig, data: TrainingData, ctx: DistributedContext) -> tuple[nn.Module, TrainStep]:
+    """The detector on the device, seeded, and its SGD step (optimizer, scaler, autocast, clipping)."""
+    tcfg = config.train
     seed_everything(tcfg.seed)
     if tcfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_detector(
         config,
-        train_set.num_classes,
-        images_per_class=images_per_class,
-        num_images=eql_frequency_denominator(run_dataset, config.libra.eql_freq),
+        data.train_set.num_classes,
+        images_per_class=data.train_set.images_per_class(),
+        num_images=eql_frequency_denominator(data.info, config.libra.eql_freq),
     )
-    model.to(device)
+    model.to(ctx.device)
     if ctx.enabled:
         # Identical initial weights on every rank (DDP also broadcasts rank 0's), but each rank draws its
         # own anchor and RoI samples.
         torch.manual_seed(tcfg.seed + 1_000_003 * ctx.rank)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
-    dtype = amp_dtype(config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    start_iter, best_ap = 0, -1.0
-    window: list[dict[str, torch.Tensor]] = []  # loss terms of the steps since the last log record
-    if checkpoint is not None:
-        try:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise LibraError(f"{layout.last}: does not match the configured detector ({first})") from exc
-        if "scaler" in checkpoint:
-            scaler.load_state_dict(checkpoint["scaler"])
-        start_iter = int(checkpoint["iteration"])
-        best_ap = float(checkpoint.get("best_ap", -1.0))
-        per_rank = checkpoint.get("per_rank")
-        own = per_rank[ctx.rank] if isinstance(per_rank, list) and len(per_rank) == ctx.world_size else checkpoint
-        restore_rng_state(own.get("rng", {}))
-        window = [{name: value.to(device) for name, value in step.items()} for step in own.get("log_window", [])]
-    # The random state at the last step boundary, which is what a checkpoint of `completed` steps holds
-    # even when Ctrl-C lands in the middle of the next step, after its samplers have drawn.
-    step_rng = rng_state()
-    # The training step runs through DDP, which averages gradients over the ranks; checkpoints and
-    # evaluation use the module itself.
-    forward_model = model
-    if ctx.enabled:
-        forward_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    dtype = amp_dtype(config, ctx.device)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=dtype == torch.float16)
+    return model, TrainStep(model, optimizer, scaler, dtype, tcfg.grad_clip)
 
+
+def restore_checkpoint(
+    checkpoint: dict[str, Any], model: nn.Module, step: TrainStep, ctx: DistributedContext, layout: RunLayout
+) -> tuple[int, float, list[dict[str, torch.Tensor]]]:
+    """Load weights, optimizer, scaler and this rank's RNG state; returns (iteration, best AP, log window)."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+        step.optimizer.load_state_dict(checkpoint["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LibraError(f"{layout.last}: does not match the configured detector ({first})") from exc
+    if "scaler" in checkpoint:
+        step.scaler.load_state_dict(checkpoint["scaler"])
+    per_rank = checkpoint.get("per_rank")
+    own = per_rank[ctx.rank] if isinstance(per_rank, list) and len(per_rank) == ctx.world_size else checkpoint
+    restore_rng_state(own.get("rng", {}))
+    window = [{name: value.to(ctx.device) for name, value in terms.items()} for terms in own.get("log_window", [])]
+    return int(checkpoint["iteration"]), float(checkpoint.get("best_ap", -1.0)), window
+
+
+def start_run_directory(
+    config: RunConfig,
+    layout: RunLayout,
+    ctx: DistributedContext,
+    data: TrainingData,
+    model: nn.Module,
+    *,
+    start_iter: int,
+    resume: bool,
+    on_start: Callable[[dict[str, Any]], None] | None,
+) -> JsonlLog | NoLog:
+    """Write the config, dataset info and the log's start record (rank 0); call ``on_start``. Returns the log."""
     log: JsonlLog | NoLog = NoLog()
     start_record: dict[str, Any] = {
         "type": "start",
         "iter": start_iter,
         "components": config.libra.enabled(),
         "world_size": ctx.world_size,
-        "skipped": skipped,
+        "skipped": data.skipped,
     }
     if config.libra.eql:
-        start_record["eql"] = eql_tail_info(config.libra.eql_lambda, run_dataset, config.libra.eql_freq)
+        start_record["eql"] = eql_tail_info(config.libra.eql_lambda, data.info, config.libra.eql_freq)
     if ctx.is_main:
         layout.root.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(layout.checkpoints)
         layout.write_config(config)
-        layout.write_dataset_info(run_dataset)
+        layout.write_dataset_info(data.info)
         log = layout.open_log(resume_from=start_iter if resume else None)
         log.write(start_record)
     if on_start is not None and ctx.is_main:
         on_start(
             {
-                **run_dataset,
+                **data.info,
                 **start_record,
-                "device": str(device),
+                "device": str(ctx.device),
                 "start_iter": start_iter,
                 "model": model,
-                "num_val_images": len(val_set),
+                "num_val_images": len(data.val_set),
             }
         )
-    if not ctx.is_main:
-        progress = None
+    return log
 
-    def rank_state() -> dict[str, Any]:
-        """What differs between ranks: the random generators and the loss terms not yet logged."""
-        log_window = [{name: value.cpu() for name, value in step.items()} for step in window]
-        return {"rng": step_rng, "log_window": log_window}
 
-    def checkpoint_state(iteration: int, per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            # The learning rate is a pure function of the iteration: this is the whole schedule state.
-            "scheduler": {"type": tcfg.schedule, "iteration": iteration},
-            # The batch sampler is a pure function of (seed, iteration): this is the data position.
-            "data": {
-                "seed": tcfg.seed,
-                "global_batch_size": config.data.batch_size,
-                "next_iteration": iteration,
-            },
-            "iteration": iteration,
-            "best_ap": best_ap,
-            "world_size": ctx.world_size,
-            **rank_state(),  # this rank's (rank 0's)
-        }
-        if per_rank is not None:
-            state["per_rank"] = per_rank
-        return state
-
-    def save_last(iteration: int) -> None:
-        """Write ``last.pt``; every rank calls this at the same iterations (it gathers their states)."""
-        per_rank = all_gather_object(rank_state()) if ctx.enabled else None
-        if ctx.is_main:
-            save_checkpoint(layout.last, checkpoint_state(iteration, per_rank))
-
-    def run_evaluation(iteration: int) -> dict[str, Any]:
-        nonlocal best_ap
-        metrics = evaluate_model(
-            model,
-            val_set,
-            layout,
-            device=device,
-            batch_size=config.data.batch_size,
-            num_workers=config.data.num_workers,
-            autocast_dtype=dtype,
-            extra={"iteration": iteration, "checkpoint": "training"},
-        )
-        ap = metrics["summary"].get("AP")
-        log.write({"type": "eval", "iter": iteration, **{k: v for k, v in metrics["summary"].items()}})
-        if ap is not None and ap > best_ap:
-            best_ap = ap
-            if ctx.is_main:
-                save_checkpoint(layout.best, checkpoint_state(iteration))
-        return metrics
-
+def training_loader(
+    config: RunConfig, train_set: DetectionDataset, start_iter: int, ctx: DistributedContext
+) -> torch.utils.data.DataLoader:
+    """This rank's batches of iterations ``start_iter`` … ``max_iters − 1``: a pure function of the seed."""
+    tcfg = config.train
     sampler = IterationBatchSampler(
         len(train_set),
         config.data.batch_size,
@@ -389,98 +456,232 @@ def train(
         rank=ctx.rank,
         world_size=ctx.world_size,
     )
-    loader = torch.utils.data.DataLoader(
+    return torch.utils.data.DataLoader(
         train_set,
         batch_sampler=sampler,
         num_workers=config.data.num_workers,
         collate_fn=collate,
-        pin_memory=device.type == "cuda",
+        pin_memory=ctx.device.type == "cuda",
         # Its own generator: creating the loader's iterator must not draw from the global RNG, whose
         # state is restored on resume and drives the RPN/RoI samplers.
         generator=torch.Generator().manual_seed(tcfg.seed),
     )
-    model.train()
+
+
+def setup_training(
+    config: RunConfig, *, resume: bool, on_start: Callable[[dict[str, Any]], None] | None
+) -> TrainingRun:
+    """Check the run directory, load the data, build the model and its step, restore a checkpoint when
+    resuming and start the run directory: everything before the first step, in that order (the RNG
+    draws depend on it)."""
+    layout = RunLayout(config.train.out)
+    ctx = init_distributed(config.train.device)
+    checkpoint = open_checkpoint(config, layout, ctx, resume)
+    data = load_training_data(config)
+    model, step = build_model_and_step(config, data, ctx)
+    start_iter, best_ap, window = 0, -1.0, []
+    if checkpoint is not None:
+        start_iter, best_ap, window = restore_checkpoint(checkpoint, model, step, ctx, layout)
+    step_rng = rng_state()
+    if ctx.enabled:
+        # The step runs through DDP, which averages gradients over the ranks; checkpoints and evaluation
+        # use the module itself.
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        step.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    log = start_run_directory(config, layout, ctx, data, model, start_iter=start_iter, resume=resume, on_start=on_start)
+    return TrainingRun(
+        config=config,
+        ctx=ctx,
+        layout=layout,
+        model=model,
+        step=step,
+        loader=training_loader(config, data.train_set, start_iter, ctx),
+        val_set=data.val_set,
+        log=log,
+        start_iter=start_iter,
+        completed=start_iter,
+        best_ap=best_ap,
+        window=window,
+        step_rng=step_rng,
+    )
+
+
+# --- hooks: bookkeeping, log, evaluation, checkpoints ------------------------------------------------
+
+
+def record_step(run: TrainingRun, iteration: int, loss_dict: dict[str, torch.Tensor]) -> None:
+    """Count step ``iteration`` as done: the step count, the RNG state at its end and its loss terms."""
+    run.completed = iteration + 1
+    run.step_rng = rng_state()
+    run.window.append({name: value.detach() for name, value in loss_dict.items()})
+
+
+def log_step(run: TrainingRun, lr: float, progress: Any | None) -> None:
+    """Stop on a non-finite loss; at log intervals write a "train" record of the window and start a new one."""
+    tcfg, done = run.config.train, run.completed
+    # On CPU a sync is free: check every step. On CUDA only at log intervals and before a checkpoint (no
+    # host sync otherwise). Ranks check the same averaged values: all stop together.
+    if run.device.type == "cpu":
+        _check_finite(_mean_terms(run.window[-1:]), done, run.layout)
+    if done % tcfg.log_interval == 0 or done == tcfg.max_iters:
+        terms = _mean_terms(run.window)
+        _check_finite(terms, done, run.layout)
+        elapsed = time.perf_counter() - run.window_start
+        record = {
+            "type": "train",
+            "iter": done,
+            "lr": lr,
+            "loss": sum(terms.values()),
+            **terms,
+            "time_per_iter": elapsed / len(run.window),
+            "data_time_per_iter": run.data_wait / len(run.window),
+            "memory_mb": round(peak_memory_mb(run.device), 1),
+        }
+        run.log.write(record)
+        run.window, run.window_start, run.data_wait = [], time.perf_counter(), 0.0
+        if progress is not None:
+            progress.update(done, record)
+    elif progress is not None:
+        progress.update(done, None)
+
+
+def rank_state(run: TrainingRun) -> dict[str, Any]:
+    """What differs between ranks: the random generators and the loss terms not yet logged."""
+    log_window = [{name: value.cpu() for name, value in step.items()} for step in run.window]
+    return {"rng": run.step_rng, "log_window": log_window}
+
+
+def checkpoint_state(run: TrainingRun, iteration: int, per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    tcfg = run.config.train
+    state = {
+        "model": run.model.state_dict(),
+        "optimizer": run.step.optimizer.state_dict(),
+        "scaler": run.step.scaler.state_dict(),
+        # The learning rate is a pure function of the iteration: this is the whole schedule state.
+        "scheduler": {"type": tcfg.schedule, "iteration": iteration},
+        # The batch sampler is a pure function of (seed, iteration): this is the data position.
+        "data": {
+            "seed": tcfg.seed,
+            "global_batch_size": run.config.data.batch_size,
+            "next_iteration": iteration,
+        },
+        "iteration": iteration,
+        "best_ap": run.best_ap,
+        "world_size": run.ctx.world_size,
+        **rank_state(run),  # this rank's (rank 0's)
+    }
+    if per_rank is not None:
+        state["per_rank"] = per_rank
+    return state
+
+
+def save_last(run: TrainingRun, iteration: int) -> None:
+    """Write ``last.pt``; every rank calls this at the same iterations (it gathers their states)."""
+    per_rank = all_gather_object(rank_state(run)) if run.ctx.enabled else None
+    if run.ctx.is_main:
+        save_checkpoint(run.layout.last, checkpoint_state(run, iteration, per_rank))
+
+
+def save_on_interrupt(run: TrainingRun) -> None:
+    """Ctrl-C: keep what was learned so far; ``--resume`` continues from here. No collective call: the
+    ranks may have been interrupted at different points."""
+    if run.ctx.is_main:
+        save_checkpoint(run.layout.last, checkpoint_state(run, run.completed))
+
+
+def run_evaluation(run: TrainingRun, iteration: int) -> dict[str, Any]:
+    """Evaluate on the validation set, log an "eval" record and keep ``best.pt`` when the AP improved."""
+    metrics = evaluate_model(
+        run.model,
+        run.val_set,
+        run.layout,
+        device=run.device,
+        batch_size=run.config.data.batch_size,
+        num_workers=run.config.data.num_workers,
+        autocast_dtype=run.step.autocast,
+        extra={"iteration": iteration, "checkpoint": "training"},
+    )
+    ap = metrics["summary"].get("AP")
+    run.log.write({"type": "eval", "iter": iteration, **{k: v for k, v in metrics["summary"].items()}})
+    if ap is not None and ap > run.best_ap:
+        run.best_ap = ap
+        if run.ctx.is_main:
+            save_checkpoint(run.layout.best, checkpoint_state(run, iteration))
+    return metrics
+
+
+def evaluate_and_checkpoint(run: TrainingRun) -> None:
+    """At their intervals before the last step: evaluate, then write ``last.pt`` (carrying the new best AP)."""
+    tcfg, done = run.config.train, run.completed
+    before_end = done < tcfg.max_iters
+    evaluate_now = bool(tcfg.eval_interval) and done % tcfg.eval_interval == 0 and before_end
+    checkpoint_now = done % tcfg.checkpoint_interval == 0 and before_end
+    if (evaluate_now or checkpoint_now) and run.window and run.device.type != "cpu":
+        _check_finite(_mean_terms(run.window), done, run.layout)  # never evaluate or save diverged weights
+    if evaluate_now:
+        run_evaluation(run, done)
+        run.model.train()
+    if checkpoint_now:
+        save_last(run, done)
+
+
+def finish(run: TrainingRun) -> dict[str, Any]:
+    """The final evaluation; ``best.pt`` is the last weights when no evaluation improved on −1."""
+    metrics = run_evaluation(run, run.completed)
+    if run.ctx.is_main and not run.layout.best.exists():
+        save_checkpoint(run.layout.best, checkpoint_state(run, run.completed))
+    return metrics
+
+
+# --- the loop ----------------------------------------------------------------------------------------
+
+
+def train(
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
+    progress: Any | None = None,
+) -> TrainResult:
+    """Train the detector described by ``config`` into ``config.train.out``.
+
+    ``on_start(info)`` receives a summary (dataset sizes, components, tail classes) before the first step;
+    ``progress`` is an optional object with ``start(total, completed)``, ``update(iteration, fields)``
+    and ``stop()`` (the CLI passes a rich progress bar).
+    """
+    start_wall = time.perf_counter()
+    run = setup_training(config, resume=resume, on_start=on_start)
+    tcfg = config.train
+    if not run.ctx.is_main:
+        progress = None  # rank 0 alone reports
+    run.model.train()
     if progress is not None:
-        progress.start(tcfg.max_iters, start_iter)
-    window_start, data_wait = time.perf_counter(), 0.0
-    completed = start_iter  # optimizer steps taken; what a checkpoint records
-    fetch_start = time.perf_counter()
+        progress.start(tcfg.max_iters, run.start_iter)
+    run.window_start = fetch_start = time.perf_counter()
     interrupts = StepBoundaryInterrupts()
     interrupts.install()
     try:
-        for iteration, (images, targets) in enumerate(loader, start=start_iter):
-            data_wait += time.perf_counter() - fetch_start
+        for iteration, (images, targets) in enumerate(run.loader, start=run.start_iter):
+            run.data_wait += time.perf_counter() - fetch_start
             lr = learning_rate(tcfg, iteration)
-            for group in optimizer.param_groups:
+            for group in run.step.optimizer.param_groups:
                 group["lr"] = lr
-            images = [image.to(device, non_blocking=True) for image in images]
-            targets = [
-                {"boxes": t["boxes"].to(device, non_blocking=True), "labels": t["labels"].to(device, non_blocking=True)}
-                for t in targets
-            ]
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss_dict = forward_model(images, targets)
-            loss = sum(loss_dict.values())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tcfg.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
+            images, targets = batch_to_device(images, targets, run.device)
+            loss_dict = forward_backward(run.step, images, targets)
             # The update, the step count, the loss window and the log change together or not at all.
             with interrupts.atomic():
-                scaler.step(optimizer)
-                scaler.update()
-                completed = iteration + 1
-                step_rng = rng_state()
-                window.append({name: value.detach() for name, value in loss_dict.items()})
-                done = completed
-                # On CPU a sync is free: check every step. On CUDA only at log intervals and before a
-                # checkpoint (no host sync otherwise). Ranks check the same averaged values: all stop together.
-                if device.type == "cpu":
-                    _check_finite(_mean_terms(window[-1:]), done, layout)
-                if done % tcfg.log_interval == 0 or done == tcfg.max_iters:
-                    terms = _mean_terms(window)
-                    _check_finite(terms, done, layout)
-                    elapsed = time.perf_counter() - window_start
-                    record = {
-                        "type": "train",
-                        "iter": done,
-                        "lr": lr,
-                        "loss": sum(terms.values()),
-                        **terms,
-                        "time_per_iter": elapsed / len(window),
-                        "data_time_per_iter": data_wait / len(window),
-                        "memory_mb": round(peak_memory_mb(device), 1),
-                    }
-                    log.write(record)
-                    window, window_start, data_wait = [], time.perf_counter(), 0.0
-                    if progress is not None:
-                        progress.update(done, record)
-                elif progress is not None:
-                    progress.update(done, None)
-            before_end = done < tcfg.max_iters
-            evaluate_now = bool(tcfg.eval_interval) and done % tcfg.eval_interval == 0 and before_end
-            checkpoint_now = done % tcfg.checkpoint_interval == 0 and before_end
-            if (evaluate_now or checkpoint_now) and window and device.type != "cpu":
-                _check_finite(_mean_terms(window), done, layout)  # never evaluate or save diverged weights
-            if evaluate_now:
-                run_evaluation(done)
-                model.train()
-            if checkpoint_now:  # after the evaluation, so that the checkpoint carries its best AP
-                save_last(done)
+                apply_update(run.step)
+                record_step(run, iteration, loss_dict)
+                log_step(run, lr, progress)
+            evaluate_and_checkpoint(run)
             fetch_start = time.perf_counter()
-        save_last(completed)
+        save_last(run, run.completed)
     except KeyboardInterrupt:
-        # Ctrl-C: keep what was learned so far; `--resume` continues from here. No collective call here:
-        # the ranks may have been interrupted at different points.
-        if ctx.is_main:
-            save_checkpoint(layout.last, checkpoint_state(completed))
+        save_on_interrupt(run)
         raise
     finally:
         interrupts.restore()
         if progress is not None:
             progress.stop()
-    metrics = run_evaluation(completed)
-    if ctx.is_main and not layout.best.exists():
-        save_checkpoint(layout.best, checkpoint_state(completed))
-    return TrainResult(layout.root, completed, time.perf_counter() - start_wall, metrics)
+    metrics = finish(run)
+    return TrainResult(run.layout.root, run.completed, time.perf_counter() - start_wall, metrics)

@@ -1,12 +1,14 @@
 """``build_detector``: compose a torchvision Faster R-CNN or RetinaNet from a run config.
 
-Every part is a torchvision module passed in by constructor injection; the Libra components replace or
-wrap exactly one part each and only when switched on:
+Every part is a torchvision module passed in by constructor injection; the switched-on components of
+``libra_cli.components.COMPONENTS`` supply the parts they replace (``detector_parts``), and this module
+puts them in:
 
-- ``--bfp``: the backbone is wrapped by ``BackboneWithBFP`` (pyramid in, balanced pyramid out);
-- ``--iou-sampling`` / ``--balanced-l1`` / ``--eql`` (Faster R-CNN): the RoI heads become
-  ``LibraRoIHeads``, a ``RoIHeads`` subclass with the same pooler, box head and matcher;
-- ``--balanced-l1`` (RetinaNet): the regression head's loss becomes balanced L1.
+- a backbone wrapper (``--bfp``: ``BackboneWithBFP``, pyramid in, balanced pyramid out);
+- Faster R-CNN: a RoI sampler (``--iou-sampling``, ``--ohem``), a box loss (``--balanced-l1``) or a
+  classifier (``--eql``) make the RoI heads ``LibraRoIHeads``, a ``RoIHeads`` subclass with the same
+  pooler, box head and matcher that receives them;
+- RetinaNet: a change to the head (``--balanced-l1``: the regression head's loss becomes balanced L1).
 
 The reference code's other training choices are named options, each off (torchvision's behaviour) by
 default: ``model.rpn_neg_pos_ub`` caps the RPN sampler's negatives; ``model.roi_box_loss`` /
@@ -19,6 +21,7 @@ With every switch off the result is the plain torchvision model (the tests compa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -34,16 +37,16 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from libra_cli.config import RunConfig, resolved_component_settings
+from libra_cli.components import DetectorParts, TrainingStats, detector_parts, iou_balanced_sampler
+from libra_cli.config import RunConfig
 from libra_cli.errors import LibraError
 from libra_cli.io import load_tensors_safely
-from libra_cli.models.bfp import BackboneWithBFP
 from libra_cli.models.retinanet import P6FromC5P7NoReLU, use_batch_normalised_losses
 from libra_cli.models.roi_align import FastMultiScaleRoIAlign
+from libra_cli.models.roi_heads import TORCHVISION_SMOOTH_L1_BETA, LibraRoIHeads
 
 RESNET_OUT_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 GROUP_NORM_GROUPS = 32
-NEGATIVE_IOU_THRESHOLD = 0.5  # torchvision's RoI head: IoU < 0.5 is background
 
 
 def norm_layer(kind: str):
@@ -68,8 +71,9 @@ def load_state_dict_file(path: str | Path, what: str) -> dict[str, torch.Tensor]
     return payload
 
 
-def build_backbone(config: RunConfig) -> nn.Module:
-    """ResNet body + FPN (+ BFP). Faster R-CNN uses P2–P6, RetinaNet P3–P7 (Libra R-CNN §3.2)."""
+def build_backbone(config: RunConfig, wrap: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:
+    """ResNet body + FPN, then ``wrap`` (the BFP neck of ``--bfp``) if given. Faster R-CNN uses P2–P6,
+    RetinaNet P3–P7 (Libra R-CNN §3.2)."""
     model_cfg = config.model
     body = getattr(resnet, model_cfg.backbone)(weights=None, norm_layer=norm_layer(model_cfg.norm))
     if model_cfg.backbone_weights:
@@ -92,18 +96,7 @@ def build_backbone(config: RunConfig) -> nn.Module:
     return_layers = {f"layer{k}": str(i) for i, k in enumerate(returned)}
     in_channels = [stage_channels * 2 ** (k - 1) for k in returned]
     backbone: nn.Module = BackboneWithFPN(body, return_layers, in_channels, channels, extra_blocks=extra)
-    if config.libra.bfp:
-        refine_level = resolved_component_settings(config)["bfp_refine_level"]
-        if not 0 <= refine_level < 5:
-            raise LibraError(f"libra.bfp_refine_level: must be in 0..4 for 5 pyramid levels, got {refine_level}")
-        backbone = BackboneWithBFP(
-            backbone,
-            num_levels=5,
-            refine_level=refine_level,
-            refine_type=config.libra.bfp_refine,
-            init=config.libra.bfp_init,
-        )
-    return backbone
+    return wrap(backbone) if wrap is not None else backbone
 
 
 def build_detector(
@@ -119,8 +112,9 @@ def build_detector(
     ``num_images`` is the denominator of the image frequencies, which ``libra.eql_freq`` chooses (see
     ``libra_cli.engine.run.eql_frequency_denominator``).
     """
-    model_cfg, lib = config.model, config.libra
-    backbone = build_backbone(config)
+    model_cfg = config.model
+    parts = detector_parts(config, TrainingStats(images_per_class, num_images))
+    backbone = build_backbone(config, parts.wrap_backbone)
     anchor_sizes = tuple((size,) for size in model_cfg.anchor_sizes)
     common = dict(
         min_size=model_cfg.min_size,
@@ -128,7 +122,7 @@ def build_detector(
         detections_per_img=model_cfg.detections_per_image,
     )
     if model_cfg.arch == "faster_rcnn":
-        model = _build_faster_rcnn(config, backbone, num_classes, anchor_sizes, images_per_class, num_images)
+        model = _build_faster_rcnn(config, parts, backbone, num_classes, anchor_sizes)
     else:
         # Three scales per level (x, x·2^(1/3), x·2^(2/3)), as in RetinaNet.
         sizes = tuple((s, round(s * 2 ** (1 / 3)), round(s * 2 ** (2 / 3))) for (s,) in anchor_sizes)
@@ -139,12 +133,8 @@ def build_detector(
             num_classes + 1,
             norm_layer=partial(nn.GroupNorm, GROUP_NORM_GROUPS) if model_cfg.norm == "gn" else None,
         )
-        if lib.balanced_l1:
-            from libra_cli.models.retinanet import use_balanced_l1
-
-            use_balanced_l1(
-                head, alpha=lib.bl1_alpha, gamma=lib.bl1_gamma, beta=resolved_component_settings(config)["bl1_beta"]
-            )
+        if parts.retinanet_head is not None:
+            parts.retinanet_head(head)
         if model_cfg.retinanet_loss_norm == "batch":
             use_batch_normalised_losses(head)
         model = RetinaNet(
@@ -168,13 +158,12 @@ def build_detector(
 
 def _build_faster_rcnn(
     config: RunConfig,
+    parts: DetectorParts,
     backbone: nn.Module,
     num_classes: int,
     anchor_sizes: tuple[tuple[int, ...], ...],
-    images_per_class: torch.Tensor | None,
-    num_images: int | None,
 ) -> FasterRCNN:
-    model_cfg, lib = config.model, config.libra
+    model_cfg = config.model
     channels = backbone.out_channels
     anchors = AnchorGenerator(anchor_sizes, (tuple(model_cfg.aspect_ratios),) * len(anchor_sizes))
     pooler = FastMultiScaleRoIAlign(
@@ -211,27 +200,27 @@ def _build_faster_rcnn(
         model.rpn.fg_bg_sampler = NegPosCappedSampler(
             plain.batch_size_per_image, plain.positive_fraction, model_cfg.rpn_neg_pos_ub
         )
-    if lib.iou_sampling or lib.eql or roi_box_loss(config) is not None:
-        model.roi_heads = _libra_roi_heads(config, model.roi_heads, num_classes, images_per_class, num_images)
+    box_loss = parts.roi_box_loss if parts.roi_box_loss is not None else roi_box_loss(config)
+    if parts.roi_sampler is not None or parts.eql_tail_mask is not None or box_loss is not None:
+        model.roi_heads = LibraRoIHeads.from_plain(
+            model.roi_heads,
+            num_classes=num_classes,
+            sampler=parts.roi_sampler,
+            box_loss=box_loss,
+            eql_tail_mask=parts.eql_tail_mask,
+        )
     return model
 
 
 def roi_box_loss(config: RunConfig):
-    """The RoI head's box loss as ``loss(pred [P, 4], target [P, 4]) -> summed scalar``, or None for
-    torchvision's own (smooth L1, β = 1/9).
+    """The RoI head's box loss of the model settings, used unless a component (``--balanced-l1``)
+    supplies one: ``loss(pred [P, 4], target [P, 4]) -> summed scalar``, or None for torchvision's own
+    (smooth L1, β = 1/9).
 
-    Balanced L1 when switched on (Libra R-CNN §3.3); otherwise ``model.roi_box_loss``: smooth L1 with
-    ``model.roi_smooth_l1_beta`` (the paper's mmdetection baseline uses β = 1.0) or plain L1.
+    ``model.roi_box_loss``: smooth L1 with ``model.roi_smooth_l1_beta`` (the paper's mmdetection baseline
+    uses β = 1.0) or plain L1.
     """
-    from libra_cli.losses import balanced_l1_loss
-    from libra_cli.models.roi_heads import TORCHVISION_SMOOTH_L1_BETA
-
-    lib, model_cfg = config.libra, config.model
-    if lib.balanced_l1:
-        beta = resolved_component_settings(config)["bl1_beta"]
-        loss = partial(balanced_l1_loss, alpha=lib.bl1_alpha, gamma=lib.bl1_gamma, beta=beta, reduction="sum")
-        loss(torch.zeros(0), torch.zeros(0))  # raises a one-line error on α, γ, β <= 0 now, not at step one
-        return loss
+    model_cfg = config.model
     if model_cfg.roi_box_loss == "l1":
         return partial(F.l1_loss, reduction="sum")
     if math.isclose(model_cfg.roi_smooth_l1_beta, TORCHVISION_SMOOTH_L1_BETA, rel_tol=1e-9):
@@ -241,40 +230,4 @@ def roi_box_loss(config: RunConfig):
 
 def iou_sampler_from_config(config: RunConfig):
     """The IoU-balanced RoI sampler of a run's ``model`` and ``libra`` settings (Libra R-CNN §3.1)."""
-    from libra_cli.sampling import IoUBalancedSampler
-
-    lib, model_cfg = config.libra, config.model
-    try:
-        return IoUBalancedSampler(
-            batch_size_per_image=model_cfg.roi_batch_size_per_image,
-            positive_fraction=model_cfg.roi_positive_fraction,
-            num_bins=lib.iou_bins,
-            floor_thr=lib.iou_floor_thr,
-            floor_fraction=lib.iou_floor_fraction,
-            bins_upper=lib.iou_bins_upper,
-            neg_iou_thr=NEGATIVE_IOU_THRESHOLD,
-            pos_balance=lib.pos_balance,
-        )
-    except ValueError as exc:
-        raise LibraError(f"libra: invalid IoU-balanced sampling settings ({exc})") from exc
-
-
-def _libra_roi_heads(config, plain_heads, num_classes, images_per_class, num_images):
-    """Replace torchvision's RoIHeads by the subclass carrying the switched-on components."""
-    from libra_cli.losses import image_frequency, tail_class_mask
-    from libra_cli.models.roi_heads import LibraRoIHeads
-
-    lib = config.libra
-    sampler = iou_sampler_from_config(config) if lib.iou_sampling else None
-    tail_mask = None
-    if lib.eql:
-        if images_per_class is None or not num_images:
-            raise LibraError("libra.eql: needs the training set's per-class image counts")
-        tail_mask = tail_class_mask(image_frequency(images_per_class, num_images), lib.eql_lambda)
-    return LibraRoIHeads.from_plain(
-        plain_heads,
-        num_classes=num_classes,
-        iou_sampler=sampler,
-        box_loss=roi_box_loss(config),
-        eql_tail_mask=tail_mask,
-    )
+    return iou_balanced_sampler(config)

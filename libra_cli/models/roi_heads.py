@@ -2,13 +2,16 @@
 
 Each component changes exactly one step of torchvision's ``RoIHeads`` and is off unless given:
 
-- ``iou_sampler`` (Libra R-CNN §3.1): the RoIs of each image are chosen by an ``IoUBalancedSampler``, which needs
-  every proposal's largest IoU with the GT boxes, instead of by torchvision's random sampler;
+- ``sampler`` (Libra R-CNN §3.1, or OHEM): the RoIs of each image are chosen by an ``IoUBalancedSampler``, which
+  needs every proposal's largest IoU with the GT boxes, or by an ``OHEMSampler``, which needs every candidate's
+  loss under the current model, instead of by torchvision's random sampler;
 - ``box_loss`` (Libra R-CNN §3.3 and the paper's baseline): the box loss of the sampled positives — balanced L1,
   smooth L1 with another β (the authors' mmdetection baseline uses β = 1.0) or L1 — instead of torchvision's
   smooth L1 with β = 1/9;
 - ``eql_tail_mask`` (EQL paper §3): the classifier becomes a sigmoid classifier over the C foreground classes
-  (``EQLPredictor``) trained with the equalization loss, and detections are scored by its sigmoids.
+  (``EQLPredictor``) trained with the equalization loss, and detections are scored by its sigmoids;
+- ``class_loss``: the classification loss of the sampled RoIs (default cross-entropy, or the equalization
+  loss with the tail mask above).
 
 Everything else (pooling, box head, matching thresholds, box coding, NMS) is torchvision's, reached
 through ``super()``. Only the box branch is supported: Faster R-CNN, no mask or keypoint heads.
@@ -75,16 +78,24 @@ class LibraRoIHeads(RoIHeads):
             positive_fraction, bbox_reg_weights, score_thresh, nms_thresh, detections_per_img:
             as torchvision's ``RoIHeads``.
         num_classes: C, the number of foreground classes (labels 1..C).
-        iou_sampler: called as ``iou_sampler(labels, max_ious, matched_gt)`` per batch (e.g.
-            ``libra_cli.sampling.IoUBalancedSampler``); None keeps torchvision's random sampler.
+        sampler: called as ``sampler(labels, max_ious, matched_gt)`` per batch (e.g.
+            ``libra_cli.sampling.IoUBalancedSampler``) → (positive masks, negative masks); a sampler with
+            ``ranks_by_loss = True`` (``libra_cli.sampling.ohem.OHEMSampler``) is also given
+            ``roi_losses=`` (every candidate's loss, see :meth:`candidate_losses`) and ``proposals=``.
+            None keeps torchvision's random sampler. ``iou_sampler`` is the older name of the same argument.
         box_loss: ``box_loss(pred [P, 4], target [P, 4])`` -> the loss summed over the P positives' deltas
             (e.g. ``partial(balanced_l1_loss, alpha=0.5, gamma=1.5, beta=1.0, reduction="sum")``); None
             keeps torchvision's smooth L1 with β = 1/9. Either way the sum is divided by the number of
-            sampled RoIs, as torchvision (and the reference) normalise.
+            sampled RoIs, as torchvision (and the reference) normalise. A loss-ranking sampler calls it with
+            ``reduction="none"`` for the per-coordinate losses, as torch's losses and ``partial`` allow.
         balanced_l1: shorthand for ``box_loss`` = balanced L1 with these ``{"alpha", "gamma", "beta"}``.
         eql_tail_mask: [C] bool, the tail classes T_λ(f_j) of the equalization loss; None keeps the
             softmax classifier and cross-entropy. When given, ``box_predictor`` is replaced by an
-            ``EQLPredictor`` of the same input width.
+            ``EQLPredictor`` of the same input width. Kept as the buffer ``eql_tail_mask`` (checkpoints
+            hold it).
+        class_loss: ``class_loss(logits [R, K], labels [R], reduction="mean")`` -> the classification loss
+            (``reduction="none"``: per RoI, [R]); None → cross-entropy, or the equalization loss with
+            ``eql_tail_mask`` when that is given.
     """
 
     def __init__(
@@ -102,11 +113,15 @@ class LibraRoIHeads(RoIHeads):
         detections_per_img: int,
         *,
         num_classes: int,
+        sampler=None,
         iou_sampler=None,
-        box_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        box_loss: Callable[..., torch.Tensor] | None = None,
         balanced_l1: dict[str, float] | None = None,
         eql_tail_mask: torch.Tensor | None = None,
+        class_loss: Callable[..., torch.Tensor] | None = None,
     ) -> None:
+        if sampler is not None and iou_sampler is not None:
+            raise ValueError("give either sampler or iou_sampler (its older name), not both")
         if balanced_l1 is not None:
             if box_loss is not None:
                 raise ValueError("give either box_loss or balanced_l1, not both")
@@ -133,10 +148,15 @@ class LibraRoIHeads(RoIHeads):
             detections_per_img,
         )
         self.num_classes = num_classes
-        self.iou_sampler = iou_sampler
+        self.sampler = sampler if sampler is not None else iou_sampler
+        # Whether the training losses differ from torchvision's ``fastrcnn_loss``.
+        self.changes_loss = box_loss is not None or class_loss is not None or eql_tail_mask is not None
         self.box_loss = box_loss
         # A buffer, so that it moves with the model to the GPU and is saved with its weights.
         self.register_buffer("eql_tail_mask", eql_tail_mask)
+        if class_loss is None:
+            class_loss = self.equalization_loss if eql_tail_mask is not None else F.cross_entropy
+        self.class_loss = class_loss
 
     @classmethod
     def from_plain(
@@ -144,10 +164,12 @@ class LibraRoIHeads(RoIHeads):
         plain: RoIHeads,
         *,
         num_classes: int,
+        sampler=None,
         iou_sampler=None,
-        box_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        box_loss: Callable[..., torch.Tensor] | None = None,
         balanced_l1: dict[str, float] | None = None,
         eql_tail_mask: torch.Tensor | None = None,
+        class_loss: Callable[..., torch.Tensor] | None = None,
     ) -> LibraRoIHeads:
         """The Libra head that reuses ``plain``'s modules (shared, not copied) and settings.
 
@@ -180,16 +202,27 @@ class LibraRoIHeads(RoIHeads):
             plain.nms_thresh,
             plain.detections_per_img,
             num_classes=num_classes,
+            sampler=sampler,
             iou_sampler=iou_sampler,
             box_loss=box_loss,
             balanced_l1=balanced_l1,
             eql_tail_mask=eql_tail_mask,
+            class_loss=class_loss,
         )
 
     @property
-    def changes_loss(self) -> bool:
-        """Whether the training losses differ from torchvision's ``fastrcnn_loss``."""
-        return self.box_loss is not None or self.eql_tail_mask is not None
+    def iou_sampler(self):
+        """The RoI sampler (the older name of :attr:`sampler`); None: torchvision's random sampler."""
+        return self.sampler
+
+    @property
+    def ranks_by_loss(self) -> bool:
+        """Whether the sampler chooses RoIs by their loss under the current model (OHEM)."""
+        return bool(getattr(self.sampler, "ranks_by_loss", False))
+
+    def equalization_loss(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """The equalization loss (EQL paper §3) with this head's ``eql_tail_mask`` buffer: [R, C] logits."""
+        return equalization_loss(logits, labels, self.eql_tail_mask, reduction)
 
     # ---- training: sampling -------------------------------------------------------------------------
 
@@ -244,44 +277,100 @@ class LibraRoIHeads(RoIHeads):
         self,
         proposals: list[torch.Tensor],
         targets: list[dict[str, torch.Tensor]] | None,
+        features: dict[str, torch.Tensor] | None = None,
+        image_shapes: list[tuple[int, int]] | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """torchvision's RoI sampling, with the IoU-balanced sampler when one is set (Libra R-CNN §3.1).
+        """torchvision's RoI sampling, with this head's sampler when one is set (Libra R-CNN §3.1, OHEM).
 
         As torchvision: the GT boxes are appended to the proposals (their IoU is 1) and every proposal
-        is matched; then ``iou_sampler(labels, max_ious, matched_gt)`` chooses the RoIs instead of
-        ``fg_bg_sampler(labels)``, and the chosen RoIs' regression targets are encoded as torchvision
-        does.
+        is matched; then ``sampler(labels, max_ious, matched_gt)`` chooses the RoIs instead of
+        ``fg_bg_sampler(labels)`` — a loss-ranking sampler (OHEM) also gets every candidate's loss under
+        the current model — and the chosen RoIs' regression targets are encoded as torchvision does.
 
         Args:
             proposals: per image, Tensor[N_i, 4] (x1, y1, x2, y2) from the RPN.
             targets: per image, {"boxes": Tensor[G_i, 4] (x1, y1, x2, y2), "labels": Int64Tensor[G_i]}.
+            features, image_shapes: as in :meth:`forward`; needed by a loss-ranking sampler only.
 
         Returns:
             (proposals, matched_gt, labels, regression_targets) of the sampled RoIs, per image:
             Tensor[S_i, 4], Int64Tensor[S_i], Int64Tensor[S_i], Tensor[S_i, 4] (encoded deltas).
         """
-        if self.iou_sampler is None:
+        if self.sampler is None:
             return super().select_training_samples(proposals, targets)
         self.check_targets(targets)
-        dtype, device = proposals[0].dtype, proposals[0].device
-        gt_boxes = [t["boxes"].to(dtype) for t in targets]
+        gt_boxes = [t["boxes"].to(proposals[0].dtype) for t in targets]
         gt_labels = [t["labels"] for t in targets]
         proposals = self.add_gt_proposals(proposals, gt_boxes)
         matched_gt, labels, max_ious = self.match_proposals(proposals, gt_boxes, gt_labels)
-        positive_masks, negative_masks = self.iou_sampler(labels, max_ious, matched_gt)
+        if self.ranks_by_loss:
+            if features is None or image_shapes is None:
+                raise ValueError(f"{self.sampler!r} ranks RoIs by loss: give features and image_shapes")
+            regression_targets = self.encode_targets(proposals, gt_boxes, matched_gt)
+            roi_losses = self.candidate_losses(features, proposals, image_shapes, labels, regression_targets)
+            positive_masks, negative_masks = self.sampler(
+                labels, max_ious, matched_gt, roi_losses=roi_losses, proposals=proposals
+            )
+        else:
+            positive_masks, negative_masks = self.sampler(labels, max_ious, matched_gt)
 
-        matched_gt_boxes = []
         for i, (positive, negative) in enumerate(zip(positive_masks, negative_masks, strict=True)):
             sampled = torch.where(positive | negative)[0]
             proposals[i] = proposals[i][sampled]
             labels[i] = labels[i][sampled]
             matched_gt[i] = matched_gt[i][sampled]
-            # An image without GT boxes has only background RoIs; their targets are encoded against a
-            # dummy box and never enter the loss (as in torchvision).
-            boxes = gt_boxes[i] if gt_boxes[i].numel() else torch.zeros((1, 4), dtype=dtype, device=device)
-            matched_gt_boxes.append(boxes[matched_gt[i]])
-        regression_targets = self.box_coder.encode(matched_gt_boxes, proposals)
-        return proposals, matched_gt, labels, regression_targets
+        return proposals, matched_gt, labels, self.encode_targets(proposals, gt_boxes, matched_gt)
+
+    def encode_targets(
+        self, proposals: list[torch.Tensor], gt_boxes: list[torch.Tensor], matched_gt: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Per image, Tensor[N_i, 4]: the deltas from each proposal (x1, y1, x2, y2) to its matched GT box.
+
+        An image without GT boxes has only background RoIs; their targets are encoded against a dummy box
+        and never enter the loss (as in torchvision).
+        """
+        matched_gt_boxes = []
+        for boxes, matched in zip(gt_boxes, matched_gt, strict=True):
+            if not boxes.numel():
+                boxes = torch.zeros((1, 4), dtype=boxes.dtype, device=boxes.device)
+            matched_gt_boxes.append(boxes[matched])
+        return list(self.box_coder.encode(matched_gt_boxes, proposals))
+
+    @torch.no_grad()
+    def candidate_losses(
+        self,
+        features: dict[str, torch.Tensor],
+        proposals: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+        labels: list[torch.Tensor],
+        regression_targets: list[torch.Tensor],
+    ) -> list[torch.Tensor]:
+        """Every candidate RoI's loss under the current model, without gradient (OHEM's read-only pass).
+
+        The loss of a RoI is the one it would be trained with (OHEM, Shrivastava et al. §4): its
+        classification loss, plus for a positive the box loss of its own class's deltas summed over the
+        4 coordinates. Ignored RoIs (label −1) are scored as background; a sampler never chooses them.
+
+        Args:
+            features, image_shapes: as in :meth:`forward`.
+            proposals: per image, Tensor[N_i, 4] (x1, y1, x2, y2), GT boxes included.
+            labels: per image, Int64Tensor[N_i] (> 0 foreground, 0 background, −1 ignored).
+            regression_targets: per image, Tensor[N_i, 4] encoded target deltas.
+
+        Returns:
+            Per image, Tensor[N_i] (float32).
+        """
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        class_logits, box_regression = class_logits.float(), box_regression.float()
+        all_labels = torch.cat(labels).clamp(min=0)
+        losses = self.class_loss(class_logits, all_labels, reduction="none").float()
+        positives = torch.where(all_labels > 0)[0]
+        deltas = box_regression.reshape(box_regression.shape[0], -1, 4)[positives, all_labels[positives]]
+        box_loss = self.box_loss or partial(F.smooth_l1_loss, beta=TORCHVISION_SMOOTH_L1_BETA)
+        targets = torch.cat(regression_targets)[positives].float()
+        losses[positives] += box_loss(deltas, targets, reduction="none").sum(dim=1)
+        return list(losses.split([len(p) for p in proposals]))
 
     # ---- training: losses ---------------------------------------------------------------------------
 
@@ -292,7 +381,8 @@ class LibraRoIHeads(RoIHeads):
         image_shapes: list[tuple[int, int]],
         targets: list[dict[str, torch.Tensor]] | None = None,
     ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-        """torchvision's forward, except that training with another box loss or EQL uses :meth:`box_losses`.
+        """torchvision's forward, except in training with another loss (:meth:`box_losses`) or a loss-ranking
+        sampler (OHEM), which scores the candidates with ``features`` before sampling.
 
         Args:
             features: FPN maps by name, each Tensor[B, channels, H, W].
@@ -304,9 +394,11 @@ class LibraRoIHeads(RoIHeads):
             (detections, losses): in training ([], {"loss_classifier", "loss_box_reg"}); in evaluation
             (per image {"boxes" [D, 4], "labels" [D], "scores" [D]}, {}).
         """
-        if not (self.training and self.changes_loss):
+        if not (self.training and (self.changes_loss or self.ranks_by_loss)):
             return super().forward(features, proposals, image_shapes, targets)
-        proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
+        proposals, _, labels, regression_targets = self.select_training_samples(
+            proposals, targets, features, image_shapes
+        )
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         return [], self.box_losses(class_logits, box_regression, labels, regression_targets)
@@ -320,7 +412,7 @@ class LibraRoIHeads(RoIHeads):
     ) -> dict[str, torch.Tensor]:
         """Classification and box losses of the sampled RoIs, under torchvision's keys.
 
-        - ``loss_classifier``: the equalization loss (EQL paper §3) with a tail mask, else cross-entropy.
+        - ``loss_classifier``: ``class_loss`` — cross-entropy, or the equalization loss (EQL paper §3).
         - ``loss_box_reg``: over the sampled positives, the deltas of their own class against their
           targets, ``box_loss`` if set (balanced L1, Libra R-CNN §3.3, loss weight 1.0; or the baseline's
           smooth L1 / L1), else smooth L1 with β = 1/9; summed and divided by the number of sampled RoIs
@@ -335,10 +427,7 @@ class LibraRoIHeads(RoIHeads):
         labels = torch.cat(labels, dim=0)
         regression_targets = torch.cat(regression_targets, dim=0)
 
-        if self.eql_tail_mask is not None:
-            loss_classifier = equalization_loss(class_logits, labels, self.eql_tail_mask)
-        else:
-            loss_classifier = F.cross_entropy(class_logits, labels)
+        loss_classifier = self.class_loss(class_logits, labels)
 
         positives = torch.where(labels > 0)[0]
         deltas_per_class = box_regression.reshape(box_regression.shape[0], -1, 4)

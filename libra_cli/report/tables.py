@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from libra_cli import components
 from libra_cli.report.collect import (
     IGNORED_KEYS,
     SEED_KEYS,
@@ -25,15 +26,10 @@ from libra_cli.report.document import Code, Table, table
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 ABLATION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 LVIS_METRICS = ("AP", "AP50", "AP75", "APr", "APc", "APf")
-COMPONENTS = ("iou_sampling", "bfp", "balanced_l1", "eql")
-COMPONENT_TITLES = {
-    "iou_sampling": "IoU-balanced sampling",
-    "bfp": "BFP",
-    "balanced_l1": "balanced L1",
-    "eql": "EQL",
-}
+COMPONENTS = tuple(component.switch for component in components.COMPONENTS)
+COMPONENT_TITLES = {component.switch: component.label for component in components.COMPONENTS}
 # The paper's Table 2 adds the components in this order, each on top of the previous ones.
-CUMULATIVE_ORDER = ("iou_sampling", "bfp", "balanced_l1")
+CUMULATIVE_ORDER = tuple(component.switch for component in components.COMPONENTS if component.table2_step)
 SWITCH_KEYS = tuple(f"libra.{name}" for name in COMPONENTS)
 DASH = "—"
 

@@ -1,4 +1,4 @@
-"""benchmarks/bench.py: timing summaries, targets, the results file's sections, the torchvision reference."""
+"""benchmarks/: timing summaries, targets, the results file's sections, the torchvision reference."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ import pytest
 import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 
-from libra_cli.config import load_config
-from libra_cli.engine.profiling import (
+from benchmarks.profiling import (
     TimingSummary,
     meets_target,
     replace_section,
+    rotated,
     summarize,
     target_verdict,
 )
+from benchmarks.sampler import realistic_roi_assignment
+from benchmarks.workload import widen
+from libra_cli.config import load_config
 from libra_cli.models.build import build_detector
 
 BENCH_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "bench.py"
@@ -166,15 +169,15 @@ def test_plain_torchvision_model_matches_libra_all_off(bench):
     assert heads.box_roi_pool.sampling_ratio == m.roi_sampling_ratio
 
 
-def test_the_rotation_gives_every_model_every_place(bench):
+def test_the_rotation_gives_every_model_every_place():
     names = ["a", "b", "c"]
-    orders = [bench.rotated(names, i) for i in range(3)]
+    orders = [rotated(names, i) for i in range(3)]
     assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
     assert [order.index("a") for order in orders] == [0, 2, 1]
 
 
-def test_realistic_roi_assignment_shares(bench):
-    labels, max_iou, matched_gt = bench.realistic_roi_assignment(torch.Generator().manual_seed(0))
+def test_realistic_roi_assignment_shares():
+    labels, max_iou, matched_gt = realistic_roi_assignment(torch.Generator().manual_seed(0))
     # 2,000 proposals: 1,100 at IoU 0, 600 + 160 negatives above 0, 140 positives of which 5 GT (IoU 1).
     assert labels.shape == max_iou.shape == matched_gt.shape == (2000,)
     assert int((max_iou == 0).sum()) == 1100
@@ -183,10 +186,10 @@ def test_realistic_roi_assignment_shares(bench):
     assert int(((max_iou >= 0.3) & (max_iou < 0.5)).sum()) == 160
 
 
-def test_widen_stretches_image_and_boxes(bench):
+def test_widen_stretches_image_and_boxes():
     image = torch.rand(3, 10, 10)
     target = {"boxes": torch.tensor([[1.0, 2.0, 5.0, 8.0]]), "labels": torch.tensor([1])}
-    wide, wide_target = bench.widen(image, target, 1.5)
+    wide, wide_target = widen(image, target, 1.5)
     # 10 × 10 → 10 × 15: x coordinates × 1.5, y unchanged.
     assert wide.shape == (3, 10, 15)
     assert wide_target["boxes"].tolist() == [[1.5, 2.0, 7.5, 8.0]]

@@ -140,6 +140,8 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
         lambda r: ["--arch", "retinanet", "--iou-sampling"],
         ["libra.iou_sampling"],
     ),
+    ("ohem-with-iou-sampling", lambda r: ["--ohem", "--iou-sampling"], ["libra.iou_sampling", "libra.ohem"]),
+    ("ohem-with-retinanet", lambda r: ["--arch", "retinanet", "--ohem"], ["libra.ohem", "retinanet"]),
     (
         "unknown-bad-sample-policy",
         lambda r: ["--on-bad-sample", "ignore"],

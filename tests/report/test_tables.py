@@ -108,3 +108,21 @@ def test_paper_table2_numbers_and_deltas():
     assert [row["APl (%)"] for row in rows] == ["46.4", "48.2", "49.3", "50.5"]
     assert [row["ΔAPl"] for row in rows] == ["—", "+1.8", "+2.9", "+4.1"]
     assert rows[1]["ΔAPs"] == "-0.1"  # IoU-balanced sampling: APs 21.2 → 21.1
+
+
+def test_an_ohem_run_is_labelled_ohem_by_itself(tmp_path):
+    runs = [
+        make_run(tmp_path, "plain", summary=coco_summary(0.30)),
+        make_run(tmp_path, "ohem", libra={"ohem": True}, summary=coco_summary(0.32)),
+    ]
+    groups = group_runs(load_runs(runs))
+    table, cumulative = ablation_table(groups, find_baseline(groups, None))
+    # OHEM is no step of the paper's Table 2, so the rows are named by their components: "OHEM" alone.
+    assert not cumulative
+    assert [(row["setting"], row["run"], row["ΔAP"]) for row in rows_of(table)] == [
+        ("baseline (no components)", "plain", "—"),
+        ("OHEM", "ohem", "+0.020"),
+    ]
+    rows = {row["run"]: row for row in rows_of(runs_table(groups))}
+    assert (rows["ohem"]["OHEM"], rows["plain"]["OHEM"]) == ("✓", "—")
+    assert "libra.ohem" not in rows["ohem"]  # a switch has its own column, not a "setting that differs"

@@ -1,5 +1,7 @@
 """Helpers for speed and memory measurements: robust timing summaries, targets, results-file sections.
 
+Used by the benchmark scripts only (``bench.py`` and its sections, ``side_by_side.py``).
+
 Timings on a shared machine have outliers (another process takes the core for a moment), so a
 measurement is summarised by its median and interquartile range rather than its mean. Quantiles use
 linear interpolation between the closest ranks: for sorted values x_0 ≤ … ≤ x_{n−1} the p-quantile
@@ -13,6 +15,7 @@ import os
 import platform
 import re
 import resource
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -184,3 +187,14 @@ def machine_description(device: torch.device) -> list[str]:
 def top_operators(profile: torch.profiler.profile, row_limit: int = 25) -> str:
     """The operators of a finished ``torch.profiler`` run, most self CPU time first, as a text table."""
     return profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit)
+
+
+def log(message: str) -> None:
+    """A progress line on stderr (stdout carries the results)."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def rotated(names: list[str], shift: int) -> list[str]:
+    """``names`` starting at position ``shift`` (mod len): each model takes every place in turn."""
+    shift %= len(names)
+    return names[shift:] + names[:shift]
