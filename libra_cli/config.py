@@ -11,6 +11,7 @@ Components never read this object: ``build_detector`` and the engine pass plain 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NewType, get_args, get_origin, get_type_hints
@@ -22,6 +23,8 @@ from libra_cli.io import atomic_write_text
 
 # Where the default synthetic benchmark lives (relative to the working directory) unless told otherwise.
 DEFAULT_SYNTH_DIR = "data/synth"
+# A number in exponent notation, such as 1e-3 or 1.76E-3, which PyYAML leaves as a string without a dot.
+SCIENTIFIC_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 # Box losses of the RoI head when balanced L1 is off.
 ROI_BOX_LOSSES = ("smooth_l1", "l1")
 # The repository's presets; a preset may also be given as a path to any YAML file.
@@ -188,6 +191,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise LibraError(f"{where}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str) and SCIENTIFIC_NUMBER.fullmatch(value.strip()):
+            # YAML 1.1 (PyYAML) reads 1e-3 without a dot as a string; it is a number here.
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise LibraError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -137,3 +137,14 @@ def test_unknown_mode_names_and_a_negative_cap_are_one_line_errors(overrides, wo
     assert "\n" not in message
     for word in words:
         assert word in message, (word, message)
+
+
+def test_exponent_notation_without_a_dot_is_a_number(tmp_path):
+    # PyYAML reads `1e-3` (no dot) as the string "1e-3"; a float field takes it as 0.001, and 1.76e-3 as 0.00176.
+    preset = tmp_path / "lam.yaml"
+    preset.write_text("libra:\n  eql_lambda: 1e-3\ntrain:\n  lr: 2E-2\n")
+    config = load_config(str(preset))
+    assert (config.libra.eql_lambda, config.train.lr) == (0.001, 0.02)
+    assert load_config(None, {"libra": {"eql_lambda": "1.76e-3"}}).libra.eql_lambda == 0.00176
+    with pytest.raises(LibraError, match="expected a number, got 'e3'"):
+        load_config(None, {"libra": {"eql_lambda": "e3"}})
