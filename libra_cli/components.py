@@ -57,6 +57,7 @@ class DetectorParts:
     roi_sampler: Any = None  # chooses each image's RoIs: ``sampler(labels, max_ious, matched_gt)`` → masks
     roi_box_loss: Callable[..., torch.Tensor] | None = None  # ``loss(pred [P, 4], target [P, 4])`` → summed
     eql_tail_mask: torch.Tensor | None = None  # [C] bool: the RoI classifier becomes EQL's sigmoid classifier
+    eql_prior: float | None = None  # that classifier's initial probability per class (None → 0.001)
     retinanet_head: Callable[[torch.nn.Module], None] | None = None  # changes a RetinaNetHead in place
 
     def merged(self, other: DetectorParts) -> DetectorParts:
@@ -125,7 +126,9 @@ def _equalization_loss(config: RunConfig, stats: TrainingStats) -> DetectorParts
     if stats.images_per_class is None or not stats.num_images:
         raise LibraError("libra.eql: needs the training set's per-class image counts")
     frequency = image_frequency(stats.images_per_class, stats.num_images)
-    return DetectorParts(eql_tail_mask=tail_class_mask(frequency, config.libra.eql_lambda))
+    return DetectorParts(
+        eql_tail_mask=tail_class_mask(frequency, config.libra.eql_lambda), eql_prior=config.libra.eql_prior
+    )
 
 
 # fmt: off

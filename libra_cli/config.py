@@ -110,6 +110,8 @@ class LibraConfig:
     # f_j's denominator: "annotated" = images with at least one box (the EQL authors' code, so the default)
     # or "all" training images (the paper text's "entire dataset")
     eql_freq: str = "annotated"
+    # initial probability of every sigmoid class (bias = −log((1 − p)/p)); 0.001 is the EQL authors' code
+    eql_prior: float = 0.001
     ohem: bool = False  # online hard example mining: the RoI head trains on its highest-loss RoIs (CVPR 2016)
 
     def enabled(self) -> list[str]:
@@ -296,6 +298,8 @@ def validate(config: RunConfig) -> None:
     _check_choice("model.retinanet_p6 (--retinanet-p6)", m.retinanet_p6, ("p5", "c5"))
     _check_choice("libra.bfp_init (--bfp-init)", lib.bfp_init, ("xavier", "identity"))
     _check_choice("libra.eql_freq (--eql-freq)", lib.eql_freq, ("annotated", "all"))
+    if not 0 < lib.eql_prior < 1:
+        raise LibraError(f"libra.eql_prior (--eql-prior): must lie in (0, 1), got {lib.eql_prior}")
     if m.rpn_neg_pos_ub is not None and m.rpn_neg_pos_ub < 0:
         raise LibraError(
             f"model.rpn_neg_pos_ub (--rpn-neg-pos-ub): must be >= 0 (or null for no cap), got {m.rpn_neg_pos_ub}"

@@ -208,6 +208,7 @@ def _build_faster_rcnn(
             sampler=parts.roi_sampler,
             box_loss=box_loss,
             eql_tail_mask=parts.eql_tail_mask,
+            eql_prior=parts.eql_prior,
         )
     return model
 

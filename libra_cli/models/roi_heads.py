@@ -49,13 +49,14 @@ class EQLPredictor(nn.Module):
     Args:
         in_features: width of the box head's output.
         num_classes: C, the number of foreground classes.
+        prior: every class's initial sigmoid probability (``libra.eql_prior``); 0.001 is the reference's.
     """
 
-    def __init__(self, in_features: int, num_classes: int) -> None:
+    def __init__(self, in_features: int, num_classes: int, prior: float = 0.001) -> None:
         super().__init__()
         self.cls_score = nn.Linear(in_features, num_classes)
         self.bbox_pred = nn.Linear(in_features, (num_classes + 1) * 4)
-        init_eql_classifier(self.cls_score)
+        init_eql_classifier(self.cls_score, prior=prior)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: x [R, in_features] (or [R, in_features, 1, 1]) box-head features.
@@ -93,6 +94,7 @@ class LibraRoIHeads(RoIHeads):
             softmax classifier and cross-entropy. When given, ``box_predictor`` is replaced by an
             ``EQLPredictor`` of the same input width. Kept as the buffer ``eql_tail_mask`` (checkpoints
             hold it).
+        eql_prior: the sigmoid classifier's initial probability per class; None → 0.001 (the reference).
         class_loss: ``class_loss(logits [R, K], labels [R], reduction="mean")`` -> the classification loss
             (``reduction="none"``: per RoI, [R]); None → cross-entropy, or the equalization loss with
             ``eql_tail_mask`` when that is given.
@@ -118,6 +120,7 @@ class LibraRoIHeads(RoIHeads):
         box_loss: Callable[..., torch.Tensor] | None = None,
         balanced_l1: dict[str, float] | None = None,
         eql_tail_mask: torch.Tensor | None = None,
+        eql_prior: float | None = None,
         class_loss: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         if sampler is not None and iou_sampler is not None:
@@ -133,7 +136,8 @@ class LibraRoIHeads(RoIHeads):
                     f"eql_tail_mask must be [{num_classes}] (one flag per foreground class); "
                     f"got shape {tuple(eql_tail_mask.shape)}"
                 )
-            box_predictor = EQLPredictor(_predictor_in_features(box_predictor), num_classes)
+            prior = 0.001 if eql_prior is None else eql_prior
+            box_predictor = EQLPredictor(_predictor_in_features(box_predictor), num_classes, prior=prior)
         super().__init__(
             box_roi_pool,
             box_head,
@@ -169,6 +173,7 @@ class LibraRoIHeads(RoIHeads):
         box_loss: Callable[..., torch.Tensor] | None = None,
         balanced_l1: dict[str, float] | None = None,
         eql_tail_mask: torch.Tensor | None = None,
+        eql_prior: float | None = None,
         class_loss: Callable[..., torch.Tensor] | None = None,
     ) -> LibraRoIHeads:
         """The Libra head that reuses ``plain``'s modules (shared, not copied) and settings.
@@ -207,6 +212,7 @@ class LibraRoIHeads(RoIHeads):
             box_loss=box_loss,
             balanced_l1=balanced_l1,
             eql_tail_mask=eql_tail_mask,
+            eql_prior=eql_prior,
             class_loss=class_loss,
         )
 

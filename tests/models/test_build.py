@@ -89,6 +89,12 @@ def test_switches_select_the_libra_parts(tmp_path):
     assert isinstance(model.roi_heads.box_predictor, EQLPredictor)
     # image frequencies 1.0, 0.1, 0.4 with λ = 0.5 → classes 2 and 3 are tail classes
     assert model.roi_heads.eql_tail_mask.tolist() == [False, True, True]
+    # every sigmoid starts at the reference's prior 0.001: bias = −log(0.999 / 0.001) = −6.906755
+    assert model.roi_heads.box_predictor.cls_score.bias.tolist() == pytest.approx([-6.906755] * 3, abs=1e-5)
+    prior_config = tiny_config(tmp_path, tmp_path / "p", libra__eql=True, libra__eql_lambda=0.5, libra__eql_prior=0.01)
+    prior_model = build_detector(prior_config, 3, images_per_class=torch.tensor([10, 1, 4]), num_images=10)
+    # prior 0.01: bias = −log(0.99 / 0.01) = −log 99 = −4.595120
+    assert prior_model.roi_heads.box_predictor.cls_score.bias.tolist() == pytest.approx([-4.595120] * 3, abs=1e-5)
     retina = tiny_config(tmp_path, tmp_path / "r", model__arch="retinanet", libra__bfp=True)
     assert build_detector(retina, 3).backbone.bfp.refine_level == 1  # P4 of P3–P7 for RetinaNet
 
