@@ -55,7 +55,12 @@ class ModelConfig:
     norm: str = "gn"  # backbone normalisation: "gn" (from scratch), "bn", or "frozen_bn" (pretrained)
     fpn_channels: int = 64  # channels of every pyramid level
     weights: PathStr | None = None  # local file with a full detector state_dict (optional)
-    backbone_weights: PathStr | None = None  # local file with an ImageNet ResNet state_dict (optional)
+    # ImageNet ResNet weights: a local state_dict file, or "imagenet" for torchvision's IMAGENET1K_V1 from the
+    # torch hub cache (TORCH_HOME/hub/checkpoints; fetched only when missing, see README)
+    backbone_weights: PathStr | None = None
+    # ResNet parts kept fixed (requires_grad off): 0 none, 1 the stem and layer1 (the reference's frozen_stages=1),
+    # k ≤ 4 the stem and layer1 … layerk
+    frozen_stages: int = 0
     min_size: int = 256  # images are resized so the shorter side is min_size …
     max_size: int = 256  # … and the longer side at most max_size
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # one anchor size per pyramid level
@@ -124,14 +129,20 @@ class LibraConfig:
 @dataclass
 class TrainConfig:
     out: PathStr = "runs/default"  # the run directory: config, log, checkpoints, metrics, analyses
-    max_iters: int = 450  # optimisation steps
-    lr: float = 0.02  # peak learning rate for the global batch
+    max_iters: int = 450  # optimisation steps (derived from epochs when epochs is set)
+    # training length in passes over the training set: max_iters = epochs × ceil(train images / batch_size)
+    epochs: int | None = None
+    lr: float = 0.02  # peak learning rate for the global batch (for reference_batch images when scale_lr)
+    scale_lr: bool = False  # linear scaling rule: peak lr = lr × batch_size / reference_batch
+    reference_batch: int = 16  # the global batch that lr is meant for when scale_lr is on
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1e-4  # SGD weight decay (L2)
     warmup_iters: int = 100  # linear warm-up from lr × warmup_factor
     warmup_factor: float = 0.001  # the warm-up's first learning rate, as a fraction of lr
     schedule: str = "step"  # "step" (×0.1 at each milestone) or "cosine"
     lr_milestones: tuple[float, ...] = (0.75, 0.92)  # step schedule milestones, as fractions of max_iters
+    # step schedule milestones in epochs (needs epochs), e.g. 8,11: ×0.1 after epochs 8 and 11; replaces lr_milestones
+    lr_milestones_epochs: tuple[int, ...] | None = None
     grad_clip: float | None = 35.0  # max gradient norm; None disables clipping
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     amp_dtype: str = "bf16"  # "bf16" or "fp16" (fp16 uses a gradient scaler)
@@ -338,6 +349,20 @@ def validate(config: RunConfig) -> None:
         raise LibraError(f"train.device: {t.device!r} is not cpu, cuda or cuda:N")
     if any(f <= 0 or f >= 1 for f in t.lr_milestones):
         raise LibraError(f"train.lr_milestones: fractions must lie in (0, 1), got {list(t.lr_milestones)}")
+    if not 0 <= m.frozen_stages <= 4:
+        raise LibraError(f"model.frozen_stages (--frozen-stages): must lie in 0..4, got {m.frozen_stages}")
+    if t.epochs is not None and t.epochs <= 0:
+        raise LibraError(f"train.epochs (--epochs): must be positive, got {t.epochs}")
+    if t.reference_batch <= 0:
+        raise LibraError(f"train.reference_batch (--reference-batch): must be positive, got {t.reference_batch}")
+    if t.lr_milestones_epochs is not None:
+        if t.epochs is None:
+            raise LibraError("train.lr_milestones_epochs (--lr-milestones-epochs): needs train.epochs (--epochs)")
+        if any(not 0 < e < t.epochs for e in t.lr_milestones_epochs):
+            raise LibraError(
+                f"train.lr_milestones_epochs (--lr-milestones-epochs): epochs must lie in (0, {t.epochs}), "
+                f"got {list(t.lr_milestones_epochs)}"
+            )
     if d.scale_jitter is not None and (len(d.scale_jitter) != 2 or not 0 < d.scale_jitter[0] <= d.scale_jitter[1]):
         raise LibraError(f"data.scale_jitter: expected [low, high] with 0 < low <= high, got {d.scale_jitter}")
     # Contradictions between switches and the architecture.

@@ -10,15 +10,43 @@
   its logit receives, plain and with EQL's weights.
 
 Each returns a plain dict (the JSON written to ``RUN_DIR/analysis/<name>.json`` by the matching
-``write_*`` function, with a CSV and a PNG beside it).
+``write_*`` function, with a CSV and a PNG beside it). :data:`ANALYSES` lists them once, in the order
+commands, the demo and the report use.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from libra_cli.analysis.features import analyze_features, write_features
 from libra_cli.analysis.gradients import analyze_gradients, write_gradients
 from libra_cli.analysis.sampling import analyze_sampling, write_sampling
 from libra_cli.analysis.tail import analyze_tail, write_tail
 
+
+@dataclass(frozen=True)
+class Analysis:
+    """One diagnostic: ``analyze(run_dir, **options)`` → result dict, ``write(result)`` → {kind: path}."""
+
+    name: str
+    level: str  # what it looks at, as the papers name it
+    analyze: Callable[..., dict[str, Any]]
+    write: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+ANALYSES = {
+    analysis.name: analysis
+    for analysis in (
+        Analysis("sampling", "sample level (Libra R-CNN Fig. 2)", analyze_sampling, write_sampling),
+        Analysis("features", "feature level (Libra R-CNN §3.2)", analyze_features, write_features),
+        Analysis("gradients", "objective level (Libra R-CNN Fig. 5)", analyze_gradients, write_gradients),
+        Analysis("tail", "class level (EQL Fig. 1)", analyze_tail, write_tail),
+    )
+}
+
 __all__ = [
+    "ANALYSES",
+    "Analysis",
     "analyze_features",
     "analyze_gradients",
     "analyze_sampling",

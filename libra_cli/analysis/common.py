@@ -3,8 +3,9 @@ see in training, and the files each analysis leaves in ``RUN_DIR/analysis``.
 
 Every analysis follows the same path: load a checkpoint of the run (:func:`load_analysis_inputs`), walk
 the first N images of a split in batches (:func:`image_batches`), resize them as the detector does
-(:func:`prepare_batch`), run the backbone and ask the RPN for its training-time proposals
-(:func:`training_proposals`), then measure something and write ``<name>.json``, ``<name>.csv`` and
+through the detector's public probe (``inputs.probe``, :class:`libra_cli.models.probe.DetectorProbe`:
+the resized batch, the pyramid before and after BFP, the RPN's training-time proposals, their matches,
+the sampled RoIs and the box head's outputs), then measure something and write ``<name>.json``, ``<name>.csv`` and
 ``<name>.png`` (:func:`write_analysis_files`).
 """
 
@@ -14,7 +15,6 @@ import csv
 import io
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision.models.detection.image_list import ImageList
 
 from libra_cli.config import RunConfig
 from libra_cli.data.build import build_eval_dataset
@@ -32,6 +31,7 @@ from libra_cli.data.coco import collate
 from libra_cli.engine.run import load_trained_model
 from libra_cli.engine.train import seed_everything
 from libra_cli.errors import LibraError
+from libra_cli.models.probe import DetectorProbe
 from libra_cli.rundir import RunLayout
 
 SPLITS = ("train", "val")
@@ -65,6 +65,11 @@ class AnalysisInputs:
     dataset: Dataset
     split: str
     device: torch.device
+
+    @property
+    def probe(self) -> DetectorProbe:
+        """The detector's intermediate results (pyramid, proposals, matches, sampled RoIs, box head)."""
+        return DetectorProbe(self.model)
 
     @property
     def arch(self) -> str:
@@ -131,55 +136,6 @@ def image_batches(
             [image.to(device) for image in images],
             [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets],
         )
-
-
-def prepare_batch(
-    model: nn.Module, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
-) -> tuple[ImageList, list[dict[str, torch.Tensor]]]:
-    """The detector's own transform: normalise, resize (boxes with the images) and pad into one tensor.
-
-    Returns:
-        (ImageList with ``tensors`` [B, 3, H_pad, W_pad] and ``image_sizes`` (h, w) after resizing,
-        targets with "boxes" [G_i, 4] (x1, y1, x2, y2) in the resized image's pixels).
-    """
-    return model.transform(images, targets)
-
-
-@contextmanager
-def rpn_training_top_n(rpn: nn.Module) -> Iterator[None]:
-    """Let an RPN in eval mode keep as many proposals as in training (its training pre/post-NMS top-n).
-
-    torchvision's ``RegionProposalNetwork`` picks the top-n from ``_pre_nms_top_n`` / ``_post_nms_top_n``
-    by its ``training`` flag, and nothing else in its proposal step depends on that flag. Switching the
-    flag would also make it compute its losses (needing targets and an anchor sample), so instead the
-    "testing" entries are set to the training values for the duration of the block, on copies of the
-    dicts that are swapped back afterwards.
-    """
-    pre, post = rpn._pre_nms_top_n, rpn._post_nms_top_n
-    rpn._pre_nms_top_n = {**pre, "testing": pre["training"]}
-    rpn._post_nms_top_n = {**post, "testing": post["training"]}
-    try:
-        yield
-    finally:
-        rpn._pre_nms_top_n, rpn._post_nms_top_n = pre, post
-
-
-def training_proposals(
-    model: nn.Module, image_list: ImageList, features: dict[str, torch.Tensor]
-) -> list[torch.Tensor]:
-    """The proposals a Faster R-CNN's RPN hands its RoI head during training (GT boxes not yet added).
-
-    Args:
-        model: a torchvision ``FasterRCNN`` in eval mode.
-        image_list: from :func:`prepare_batch`.
-        features: the pyramid the RoI head sees (after BFP when the run has it), each [B, C, H_l, W_l].
-
-    Returns:
-        Per image, Tensor[N_i, 4] (x1, y1, x2, y2), N_i <= the run's ``rpn_post_nms_top_n_train``.
-    """
-    with rpn_training_top_n(model.rpn):
-        proposals, _ = model.rpn(image_list, features)
-    return proposals
 
 
 def require_faster_rcnn(arch: str, analysis: str, reason: str) -> None:

@@ -33,12 +33,9 @@ from libra_cli.analysis.common import (
     figure_png,
     image_batches,
     load_analysis_inputs,
-    prepare_batch,
     pyramid_level_names,
-    training_proposals,
     write_analysis_files,
 )
-from libra_cli.models.bfp import BackboneWithBFP
 
 # Columns of a level's running sums: number of values, Σx, Σx², Σ|x|.
 COUNT, SUM, SUM_SQ, SUM_ABS = range(4)
@@ -183,8 +180,8 @@ def analyze_features(
     inputs = load_analysis_inputs(
         run_dir, num_images=num_images, split=split, checkpoint=checkpoint, device=device, seed=seed
     )
-    model = inputs.model
-    has_bfp = isinstance(model.backbone, BackboneWithBFP)
+    model, probe = inputs.model, inputs.probe
+    has_bfp = probe.has_bfp
     is_faster_rcnn = inputs.arch == "faster_rcnn"
 
     fpn_sums: torch.Tensor | None = None
@@ -195,15 +192,13 @@ def analyze_features(
     done = 0
     with torch.inference_mode():
         for images, targets in image_batches(inputs.dataset, batch_size, inputs.device):
-            image_list, targets = prepare_batch(model, images, targets)
+            image_list, targets = probe.transform(images, targets)
             sizes, padded = image_list.image_sizes, tuple(image_list.tensors.shape[-2:])
-            fpn = model.backbone.backbone(image_list.tensors) if has_bfp else model.backbone(image_list.tensors)
+            fpn, features = probe.pyramid(image_list)
             level_keys = list(fpn.keys())
             batch_sums = pyramid_sums(list(fpn.values()), sizes, padded)
             fpn_sums = batch_sums if fpn_sums is None else fpn_sums + batch_sums
-            features = fpn
             if has_bfp:
-                features = model.backbone.bfp(fpn)
                 batch_bfp = pyramid_sums(list(features.values()), sizes, padded)
                 bfp_sums = batch_bfp if bfp_sums is None else bfp_sums + batch_bfp
                 residual = [after - before for after, before in zip(features.values(), fpn.values(), strict=True)]
@@ -211,10 +206,8 @@ def analyze_features(
                 residual_sq = batch_residual if residual_sq is None else residual_sq + batch_residual
 
             if is_faster_rcnn:
-                heads = model.roi_heads
-                proposals = training_proposals(model, image_list, features)
-                sampled, _, _, _ = heads.select_training_samples(proposals, targets)
-                pooler = heads.box_roi_pool
+                sampled = probe.sample(probe.training_proposals(image_list, features), targets).boxes
+                pooler = model.roi_heads.box_roi_pool
                 k_min, k_max = pooled_level_range(features, pooler.featmap_names, sizes)
                 counts = roi_level_histogram(
                     torch.cat(sampled), k_min, k_max, pooler.canonical_scale, pooler.canonical_level

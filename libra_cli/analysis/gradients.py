@@ -49,8 +49,6 @@ from libra_cli.analysis.common import (
     figure_png,
     image_batches,
     load_analysis_inputs,
-    prepare_batch,
-    training_proposals,
     write_analysis_files,
 )
 from libra_cli.config import resolved_component_settings
@@ -209,16 +207,14 @@ class _Collector:
 
 
 def _collect_faster_rcnn(inputs: AnalysisInputs, batch_size: int, collector: _Collector, progress) -> None:
-    model = inputs.model
-    heads = model.roi_heads
+    heads, probe = inputs.model.roi_heads, inputs.probe
     done = 0
     for images, targets in image_batches(inputs.dataset, batch_size, inputs.device):
         with torch.no_grad():
-            image_list, targets = prepare_batch(model, images, targets)
-            features = model.backbone(image_list.tensors)
-            proposals = training_proposals(model, image_list, features)
-            sampled, _, labels, regression_targets = heads.select_training_samples(proposals, targets)
-            box_features = heads.box_head(heads.box_roi_pool(features, sampled, image_list.image_sizes))
+            batch = probe.forward_to_proposals(images, targets)
+            rois = probe.sample(batch.proposals, batch.targets)
+            sampled, labels, regression_targets = rois.boxes, rois.labels, rois.regression_targets
+            box_features, _, _ = probe.box_head(batch, sampled)
         for image_features, image_labels, image_targets in zip(
             box_features.split([len(boxes) for boxes in sampled]), labels, regression_targets, strict=True
         ):
@@ -246,8 +242,8 @@ def _collect_retinanet(inputs: AnalysisInputs, batch_size: int, collector: _Coll
     done = 0
     for images, targets in image_batches(inputs.dataset, batch_size, inputs.device):
         with torch.no_grad():
-            image_list, targets = prepare_batch(model, images, targets)
-            features = list(model.backbone(image_list.tensors).values())
+            image_list, targets = inputs.probe.transform(images, targets)
+            features = list(inputs.probe.pyramid(image_list)[1].values())
             anchors = model.anchor_generator(image_list, features)
         # The heads run once on the whole batch (GroupNorm refuses a single 1 × 1 map, as P7 of a small
         # image is). Each image's losses depend on its own slice only, so their gradients with respect to

@@ -39,15 +39,12 @@ from libra_cli.analysis.common import (
     figure_png,
     image_batches,
     load_analysis_inputs,
-    prepare_batch,
     require_faster_rcnn,
-    training_proposals,
     write_analysis_files,
 )
 from libra_cli.config import RunConfig
 from libra_cli.errors import LibraError
 from libra_cli.models.build import iou_sampler_from_config
-from libra_cli.models.roi_heads import LibraRoIHeads
 from libra_cli.sampling import READINGS, IoUBalancedSampler, RandomSampler, hard_negatives
 
 METHODS = ("random", "hard", "iou_balanced")
@@ -216,7 +213,7 @@ def analyze_sampling(
         run_dir, num_images=num_images, split=split, checkpoint=checkpoint, device=device, seed=seed
     )
     require_faster_rcnn(inputs.arch, "sampling", "RetinaNet samples no RoIs")
-    model, heads = inputs.model, inputs.model.roi_heads
+    heads, probe = inputs.model.roi_heads, inputs.probe
     sigmoid = getattr(heads, "eql_tail_mask", None) is not None
     random_sampler = RandomSampler(heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction)
     iou_sampler = iou_balanced_sampler_for(inputs.config, reading)
@@ -228,21 +225,14 @@ def analyze_sampling(
     done = 0
     with torch.inference_mode():
         for images, targets in image_batches(inputs.dataset, batch_size, inputs.device):
-            image_list, targets = prepare_batch(model, images, targets)
-            features = model.backbone(image_list.tensors)
-            proposals = training_proposals(model, image_list, features)
-            gt_boxes = [t["boxes"].to(proposals[0].dtype) for t in targets]
-            proposals = heads.add_gt_proposals(proposals, gt_boxes)
-            # LibraRoIHeads' matching only reads the head's matcher, which every RoIHeads has.
-            matched_gt, labels, max_ious = LibraRoIHeads.match_proposals(
-                heads, proposals, gt_boxes, [t["labels"] for t in targets]
-            )
+            batch = probe.forward_to_proposals(images, targets)
+            proposals = batch.proposals_with_gt
+            matched_gt, labels, max_ious = probe.match(proposals, batch.targets)
 
             # The background loss of every negative proposal, in one pass through the box head.
             negatives = [torch.where(image_labels == 0)[0] for image_labels in labels]
             negative_boxes = [boxes[index] for boxes, index in zip(proposals, negatives, strict=True)]
-            pooled = heads.box_roi_pool(features, negative_boxes, image_list.image_sizes)
-            class_logits, _ = heads.box_predictor(heads.box_head(pooled))
+            _, class_logits, _ = probe.box_head(batch, negative_boxes)
             negative_losses = background_classification_loss(class_logits, sigmoid).split(
                 [index.numel() for index in negatives]
             )

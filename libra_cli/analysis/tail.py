@@ -50,9 +50,7 @@ from libra_cli.analysis.common import (
     figure_png,
     image_batches,
     load_analysis_inputs,
-    prepare_batch,
     require_faster_rcnn,
-    training_proposals,
     write_analysis_files,
 )
 from libra_cli.engine.run import eql_frequency_denominator
@@ -313,18 +311,15 @@ def collect_tail_sums(
         (the summed dict, or None when no RoI was sampled; the number of RoIs). ``on_images(done)`` is
         called after each batch with the images done so far.
     """
-    model, heads = inputs.model, inputs.model.roi_heads
+    heads, probe = inputs.model.roi_heads, inputs.probe
     classifier = roi_classifier(heads)
     total, num_rois, done = None, 0, 0
     with torch.inference_mode():
         for images, targets in image_batches(inputs.dataset, batch_size, inputs.device):
-            image_list, targets = prepare_batch(model, images, targets)
-            features = model.backbone(image_list.tensors)
-            proposals = training_proposals(model, image_list, features)
-            sampled, _, labels, _ = heads.select_training_samples(proposals, targets)
-            pooled = heads.box_roi_pool(features, sampled, image_list.image_sizes)
-            class_logits, _ = heads.box_predictor(heads.box_head(pooled))
-            labels = torch.cat(labels)
+            batch = probe.forward_to_proposals(images, targets)
+            rois = probe.sample(batch.proposals, batch.targets)
+            _, class_logits, _ = probe.box_head(batch, rois.boxes)
+            labels = torch.cat(rois.labels)
             total = add_sums(total, tail_gradient_sums(class_logits, labels, classifier, tail_mask))
             num_rois += labels.numel()
             done += len(images)

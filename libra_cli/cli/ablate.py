@@ -5,28 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from libra_cli.cli.train import run_training
-from libra_cli.cli.ui import ParallelTrainProgress, console, handle_errors
-from libra_cli.engine.ablate import (
-    GridOutcome,
-    PlannedRun,
-    RunStatus,
-    load_grid,
-    plan_runs,
-    report_dirs,
-    run_grid,
-    run_grid_parallel,
-    run_status,
-)
-from libra_cli.engine.parallel import default_parallel_jobs, threads_per_job
+from libra_cli.cli.display import RichDisplay
+from libra_cli.cli.ui import console, handle_errors
+from libra_cli.engine.ablate import PlannedRun, load_grid, plan_runs, report_dirs
+from libra_cli.engine.parallel import default_parallel_jobs
 from libra_cli.errors import LibraError
-from libra_cli.report import build_report
+from libra_cli.workflow import RunState, report_runs, run_state, train_grid
 
 
-def plan_table(planned: list[PlannedRun], statuses: list[RunStatus], out_root: Path) -> Table:
+def plan_table(planned: list[PlannedRun], statuses: list[RunState], out_root: Path) -> Table:
     table = Table(title=f"ablation plan: {len(planned)} runs in {out_root}")
     for column in ("#", "run dir", "seed", "components", "status"):
         table.add_column(column, justify="right" if column in ("#", "seed") else "left")
@@ -56,7 +45,7 @@ def ablate_command(
         overrides.setdefault("train", {})["device"] = device
     root = out_root or Path("runs") / "ablate" / grid.stem
     planned = plan_runs(spec, seeds, root, overrides)
-    statuses = [run_status(run) for run in planned]  # refuses folders holding other settings
+    statuses = [run_state(run.config) for run in planned]  # refuses folders holding other settings
     console.print(plan_table(planned, statuses, root))
     if dry_run:
         return
@@ -64,51 +53,14 @@ def ablate_command(
     parallel = jobs if jobs is not None else default_parallel_jobs(planned[0].config.train.device)
     if parallel < 1:
         raise LibraError(f"--jobs: must be at least 1, got {parallel}")
-    if parallel > 1:
-        outcomes = _train_side_by_side(planned, statuses, parallel)
-    else:
-        outcomes = _train_one_by_one(planned, statuses)
+    outcomes = train_grid(planned, jobs=parallel, display=RichDisplay(), states=statuses)
     counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in ("trained", "resumed", "skipped", "failed")}
     console.print(", ".join(f"{count} {kind}" for kind, count in counts.items()))
     dirs = report_dirs(planned)
     if dirs:
-        path = build_report(dirs, report or Path("reports") / grid.stem, title=f"Ablation: {grid.stem}")
+        path = report_runs(dirs, report or Path("reports") / grid.stem, title=f"Ablation: {grid.stem}")
         console.print(str(path), highlight=False, soft_wrap=True)
     failed = [outcome for outcome in outcomes if outcome.outcome == "failed"]
     if failed:
         first = failed[0]
         raise LibraError(f"{len(failed)} of {len(outcomes)} runs failed; first: {first.run.name}: {first.error}")
-
-
-def _train_one_by_one(planned: list[PlannedRun], statuses: list[RunStatus]) -> list[GridOutcome]:
-    progress = Progress(
-        TextColumn("[bold]grid"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("runs"),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[current]}"),
-        console=console,
-    )
-    task = progress.add_task("grid", total=len(planned), current="")
-
-    def on_progress(done: int, total: int, current: PlannedRun | None) -> None:
-        progress.update(task, completed=done, current=f"→ {current.name}" if current else "done")
-
-    with progress:
-        return run_grid(planned, trainer=run_training, on_progress=on_progress, statuses=statuses)
-
-
-def _train_side_by_side(planned: list[PlannedRun], statuses: list[RunStatus], parallel: int) -> list[GridOutcome]:
-    finished = statuses.count("done")
-    threads = threads_per_job(parallel)
-    console.print(f"training {parallel} runs at a time ({parallel} processes × {threads} thread(s) each)")
-    with ParallelTrainProgress() as view:
-        grid_task = view.progress.add_task("grid", total=len(planned), completed=finished, status="runs")
-
-        def on_event(kind: str, job, payload) -> None:
-            view(kind, job, payload)
-            if kind in ("done", "failed", "interrupted"):
-                view.progress.advance(grid_task)
-
-        return run_grid_parallel(planned, jobs=parallel, threads=threads, on_event=on_event, statuses=statuses)

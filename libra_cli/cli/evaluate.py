@@ -7,52 +7,20 @@ from typing import Any
 
 import typer
 
-from libra_cli.cli.ui import category_table, console, count_progress, handle_errors, metrics_table, progress_callback
-from libra_cli.data.build import build_eval_dataset
+from libra_cli import workflow
+from libra_cli.cli.display import RichDisplay
+from libra_cli.cli.ui import category_table, console, handle_errors, metrics_table
 from libra_cli.engine.distributed import is_main_process
-from libra_cli.engine.evaluate import evaluate_model
-from libra_cli.engine.run import load_trained_model
-from libra_cli.engine.train import amp_dtype
-from libra_cli.errors import LibraError
 from libra_cli.rundir import RunLayout
 
 
-def evaluate_run(
-    run_dir: str | Path,
-    *,
-    ann: str | Path | None = None,
-    images: str | Path | None = None,
-    checkpoint: str = "best",
-    device: str | None = None,
-    batch_size: int | None = None,
-    show: bool = True,
-) -> dict[str, Any]:
-    """Evaluate a run's checkpoint on its val split (or on ``ann``/``images``) into ``RUN_DIR/eval``."""
-    if (ann is None) != (images is None):
-        raise LibraError("--ann and --images must be given together")
-    config, model, info, meta = load_trained_model(run_dir, checkpoint, device)
-    ann = ann if ann is not None else info["val_ann"]
-    images = images if images is not None else info["val_images"]
-    dataset = build_eval_dataset(ann, images, info["category_ids"], config.data.on_bad_sample)
-    target = next(model.parameters()).device
-    layout = RunLayout(run_dir)
-    with count_progress("eval") as progress:
-        callback = progress_callback(progress, "inference", len(dataset)) if show else None
-        metrics = evaluate_model(
-            model,
-            dataset,
-            layout,
-            device=target,
-            batch_size=batch_size or config.data.batch_size,
-            num_workers=config.data.num_workers,
-            autocast_dtype=amp_dtype(config, target),
-            extra=meta,
-            progress=callback,
-        )
+def evaluate_run(run_dir: str | Path, *, show: bool = True, **options: Any) -> dict[str, Any]:
+    """:func:`libra_cli.workflow.evaluate_run` with a progress bar and the metrics tables (``show``)."""
+    metrics = workflow.evaluate_run(run_dir, display=RichDisplay() if show else workflow.QUIET, **options)
     if show and is_main_process():
-        console.print(metrics_table(metrics, title=f"{Path(run_dir).name} @ {meta['iteration']}"))
+        console.print(metrics_table(metrics, title=f"{Path(run_dir).name} @ {metrics.get('iteration')}"))
         console.print(category_table(metrics))
-        console.print(f"detections and metrics written to {layout.eval_dir}")
+        console.print(f"detections and metrics written to {RunLayout(run_dir).eval_dir}")
     return metrics
 
 

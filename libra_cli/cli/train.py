@@ -20,10 +20,8 @@ from libra_cli.cli.config_options import (
     parse_setting,
     with_config_options,
 )
-from libra_cli.cli.ui import TrainProgress, category_table, console, handle_errors, metrics_table
+from libra_cli.cli.ui import console, handle_errors
 from libra_cli.config import RunConfig, load_config
-from libra_cli.engine.distributed import is_main_process
-from libra_cli.engine.train import TrainResult, train
 
 # Flag names older than the generated ones, kept because the README and users' scripts use them: each is a
 # second name of its field's option (`--workers` and `--num-workers` both set data.num_workers).
@@ -90,12 +88,21 @@ def describe_start(config: RunConfig, info: dict[str, Any]) -> None:
         f"{config.model.min_size}px, device {info['device']}",
     )
     table.add_row("libra", describe_components(config))
+    # The engine's schedule: an epoch schedule resolved into iterations, the lr after linear scaling.
+    sched = info.get("schedule") or {"max_iters": config.train.max_iters, "lr": config.train.lr}
+    epochs = f" ({sched['epochs']} epochs × {sched['iters_per_epoch']})" if sched.get("epochs") is not None else ""
+    lr_text = f"lr {sched['lr']:g}"
+    if sched.get("scale_lr"):
+        lr_text += f" (= {config.train.lr:g} × {config.data.batch_size} / {config.train.reference_batch})"
+    milestones = sched.get("milestone_iters")
     table.add_row(
         "schedule",
-        f"{config.train.max_iters} iterations × {config.data.batch_size} images"
+        f"{sched['max_iters']} iterations{epochs} × {config.data.batch_size} images"
         + (f" over {info['world_size']} processes" if info.get("world_size", 1) > 1 else "")
         + ", "
-        f"lr {config.train.lr} ({config.train.schedule})"
+        f"{lr_text} ({config.train.schedule}"
+        + (f", ×0.1 at {', '.join(map(str, milestones))}" if milestones else "")
+        + ")"
         + (f", resuming at {info['start_iter']}" if info["start_iter"] else ""),
     )
     skipped = info.get("skipped", {})
@@ -117,21 +124,6 @@ def run_label(config: RunConfig) -> str:
     """A short name for progress output: the run folder with its parent (e.g. ``bfp/seed0``)."""
     out = Path(config.train.out)
     return f"{out.parent.name}/{out.name}" if out.parent.name else out.name
-
-
-def run_training(config: RunConfig, *, resume: bool = False, show: bool = True) -> TrainResult:
-    """Train with progress output and print the final metrics; shared by `train`, `demo` and `ablate`."""
-    result = train(
-        config,
-        resume=resume,
-        on_start=(lambda info: describe_start(config, info)) if show else None,
-        progress=TrainProgress(run_label(config)) if show else None,
-    )
-    if show and result.metrics is not None and is_main_process():
-        console.print(metrics_table(result.metrics, title=f"{run_label(config)} @ {result.iterations}"))
-        console.print(category_table(result.metrics))
-        console.print(f"trained {result.iterations} iterations in {result.wall_s / 60:.1f} min → {result.run_dir}")
-    return result
 
 
 @handle_errors
@@ -156,8 +148,12 @@ def train_command(
     **fields: Any,
 ) -> None:
     """Train a detector. Without dataset flags it uses the default synthetic benchmark."""
+    from libra_cli import workflow
+    from libra_cli.cli.display import RichDisplay
+
     overrides = overrides_from_flags({**fields, "image_size": image_size, "settings": settings})
-    run_training(load_config(preset, overrides), resume=resume)
+    config = load_config(preset, overrides)
+    workflow.train_run(config, resume=resume, hooks=RichDisplay().training(config))
 
 
 with_config_options(train_command, CONFIG_OPTIONS)

@@ -11,16 +11,16 @@ A grid file names a base preset and, per run label, the settings that differ fro
 Seed ``s`` of run ``label`` lives in ``OUT_ROOT/label/seed<s>`` with ``train.seed = s``. Re-running a grid
 is safe: finished runs (last checkpoint at ``max_iters`` and ``eval/metrics.json`` present) are skipped
 and interrupted ones resume from ``checkpoints/last.pt``, so an interrupted grid costs nothing already
-done. A folder that holds a run with other settings is never resumed or overwritten.
+done. A folder that holds a run with other settings is never resumed or overwritten. This module plans
+a grid; :func:`libra_cli.workflow.train_grid` trains it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from libra_cli.config import RunConfig, apply_overrides, read_yaml, resolve_preset, validate
 from libra_cli.errors import LibraError
@@ -29,12 +29,7 @@ from libra_cli.rundir import RunLayout
 GRID_KEYS = ("base", "runs")
 # Set by the grid runner itself, so a grid must not set them.
 RUNNER_SETTINGS = {"train": ("out", "seed")}
-# Settings an existing run may differ in and still be resumed or reused: where it runs, not what it does.
-PLACEMENT_SETTINGS = {("train", "out"), ("train", "device"), ("data", "num_workers")}
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-RunStatus = Literal["new", "resume", "done"]
-Outcome = Literal["skipped", "trained", "resumed", "failed"]
 
 
 @dataclass(frozen=True)
@@ -57,13 +52,6 @@ class PlannedRun:
     @property
     def name(self) -> str:
         return f"{self.label}/seed{self.seed}"
-
-
-@dataclass(frozen=True)
-class GridOutcome:
-    run: PlannedRun
-    outcome: Outcome
-    error: str | None = None
 
 
 def _base_config(base: Any, grid_path: Path) -> RunConfig:
@@ -147,110 +135,6 @@ def plan_runs(
             validate(config)
             planned.append(PlannedRun(label, seed, config))
     return planned
-
-
-def _differences(saved: RunConfig, planned: RunConfig) -> list[str]:
-    old, new = saved.to_dict(), planned.to_dict()
-    return [
-        f"{section}.{name}: {old[section].get(name)!r} → {value!r}"
-        for section, fields in new.items()
-        for name, value in fields.items()
-        if (section, name) not in PLACEMENT_SETTINGS and old[section].get(name) != value
-    ]
-
-
-def run_status(run: PlannedRun) -> RunStatus:
-    """``done`` (:meth:`RunLayout.is_finished`), ``resume`` (a checkpoint to continue from) or ``new``.
-    A folder holding a run with other settings raises LibraError."""
-    layout = RunLayout(run.run_dir)
-    if layout.config.is_file():
-        differences = _differences(layout.read_config(), run.config)
-        if differences:
-            raise LibraError(
-                f"{layout.root}: holds a run with other settings ({'; '.join(differences[:3])}); "
-                "remove it or choose another --out-root"
-            )
-    if not layout.last.is_file():
-        return "new"
-    return "done" if layout.is_finished(run.config.train.max_iters) else "resume"
-
-
-Trainer = Callable[..., Any]  # trainer(config, *, resume: bool, show: bool) — e.g. cli.train.run_training
-
-
-def _train_quietly(config: RunConfig, *, resume: bool, show: bool) -> Any:
-    from libra_cli.engine.train import train
-
-    return train(config, resume=resume)
-
-
-def run_grid(
-    planned: list[PlannedRun],
-    *,
-    trainer: Trainer = _train_quietly,
-    show: bool = True,
-    on_progress: Callable[[int, int, PlannedRun | None], None] | None = None,
-    statuses: list[RunStatus] | None = None,
-) -> list[GridOutcome]:
-    """Train every planned run that is not finished, in order; return what happened to each.
-
-    ``on_progress(done, total, current)`` is called before each run (``current`` about to start) and once
-    at the end (``current`` None); finished runs count as done. A run that fails with a LibraError (e.g. a
-    non-finite loss) is recorded and the grid goes on; Ctrl-C stops the grid, the run's checkpoint kept.
-    ``statuses`` are the runs' :func:`run_status` when the caller has them already (each reads a checkpoint).
-    """
-    if statuses is None:
-        statuses = [run_status(run) for run in planned]  # refuse foreign folders before training anything
-    total, done = len(planned), 0
-    outcomes: list[GridOutcome] = []
-    for run, status in zip(planned, statuses, strict=True):
-        if status == "done":
-            outcomes.append(GridOutcome(run, "skipped"))
-            done += 1
-            continue
-        if on_progress is not None:
-            on_progress(done, total, run)
-        try:
-            trainer(run.config, resume=status == "resume", show=show)
-            outcomes.append(GridOutcome(run, "resumed" if status == "resume" else "trained"))
-        except LibraError as exc:
-            outcomes.append(GridOutcome(run, "failed", str(exc)))
-        done += 1
-    if on_progress is not None:
-        on_progress(done, total, None)
-    return outcomes
-
-
-def run_grid_parallel(
-    planned: list[PlannedRun],
-    *,
-    jobs: int,
-    threads: int | None = None,
-    on_event: Callable[[str, Any, Any], None] | None = None,
-    statuses: list[RunStatus] | None = None,
-) -> list[GridOutcome]:
-    """:func:`run_grid` with up to ``jobs`` runs trained at once, each in its own process
-    (:func:`libra_cli.engine.parallel.train_parallel`; ``on_event`` as there). Same outcomes, same run
-    folders, same skip and resume rules; a failed run does not stop the others."""
-    from libra_cli.engine.parallel import TrainJob, train_parallel
-
-    if statuses is None:
-        statuses = [run_status(run) for run in planned]  # refuse foreign folders before training anything
-    outcomes: dict[str, GridOutcome] = {}
-    to_train: list[TrainJob] = []
-    for run, status in zip(planned, statuses, strict=True):
-        if status == "done":
-            outcomes[run.name] = GridOutcome(run, "skipped")
-        else:
-            to_train.append(TrainJob(run.name, run.config, resume=status == "resume"))
-    by_name = {run.name: run for run in planned}
-    for result in train_parallel(to_train, max_parallel=jobs, threads=threads, on_event=on_event):
-        run = by_name[result.job.name]
-        if result.status == "done":
-            outcomes[run.name] = GridOutcome(run, "resumed" if result.job.resume else "trained")
-        else:
-            outcomes[run.name] = GridOutcome(run, "failed", result.error or result.status)
-    return [outcomes[run.name] for run in planned if run.name in outcomes]
 
 
 def report_dirs(planned: list[PlannedRun]) -> list[Path]:

@@ -16,6 +16,7 @@ run directory and reports progress.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import resource
@@ -45,7 +46,7 @@ from libra_cli.engine.evaluate import evaluate_model
 from libra_cli.engine.run import dataset_info, eql_frequency_denominator
 from libra_cli.errors import LibraError
 from libra_cli.io import remove_stale_temporaries
-from libra_cli.models.build import build_detector
+from libra_cli.models.build import build_detector, check_backbone_weights
 from libra_cli.rundir import JsonlLog, RunLayout
 
 
@@ -53,8 +54,74 @@ class NonFiniteLossError(LibraError):
     """Raised when a loss term becomes NaN or infinite; the last good checkpoint is kept."""
 
 
-def learning_rate(train: TrainConfig, iteration: int) -> float:
-    """Learning rate at ``iteration`` (0-based): linear warm-up, then step decay or cosine."""
+def iterations_per_epoch(num_images: int, global_batch: int) -> int:
+    """Steps in one pass over the training set: ⌈num_images / global_batch⌉ (the last batch may be short of
+    new images; the sampler fills it), e.g. COCO train2017's 118 287 images at 16 → 7393."""
+    if num_images <= 0 or global_batch <= 0:
+        raise LibraError(f"train.epochs: cannot count epochs of {num_images} images in batches of {global_batch}")
+    return math.ceil(num_images / global_batch)
+
+
+def epoch_schedule(
+    epochs: int, milestone_epochs: tuple[int, ...], num_images: int, global_batch: int
+) -> tuple[int, tuple[int, ...]]:
+    """(max_iters, milestone iterations) of an epoch schedule: max_iters = epochs × iterations_per_epoch, and
+    milestone e (×0.1 after epoch e, mmdetection's ``step=[8, 11]``) at e × iterations_per_epoch.
+
+    COCO train2017 (118 287 images), batch 16, 12 epochs, milestones (8, 11) → (88716, (59144, 81323)).
+    """
+    per_epoch = iterations_per_epoch(num_images, global_batch)
+    return epochs * per_epoch, tuple(e * per_epoch for e in milestone_epochs)
+
+
+def scaled_lr(lr: float, global_batch: int, reference_batch: int) -> float:
+    """The linear scaling rule (Goyal et al., 2017): lr × global_batch / reference_batch, e.g. the reference
+    configs' 0.02 for 16 images → 0.01 for 8."""
+    return lr * global_batch / reference_batch
+
+
+def peak_lr(config: RunConfig) -> float:
+    """The peak learning rate the run trains with: ``train.lr``, linearly scaled when ``train.scale_lr``."""
+    tcfg = config.train
+    return scaled_lr(tcfg.lr, config.data.batch_size, tcfg.reference_batch) if tcfg.scale_lr else tcfg.lr
+
+
+def resolve_schedule(config: RunConfig, num_train_images: int) -> RunConfig:
+    """``config`` with an epoch schedule made explicit in iterations (unchanged when ``train.epochs`` is None):
+    ``train.max_iters`` = :func:`epoch_schedule`'s, and ``train.lr_milestones`` the milestone iterations as
+    fractions of it (``round(fraction × max_iters)`` gives each back exactly). The run directory's config.yaml
+    records these, so that the schedule a run resumes with is the one it started with."""
+    tcfg = config.train
+    if tcfg.epochs is None:
+        return config
+    milestones = tcfg.lr_milestones_epochs or ()
+    max_iters, milestone_iters = epoch_schedule(tcfg.epochs, milestones, num_train_images, config.data.batch_size)
+    train_cfg = dataclasses.replace(tcfg, max_iters=max_iters)
+    if tcfg.lr_milestones_epochs is not None:
+        train_cfg.lr_milestones = tuple(it / max_iters for it in milestone_iters)
+    return dataclasses.replace(config, train=train_cfg)
+
+
+def schedule_summary(config: RunConfig, num_train_images: int) -> dict[str, Any]:
+    """What the start record and the start-up table say about the schedule (``config`` resolved)."""
+    tcfg = config.train
+    summary: dict[str, Any] = {
+        "max_iters": tcfg.max_iters,
+        "milestone_iters": [round(m * tcfg.max_iters) for m in tcfg.lr_milestones] if tcfg.schedule == "step" else [],
+        "global_batch": config.data.batch_size,
+        "lr": peak_lr(config),
+        "scale_lr": tcfg.scale_lr,
+    }
+    if tcfg.epochs is not None:
+        summary["epochs"] = tcfg.epochs
+        summary["iters_per_epoch"] = iterations_per_epoch(num_train_images, config.data.batch_size)
+    return summary
+
+
+def learning_rate(train: TrainConfig, iteration: int, base_lr: float | None = None) -> float:
+    """Learning rate at ``iteration`` (0-based): linear warm-up from base × warmup_factor, then step decay or
+    cosine. ``base_lr`` is the peak rate (:func:`peak_lr`); None: ``train.lr``."""
+    base = train.lr if base_lr is None else base_lr
     if iteration < train.warmup_iters:
         alpha = iteration / train.warmup_iters
         factor = train.warmup_factor * (1 - alpha) + alpha
@@ -62,9 +129,9 @@ def learning_rate(train: TrainConfig, iteration: int) -> float:
         factor = 1.0
     if train.schedule == "step":
         drops = sum(iteration >= round(m * train.max_iters) for m in train.lr_milestones)
-        return train.lr * factor * 0.1**drops
+        return base * factor * 0.1**drops
     progress = min(1.0, iteration / max(1, train.max_iters))
-    return train.lr * factor * 0.5 * (1 + math.cos(math.pi * progress))
+    return base * factor * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def seed_everything(seed: int) -> None:
@@ -374,7 +441,7 @@ def build_model_and_step(config: RunConfig, data: TrainingData, ctx: Distributed
         # own anchor and RoI samples.
         torch.manual_seed(tcfg.seed + 1_000_003 * ctx.rank)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
+    optimizer = torch.optim.SGD(params, lr=peak_lr(config), momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
     dtype = amp_dtype(config, ctx.device)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=dtype == torch.float16)
     return model, TrainStep(model, optimizer, scaler, dtype, tcfg.grad_clip)
@@ -418,6 +485,7 @@ def start_run_directory(
         "components": config.libra.enabled(),
         "world_size": ctx.world_size,
         "skipped": data.skipped,
+        "schedule": schedule_summary(config, len(data.train_set)),
     }
     if config.libra.eql:
         start_record["eql"] = eql_tail_info(config.libra.eql_lambda, data.info, config.libra.eql_freq)
@@ -477,7 +545,10 @@ def setup_training(
     layout = RunLayout(config.train.out)
     ctx = init_distributed(config.train.device)
     checkpoint = open_checkpoint(config, layout, ctx, resume)
+    check_backbone_weights(config)  # a missing ImageNet file stops the run before the data is read
     data = load_training_data(config)
+    # An epoch schedule becomes iterations here, from the training set's size; the run uses and saves that.
+    config = resolve_schedule(config, len(data.train_set))
     model, step = build_model_and_step(config, data, ctx)
     start_iter, best_ap, window = 0, -1.0, []
     if checkpoint is not None:
@@ -651,7 +722,8 @@ def train(
     """
     start_wall = time.perf_counter()
     run = setup_training(config, resume=resume, on_start=on_start)
-    tcfg = config.train
+    tcfg = run.config.train  # with an epoch schedule resolved into iterations
+    base_lr = peak_lr(run.config)
     if not run.ctx.is_main:
         progress = None  # rank 0 alone reports
     run.model.train()
@@ -663,7 +735,7 @@ def train(
     try:
         for iteration, (images, targets) in enumerate(run.loader, start=run.start_iter):
             run.data_wait += time.perf_counter() - fetch_start
-            lr = learning_rate(tcfg, iteration)
+            lr = learning_rate(tcfg, iteration, base_lr)
             for group in run.step.optimizer.param_groups:
                 group["lr"] = lr
             images, targets = batch_to_device(images, targets, run.device)

@@ -21,9 +21,11 @@ With every switch off the result is the plain torchvision model (the tests compa
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +49,16 @@ from libra_cli.models.roi_heads import TORCHVISION_SMOOTH_L1_BETA, LibraRoIHeads
 
 RESNET_OUT_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 GROUP_NORM_GROUPS = 32
+# ``model.backbone_weights: imagenet``: torchvision's ImageNet weights of each backbone (the reference configs'
+# "modelzoo://resnet50" / "torchvision://resnet50" are these files).
+IMAGENET_WEIGHTS = "imagenet"
+IMAGENET_WEIGHTS_ENUM = {
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+}
+# Set (to anything but "" or "0") to never download: a missing ImageNet file is then an error at once.
+OFFLINE_ENV = "LIBRA_OFFLINE"
 
 
 def norm_layer(kind: str):
@@ -71,13 +83,73 @@ def load_state_dict_file(path: str | Path, what: str) -> dict[str, torch.Tensor]
     return payload
 
 
+def imagenet_weights_url(backbone: str) -> str:
+    """The URL of torchvision's ``IMAGENET1K_V1`` weights of ``backbone`` (e.g. …/resnet50-0676ba61.pth)."""
+    return getattr(resnet, IMAGENET_WEIGHTS_ENUM[backbone]).IMAGENET1K_V1.url
+
+
+def imagenet_weights_path(backbone: str) -> Path:
+    """Where torchvision keeps that file: ``torch.hub.get_dir()/checkpoints/<file name of the URL>``, i.e.
+    ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch/hub/checkpoints``)."""
+    url = imagenet_weights_url(backbone)
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def fetch_imagenet_weights(backbone: str) -> Path:
+    """The cached ImageNet weights file of ``backbone``, downloaded with torchvision's own downloader only when it
+    is missing; with ``LIBRA_OFFLINE`` set, or when the download fails (no network), a one-line LibraError names
+    the file and the folder to put it in."""
+    path = imagenet_weights_path(backbone)
+    if path.is_file():
+        return path
+    url = imagenet_weights_url(backbone)
+    missing = f"model.backbone_weights: imagenet: {path.name} is not in {path.parent}"
+    advice = f"download {url} into that folder (or set TORCH_HOME to where it is)"
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        raise LibraError(f"{missing} and {OFFLINE_ENV} is set; {advice}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+    except (OSError, RuntimeError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+        reason = str(getattr(exc, "reason", None) or exc).strip().splitlines()
+        raise LibraError(
+            f"{missing} and cannot be downloaded ({reason[0] if reason else type(exc).__name__}); {advice}"
+        ) from exc
+    return path
+
+
+def check_backbone_weights(config: RunConfig) -> None:
+    """Find (or fetch) the ImageNet file of ``backbone_weights: imagenet`` before a run starts any work."""
+    if config.model.backbone_weights == IMAGENET_WEIGHTS:
+        fetch_imagenet_weights(config.model.backbone)
+
+
+def freeze_stages(body: nn.Module, frozen_stages: int) -> None:
+    """Fix the ResNet's first ``frozen_stages`` stages (``requires_grad`` off): 1 = the stem (conv1, bn1) and
+    layer1, k = the stem and layer1 … layerk; 0 changes nothing.
+
+    The reference configs' ``frozen_stages=1`` (mmdetection, where 0 freezes the stem alone and −1 nothing).
+    In torchvision's terms k ≥ 1 is ``trainable_layers = 4 − k`` and 0 is ``trainable_layers = 5``. The
+    normalisation layers of frozen stages keep updating their running statistics with ``norm: bn``; use
+    ``frozen_bn`` (the reference's choice) to fix them too.
+    """
+    if frozen_stages <= 0:
+        return
+    for name in ["conv1", "bn1", *(f"layer{k}" for k in range(1, frozen_stages + 1))]:
+        for parameter in getattr(body, name).parameters():
+            parameter.requires_grad_(False)
+
+
 def build_backbone(config: RunConfig, wrap: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:
     """ResNet body + FPN, then ``wrap`` (the BFP neck of ``--bfp``) if given. Faster R-CNN uses P2–P6,
     RetinaNet P3–P7 (Libra R-CNN §3.2)."""
     model_cfg = config.model
     body = getattr(resnet, model_cfg.backbone)(weights=None, norm_layer=norm_layer(model_cfg.norm))
     if model_cfg.backbone_weights:
-        state = load_state_dict_file(model_cfg.backbone_weights, "backbone weights")
+        weights_file = model_cfg.backbone_weights
+        if weights_file == IMAGENET_WEIGHTS:
+            weights_file = fetch_imagenet_weights(model_cfg.backbone)
+        state = load_state_dict_file(weights_file, "backbone weights")
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = body.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.startswith("fc.")]:
@@ -85,6 +157,7 @@ def build_backbone(config: RunConfig, wrap: Callable[[nn.Module], nn.Module] | N
                 f"{model_cfg.backbone_weights}: does not match {model_cfg.backbone} "
                 f"(missing {len(missing)}, unexpected {len(unexpected)} keys)"
             )
+    freeze_stages(body, model_cfg.frozen_stages)
     stage_channels = RESNET_OUT_CHANNELS[model_cfg.backbone] // 8
     channels = model_cfg.fpn_channels
     if model_cfg.arch == "faster_rcnn":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,51 @@ class EQLPredictor(nn.Module):
         """
         x = x.flatten(start_dim=1)
         return self.cls_score(x), self.bbox_pred(x)
+
+
+def match_proposals(
+    matcher: Any,
+    proposals: list[torch.Tensor],
+    gt_boxes: list[torch.Tensor],
+    gt_labels: list[torch.Tensor],
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """torchvision's ``assign_targets_to_proposals``, also returning each proposal's largest IoU.
+
+    torchvision computes the GT × proposal IoU matrix inside ``assign_targets_to_proposals`` and
+    drops it; the IoU-balanced sampler needs its column maxima. So the assignment is made here from
+    one IoU matrix per image, with ``matcher`` (an RoI head's ``proposal_matcher``) and its labelling rules.
+
+    Args:
+        proposals: per image, Tensor[N_i, 4] (x1, y1, x2, y2), GT boxes already appended.
+        gt_boxes: per image, Tensor[G_i, 4] (x1, y1, x2, y2); G_i may be 0.
+        gt_labels: per image, Int64Tensor[G_i] in 1..C.
+
+    Returns:
+        (matched_gt, labels, max_ious), per image: Int64Tensor[N_i] index of the matched GT box
+        (0 where unmatched, as torchvision clamps it); Int64Tensor[N_i] label (> 0 foreground,
+        0 background, −1 between the thresholds, ignored); Tensor[N_i] largest IoU with any GT box
+        (0 in an image without GT boxes, whose proposals are all background).
+    """
+    all_matched, all_labels, all_max_ious = [], [], []
+    for proposals_in_image, gt_boxes_in_image, gt_labels_in_image in zip(proposals, gt_boxes, gt_labels, strict=True):
+        num_proposals = proposals_in_image.shape[0]
+        device = proposals_in_image.device
+        if gt_boxes_in_image.numel() == 0:
+            matched = torch.zeros(num_proposals, dtype=torch.int64, device=device)
+            labels = torch.zeros(num_proposals, dtype=torch.int64, device=device)
+            max_ious = torch.zeros(num_proposals, dtype=proposals_in_image.dtype, device=device)
+        else:
+            ious = box_ops.box_iou(gt_boxes_in_image, proposals_in_image)  # [G, N]
+            max_ious = ious.max(dim=0).values
+            raw_matches = matcher(ious)
+            matched = raw_matches.clamp(min=0)
+            labels = gt_labels_in_image[matched].to(torch.int64)
+            labels[raw_matches == matcher.BELOW_LOW_THRESHOLD] = 0
+            labels[raw_matches == matcher.BETWEEN_THRESHOLDS] = -1
+        all_matched.append(matched)
+        all_labels.append(labels)
+        all_max_ious.append(max_ious)
+    return all_matched, all_labels, all_max_ious
 
 
 class LibraRoIHeads(RoIHeads):
@@ -238,46 +284,8 @@ class LibraRoIHeads(RoIHeads):
         gt_boxes: list[torch.Tensor],
         gt_labels: list[torch.Tensor],
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """torchvision's ``assign_targets_to_proposals``, also returning each proposal's largest IoU.
-
-        torchvision computes the GT × proposal IoU matrix inside ``assign_targets_to_proposals`` and
-        drops it; the IoU-balanced sampler needs its column maxima. So the assignment is made here from
-        one IoU matrix per image, with torchvision's ``proposal_matcher`` and its labelling rules.
-
-        Args:
-            proposals: per image, Tensor[N_i, 4] (x1, y1, x2, y2), GT boxes already appended.
-            gt_boxes: per image, Tensor[G_i, 4] (x1, y1, x2, y2); G_i may be 0.
-            gt_labels: per image, Int64Tensor[G_i] in 1..C.
-
-        Returns:
-            (matched_gt, labels, max_ious), per image: Int64Tensor[N_i] index of the matched GT box
-            (0 where unmatched, as torchvision clamps it); Int64Tensor[N_i] label (> 0 foreground,
-            0 background, −1 between the thresholds, ignored); Tensor[N_i] largest IoU with any GT box
-            (0 in an image without GT boxes, whose proposals are all background).
-        """
-        matcher = self.proposal_matcher
-        all_matched, all_labels, all_max_ious = [], [], []
-        for proposals_in_image, gt_boxes_in_image, gt_labels_in_image in zip(
-            proposals, gt_boxes, gt_labels, strict=True
-        ):
-            num_proposals = proposals_in_image.shape[0]
-            device = proposals_in_image.device
-            if gt_boxes_in_image.numel() == 0:
-                matched = torch.zeros(num_proposals, dtype=torch.int64, device=device)
-                labels = torch.zeros(num_proposals, dtype=torch.int64, device=device)
-                max_ious = torch.zeros(num_proposals, dtype=proposals_in_image.dtype, device=device)
-            else:
-                ious = box_ops.box_iou(gt_boxes_in_image, proposals_in_image)  # [G, N]
-                max_ious = ious.max(dim=0).values
-                raw_matches = matcher(ious)
-                matched = raw_matches.clamp(min=0)
-                labels = gt_labels_in_image[matched].to(torch.int64)
-                labels[raw_matches == matcher.BELOW_LOW_THRESHOLD] = 0
-                labels[raw_matches == matcher.BETWEEN_THRESHOLDS] = -1
-            all_matched.append(matched)
-            all_labels.append(labels)
-            all_max_ious.append(max_ious)
-        return all_matched, all_labels, all_max_ious
+        """:func:`match_proposals` with this head's matcher."""
+        return match_proposals(self.proposal_matcher, proposals, gt_boxes, gt_labels)
 
     def select_training_samples(
         self,

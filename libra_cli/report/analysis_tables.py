@@ -6,14 +6,23 @@ from an older or partial analysis file.
 
 from __future__ import annotations
 
-from libra_cli.report.collect import RunRecord
+from collections.abc import Callable
+from typing import Any, Protocol
+
 from libra_cli.report.document import Table, table
 from libra_cli.report.tables import DASH, format_general, format_share
 
 SAMPLING_METHODS = ("random", "hard", "iou_balanced")
 
 
-def sampling_share_table(runs: list[RunRecord]) -> Table:
+class AnalysedRun(Protocol):
+    """What these tables read of a run: its label and its analyses' JSON by name (a ``RunRecord``)."""
+
+    label: str
+    analyses: dict[str, dict[str, Any]]
+
+
+def sampling_share_table(runs: list[AnalysedRun]) -> Table:
     """Per run and sampling method: how many negatives and which share has IoU > 0.05 (paper Fig. 2)."""
     rows = []
     for run in runs:
@@ -38,7 +47,7 @@ def sampling_share_table(runs: list[RunRecord]) -> Table:
     return table(headers, rows, [False, False, True, True, True])
 
 
-def sampling_histogram_table(run: RunRecord) -> Table | None:
+def sampling_histogram_table(run: AnalysedRun) -> Table | None:
     """Share of negatives per IoU bin, one column per method."""
     data = run.analyses["sampling"]
     edges = data.get("bin_edges") or []
@@ -53,19 +62,17 @@ def sampling_histogram_table(run: RunRecord) -> Table | None:
             fractions = (methods[name] or {}).get("fractions") or []
             row.append(format_share(fractions[index]) if index < len(fractions) else DASH)
         rows.append(row)
-    return table(
-        ["IoU bin", *names],
-        rows,
-        [False, *(True for _ in names)],
-        caption=f"{run.label}: negatives per IoU bin",
-    )
+    reading = (data.get("settings") or {}).get("reading")
+    caption = f"{run.label}: negatives per IoU bin ({format_general(data.get('images'))} {data.get('split', '')} images"
+    caption += f"; IoU-balanced: {reading} reading)" if reading else ")"
+    return table(["IoU bin", *names], rows, [False, *(True for _ in names)], caption=caption)
 
 
 FEATURE_COLUMNS = ("mean", "std", "mean_abs", "energy_share")
 BFP_FEATURE_COLUMNS = ("bfp_mean", "bfp_std", "bfp_mean_abs", "bfp_energy_share", "bfp_residual_ratio")
 
 
-def features_table(run: RunRecord) -> Table | None:
+def features_table(run: AnalysedRun) -> Table | None:
     data = run.analyses["features"]
     levels = data.get("levels") or []
     if not levels:
@@ -100,7 +107,7 @@ GRADIENT_COLUMNS = (
 )
 
 
-def gradients_table(runs: list[RunRecord]) -> Table:
+def gradients_table(runs: list[AnalysedRun]) -> Table:
     """Per run and box loss: inlier vs outlier gradients (Libra R-CNN §3.3's diagnostic: outlier = loss ≥ 1)."""
     rows = []
     for run in runs:
@@ -119,7 +126,7 @@ def gradients_table(runs: list[RunRecord]) -> Table:
     return table(headers, rows, [False, False, False, *(True for _ in GRADIENT_COLUMNS)])
 
 
-def objective_table(runs: list[RunRecord]) -> Table | None:
+def objective_table(runs: list[AnalysedRun]) -> Table | None:
     """Classification vs regression loss and gradient norm at the analysed checkpoint."""
     keys = ("loss_cls", "loss_reg", "grad_norm_cls", "grad_norm_reg")
     rows = []
@@ -133,7 +140,7 @@ def objective_table(runs: list[RunRecord]) -> Table | None:
     return table(headers, rows, [False, True, True, True, True])
 
 
-def tail_table(runs: list[RunRecord]) -> Table:
+def tail_table(runs: list[AnalysedRun]) -> Table:
     """Per run and class group: the mean ratio of positive to discouraging gradient, plain and with EQL
     weights (the EQL paper's Fig. 1 diagnostic, summarised)."""
     rows = []
@@ -157,3 +164,45 @@ def tail_table(runs: list[RunRecord]) -> Table:
             )
     headers = ["run", "classifier", "group", "classes", "positive RoIs", "mean ratio", "EQL-weighted", "EQL weights"]
     return table(headers, rows, [False, False, False, True, True, True, True, False])
+
+
+LOWEST_CLASSES = 10
+
+
+def tail_lowest_classes_table(run: AnalysedRun, limit: int = LOWEST_CLASSES) -> Table:
+    """The ``limit`` classes whose logits get the least positive gradient for their discouraging one."""
+    data = run.analyses["tail"]
+    eql = data.get("eql") or {}
+    weights = "EQL-weighted" if eql.get("trained_with_eql") else f"if EQL (λ {format_general(eql.get('lambda'))})"
+    classes = data.get("classes") or []
+    lowest = sorted(classes, key=lambda row: (row.get("ratio") is None, row.get("ratio") or 0.0))[:limit]
+    rows = [
+        [
+            format_general(row.get("name")),
+            format_general(row.get("frequency")),
+            format_general(row.get("images")),
+            format_general(row.get("positive_rois")),
+            format_general(row.get("positive")),
+            format_general(row.get("negative_foreground")),
+            format_general(row.get("negative_background")),
+            format_general(row.get("ratio")),
+            format_general(row.get("eql_ratio")) if row.get("tail") else "=",
+        ]
+        for row in lowest
+    ]
+    headers = ["class", "freq", "train images", "positive RoIs", "positive", "from fg", "from bg", "ratio", weights]
+    caption = f"{run.label}: the {len(lowest)} classes with the lowest ratio of positive to discouraging gradient"
+    return table(headers, rows, [False, False, *(True for _ in headers[2:])], caption=caption)
+
+
+def _present(*blocks: Table | None) -> list[Table]:
+    return [block for block in blocks if block is not None]
+
+
+# Per analysis, the tables of one run: `libra analyze NAME` prints them, the report holds them.
+RUN_TABLES: dict[str, Callable[[AnalysedRun], list[Table]]] = {
+    "sampling": lambda run: _present(sampling_share_table([run]), sampling_histogram_table(run)),
+    "features": lambda run: _present(features_table(run)),
+    "gradients": lambda run: _present(gradients_table([run]), objective_table([run])),
+    "tail": lambda run: _present(tail_table([run]), tail_lowest_classes_table(run)),
+}

@@ -22,8 +22,6 @@ SEED_KEYS = ("train.seed",)
 IGNORED_KEYS = ("train.out",)
 # Keys of a training log line that are not loss terms.
 LOG_META_KEYS = ("type", "iter", "lr", "loss", "time_per_iter", "data_time_per_iter", "memory_mb")
-# The analysis outputs of `libra analyze` that the report knows how to present.
-ANALYSES = ("sampling", "features", "gradients", "tail")
 _SEED_DIR = re.compile(r"^seed[_-]?\d+$")
 
 
@@ -118,6 +116,8 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunRecord:
         log=layout.read_log(),
         metrics=layout.read_metrics(),
     )
+    from libra_cli.analysis import ANALYSES  # every analysis, in the order listed (analysis imports report.plots)
+
     for name in ANALYSES:
         if not layout.has_analysis(name):
             continue

@@ -112,7 +112,12 @@ def add_metrics(document: Document, groups: list[RunGroup]) -> None:
 
 
 def add_ablation(document: Document, groups: list[RunGroup], baseline: RunGroup | None) -> None:
-    document.add(Heading(2, "Ablation (paper Table 2 layout)"))
+    # Libra R-CNN's Table 2 is the frame only when some run switches on one of its steps (not for an
+    # EQL-only or OHEM-only grid, whose paper numbers are elsewhere).
+    libra_steps = any(
+        getattr(run.config.libra, step) for group in groups for run in group.runs for step in tables.CUMULATIVE_ORDER
+    )
+    document.add(Heading(2, "Ablation (paper Table 2 layout)" if libra_steps else "Ablation"))
     if len(groups) < 2:
         document.add(para("One configuration only: an ablation needs runs with different component switches."))
         return
@@ -133,6 +138,8 @@ def add_ablation(document: Document, groups: list[RunGroup], baseline: RunGroup 
     )
     document.add(para(f"Δ is the difference of means from the baseline {baseline.label!r}; {order}."))
     document.add(result)
+    if not libra_steps:
+        return
     document.add(
         para(
             "For reference only: ",

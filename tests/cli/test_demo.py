@@ -7,13 +7,13 @@ import re
 
 import pytest
 
-from libra_cli.cli.demo import run_demo
+from libra_cli.workflow import demo
 
 
 @pytest.mark.slow
 def test_demo_with_libra_runs_every_stage_and_reuses_finished_runs(tmp_path):
     out, synth, report_dir = tmp_path / "runs", tmp_path / "synth", tmp_path / "report"
-    results = run_demo(out, synth, report_dir=report_dir, max_iters=1, analysis_images=2, with_libra=True)
+    results = demo(out, synth, report_dir=report_dir, max_iters=1, analysis_images=2, with_libra=True).metrics
     assert set(results) == {"baseline", "libra"}
     for name in ("baseline", "libra"):
         metrics = json.loads((out / name / "eval" / "metrics.json").read_text())
@@ -27,7 +27,7 @@ def test_demo_with_libra_runs_every_stage_and_reuses_finished_runs(tmp_path):
         assert (report_dir / link).is_file(), link
     # A second call finds everything done and trains nothing.
     stamp = (out / "libra" / "checkpoints" / "last.pt").stat().st_mtime_ns
-    again = run_demo(out, synth, report_dir=report_dir, max_iters=1, analysis_images=2, with_libra=True)
+    again = demo(out, synth, report_dir=report_dir, max_iters=1, analysis_images=2, with_libra=True).metrics
     assert again["libra"]["summary"] == results["libra"]["summary"]
     assert (out / "libra" / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
 

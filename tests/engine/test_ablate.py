@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
 from libra_cli.cli import app
 from libra_cli.config import PRESET_DIR, save_config
-from libra_cli.engine.ablate import load_grid, plan_runs, report_dirs, run_grid, run_status
+from libra_cli.engine.ablate import load_grid, plan_runs, report_dirs
 from libra_cli.errors import LibraError
+from libra_cli.workflow import Display, run_state, train_grid
 from tests.report import coco_summary, parse_table, write_checkpoint
 
 TABLE2 = PRESET_DIR / "ablation_table2.yaml"
@@ -25,13 +27,13 @@ def write_grid(tmp_path: Path, text: str) -> Path:
 
 
 class FakeTrainer:
-    """Stands in for `run_training`: records the call and leaves a finished run directory behind."""
+    """Stands in for `workflow.train_run`: records the call and leaves a finished run directory behind."""
 
     def __init__(self, fail_on: str | None = None) -> None:
         self.calls: list[tuple[str, bool]] = []
         self.fail_on = fail_on
 
-    def __call__(self, config, *, resume: bool, show: bool):
+    def __call__(self, config, *, resume: bool, hooks=None):
         run_dir = Path(config.train.out)
         name = f"{run_dir.parent.name}/{run_dir.name}"
         self.calls.append((name, resume))
@@ -48,6 +50,23 @@ class FakeTrainer:
             "iteration": config.train.max_iters,
         }
         (run_dir / "eval" / "metrics.json").write_text(json.dumps(metrics))
+        return SimpleNamespace(metrics=metrics)
+
+
+def run_status(run):
+    return run_state(run.config)
+
+
+def run_grid(planned, *, trainer, on_progress=None, monkeypatch):
+    """``train_grid`` one run at a time with ``trainer`` in place of ``workflow.train_run``."""
+
+    class Progress(Display):
+        def next_run(self, done, total, name):
+            if on_progress is not None:
+                on_progress(done, total, name)
+
+    monkeypatch.setattr("libra_cli.workflow.train_run", trainer)
+    return train_grid(planned, jobs=1, display=Progress())
 
 
 def test_table2_grid_with_three_seeds_plans_twelve_cumulative_runs(tmp_path):
@@ -70,12 +89,12 @@ def test_table2_grid_with_three_seeds_plans_twelve_cumulative_runs(tmp_path):
     assert [(run.label, run.seed) for run in planned[:4]] == [(label, 0) for label in expected]
 
 
-def test_finished_runs_are_skipped_and_interrupted_ones_resumed(tmp_path):
+def test_finished_runs_are_skipped_and_interrupted_ones_resumed(tmp_path, monkeypatch):
     grid = load_grid(write_grid(tmp_path, "base: baseline\nruns:\n  a: {}\n  b:\n    libra: {bfp: true}\n"))
     planned = plan_runs(grid, 2, tmp_path / "runs", {"train": {"max_iters": 10}})
     by_name = {run.name: run for run in planned}
     # a/seed0 finished: checkpoint at max_iters and metrics written.
-    FakeTrainer()(by_name["a/seed0"].config, resume=False, show=False)
+    FakeTrainer()(by_name["a/seed0"].config, resume=False)
     # b/seed0 stopped half-way: a checkpoint at iteration 5, no metrics.
     half = by_name["b/seed0"]
     half.run_dir.mkdir(parents=True)
@@ -87,8 +106,8 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resumed(tmp_path):
     outcomes = run_grid(
         planned,
         trainer=trainer,
-        show=False,
-        on_progress=lambda d, t, r: progress.append((d, t, r and r.name)),
+        on_progress=lambda d, t, name: progress.append((d, t, name)),
+        monkeypatch=monkeypatch,
     )
     assert trainer.calls == [("b/seed0", True), ("a/seed1", False), ("b/seed1", False)]
     assert [(o.run.name, o.outcome) for o in outcomes] == [
@@ -100,7 +119,7 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resumed(tmp_path):
     assert progress == [(1, 4, "b/seed0"), (2, 4, "a/seed1"), (3, 4, "b/seed1"), (4, 4, None)]
     # Everything is done now: a second pass trains nothing.
     again = FakeTrainer()
-    assert {o.outcome for o in run_grid(planned, trainer=again, show=False)} == {"skipped"}
+    assert {o.outcome for o in run_grid(planned, trainer=again, monkeypatch=monkeypatch)} == {"skipped"}
     assert again.calls == []
     # The report covers every run, grouped by label.
     assert report_dirs(planned) == [by_name[name].run_dir for name in ("a/seed0", "a/seed1", "b/seed0", "b/seed1")]
@@ -114,24 +133,24 @@ def test_a_checkpoint_at_the_end_without_metrics_is_resumed_to_evaluate(tmp_path
     assert run_status(run) == "resume"
 
 
-def test_a_failed_run_is_recorded_and_the_grid_goes_on(tmp_path):
+def test_a_failed_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     grid = load_grid(write_grid(tmp_path, "runs:\n  a: {}\n  b: {libra: {bfp: true}}\n"))
     planned = plan_runs(grid, 1, tmp_path / "runs")
     trainer = FakeTrainer(fail_on="a/seed0")
-    outcomes = run_grid(planned, trainer=trainer, show=False)
+    outcomes = run_grid(planned, trainer=trainer, monkeypatch=monkeypatch)
     assert [(o.outcome, o.error) for o in outcomes] == [
         ("failed", "non-finite loss at iteration 3 in a/seed0"),
         ("trained", None),
     ]
 
 
-def test_a_folder_holding_other_settings_is_refused(tmp_path):
+def test_a_folder_holding_other_settings_is_refused(tmp_path, monkeypatch):
     grid = load_grid(write_grid(tmp_path, "runs:\n  a: {}\n"))
     (run,) = plan_runs(grid, 1, tmp_path / "runs", {"train": {"max_iters": 10}})
     (old,) = plan_runs(grid, 1, tmp_path / "runs", {"train": {"max_iters": 20}})
-    FakeTrainer()(old.config, resume=False, show=False)
+    FakeTrainer()(old.config, resume=False)
     with pytest.raises(LibraError, match=r"holds a run with other settings \(train.max_iters: 20 → 10\)"):
-        run_grid([run], trainer=FakeTrainer(), show=False)
+        run_grid([run], trainer=FakeTrainer(), monkeypatch=monkeypatch)
 
 
 @pytest.mark.parametrize(
@@ -182,7 +201,7 @@ def test_cli_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
 
 def test_cli_runs_the_grid_and_writes_the_report(tmp_path, monkeypatch):
     trainer = FakeTrainer()
-    monkeypatch.setattr("libra_cli.cli.ablate.run_training", trainer)
+    monkeypatch.setattr("libra_cli.workflow.train_run", trainer)
     grid = write_grid(tmp_path, "base: baseline\nruns:\n  baseline: {}\n  bfp: {libra: {bfp: true}}\n")
     report = tmp_path / "report"
     args = [
@@ -212,7 +231,6 @@ def test_cli_runs_the_grid_and_writes_the_report(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_grid_side_by_side_trains_skips_and_reports_failures(tiny_benchmark, tmp_path):
-    from libra_cli.engine.ablate import run_grid_parallel
     from tests.conftest import tiny_config
 
     base = tmp_path / "tiny.yaml"
@@ -223,7 +241,7 @@ def test_grid_side_by_side_trains_skips_and_reports_failures(tiny_benchmark, tmp
         f"  broken: {{data: {{train_ann: {tmp_path / 'missing.json'}}}}}\n",
     )
     planned = plan_runs(load_grid(grid), 1, tmp_path / "runs")
-    outcomes = run_grid_parallel(planned, jobs=2, threads=1)
+    outcomes = train_grid(planned, jobs=2, threads=1)
     assert [(o.run.name, o.outcome) for o in outcomes] == [
         ("baseline/seed0", "trained"),
         ("bfp/seed0", "trained"),
@@ -233,7 +251,7 @@ def test_grid_side_by_side_trains_skips_and_reports_failures(tiny_benchmark, tmp
     for name in ("baseline", "bfp"):
         metrics = json.loads((tmp_path / "runs" / name / "seed0" / "eval" / "metrics.json").read_text())
         assert metrics["iteration"] == 2
-    again = run_grid_parallel(planned[:2], jobs=2, threads=1)
+    again = train_grid(planned[:2], jobs=2, threads=1)
     assert [o.outcome for o in again] == ["skipped", "skipped"]
 
 
@@ -249,3 +267,22 @@ def test_cli_bad_grid_is_one_line_and_exit_code_2(tmp_path):
     result = runner.invoke(app, ["ablate", str(write_grid(tmp_path, "runs: {a: {libra: {bfpp: 1}}}\n"))])
     assert result.exit_code == 2
     assert "runs.a: libra.bfpp is not a known setting" in result.output
+
+
+def test_an_epoch_schedule_run_is_judged_by_the_iterations_its_epochs_came_to(tmp_path):
+    from libra_cli.config import load_config
+
+    planned = load_config(None, {"train": {"out": str(tmp_path / "run"), "epochs": 2}})
+    assert planned.train.max_iters == 450  # the default: the epochs are turned into iterations at the start
+    # What training saved: 2 epochs of 30 images in batches of 4 = 2 × 8 = 16 iterations.
+    saved = load_config(None, {"train": {"out": str(tmp_path / "run"), "epochs": 2, "max_iters": 16}})
+    FakeTrainer()(saved, resume=False)  # checkpoint at iteration 16, metrics written
+    assert run_state(planned) == "done"
+    halfway = tmp_path / "half"
+    started = load_config(None, {"train": {"out": str(halfway), "epochs": 2, "max_iters": 16}})
+    save_config(started, halfway / "config.yaml")
+    write_checkpoint(halfway, 8)
+    assert run_state(load_config(None, {"train": {"out": str(halfway), "epochs": 2}})) == "resume"
+    # Other epochs are other settings.
+    with pytest.raises(LibraError, match=r"train.epochs: 2 → 3"):
+        run_state(load_config(None, {"train": {"out": str(tmp_path / "run"), "epochs": 3}}))

@@ -9,10 +9,10 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from libra_cli.cli.evaluate import evaluate_run
 from libra_cli.engine.checkpoint import load_checkpoint
 from libra_cli.engine.train import learning_rate, train
 from libra_cli.errors import LibraError
+from libra_cli.workflow import evaluate_run
 from tests.conftest import tiny_config
 
 
@@ -104,7 +104,7 @@ def test_resumed_run_continues_from_its_checkpoint(tiny_benchmark, tmp_path):
 def test_eval_metrics_equal_cocoeval_on_the_written_detections(tiny_benchmark, tmp_path):
     run_dir = tmp_path / "run"
     train(tiny_config(tiny_benchmark, run_dir, train__max_iters=4, model__score_thresh=0.0))
-    metrics = evaluate_run(run_dir, checkpoint="last", show=False)
+    metrics = evaluate_run(run_dir, checkpoint="last")
     detections = json.loads((run_dir / "eval" / "detections.json").read_text())
     assert len(detections) > 0
     ann = str(tiny_benchmark / "annotations" / "val.json")

@@ -1,0 +1,58 @@
+"""``libra config [PRESET] [flags] [--diff]`` — print the resolved config without training.
+
+It takes the flags of ``libra train`` (the generated config options, ``--image-size`` and ``--set``) and
+prints the config as YAML exactly as ``libra train`` saves it in ``RUN_DIR/config.yaml``; ``--diff`` prints
+only the settings that differ from libra's defaults (``RunConfig()``), itself a preset. An epoch schedule
+(``train.epochs``) is turned into iterations only when training starts, from the training set's size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+import yaml
+
+from libra_cli.cli.config_options import with_config_options
+from libra_cli.cli.train import CONFIG_OPTIONS, overrides_from_flags
+from libra_cli.cli.ui import handle_errors
+from libra_cli.config import SECTIONS, RunConfig, load_config
+
+__all__ = ["config_command", "config_diff"]
+
+
+def config_diff(config: RunConfig, reference: RunConfig | None = None) -> dict[str, dict[str, Any]]:
+    """``{section: {field: value}}`` of the settings where ``config`` differs from ``reference`` (default:
+    ``RunConfig()``), in section and field order; sections without a difference are left out."""
+    ours, theirs = config.to_dict(), (reference or RunConfig()).to_dict()
+    diff: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS:
+        changed = {key: value for key, value in ours[section].items() if theirs[section][key] != value}
+        if changed:
+            diff[section] = changed
+    return diff
+
+
+@handle_errors
+def config_command(
+    preset: str = typer.Argument(None, help="Preset name in experiments/ (e.g. baseline, libra) or a YAML path."),
+    *,
+    image_size: int = typer.Option(
+        None, "--image-size", help="Resize images to this size (sets min_size and max_size)."
+    ),
+    settings: list[str] = typer.Option(
+        None,
+        "--set",
+        metavar="SECTION.FIELD=VALUE",
+        help="Any config field, the value as YAML (true, 0.5, [8, 16], null); repeatable, applied after the flags.",
+    ),
+    diff: bool = typer.Option(False, "--diff", help="Print only the settings that differ from libra's defaults."),
+    **fields: Any,
+) -> None:
+    """Print the config `libra train` would run with the same arguments, as YAML (its config.yaml)."""
+    config = load_config(preset, overrides_from_flags({**fields, "image_size": image_size, "settings": settings}))
+    data = config_diff(config) if diff else config.to_dict()
+    typer.echo(yaml.safe_dump(data, sort_keys=False) if data else "{}\n", nl=False)
+
+
+with_config_options(config_command, CONFIG_OPTIONS)
