@@ -36,9 +36,10 @@ PathStr = NewType("PathStr", str)
 @dataclass
 class DataConfig:
     train_ann: PathStr | None = None  # COCO/LVIS annotation JSON; None → the default synthetic benchmark
-    train_images: PathStr | None = None  # folder the train file names are relative to
+    # folder the train file names are relative to; for COCO/LVIS files also the COCO folder holding train2017/, val2017/
+    train_images: PathStr | None = None
     val_ann: PathStr | None = None  # annotation JSON for periodic and final evaluation
-    val_images: PathStr | None = None  # folder the val file names are relative to
+    val_images: PathStr | None = None  # folder the val file names are relative to (as train_images)
     synth_dir: PathStr = DEFAULT_SYNTH_DIR  # where the default benchmark is generated when no files are given
     synth_long_tail: bool = False  # default benchmark with a Zipf-like class frequency (LVIS format)
     hflip_prob: float = 0.5  # horizontal-flip probability during training
@@ -46,6 +47,10 @@ class DataConfig:
     batch_size: int = 4  # images per iteration (global batch)
     num_workers: int = 1  # DataLoader worker processes
     on_bad_sample: str = "error"  # "error" stops at a broken image, "skip" drops it and counts it
+    # repeat-factor sampling (LVIS): an image recurs on average max(1, √(t / f_c)) times per epoch, c its rarest class,
+    # f_c = share of training images holding c; LVIS uses t = 0.001; null: off
+    repeat_factor_thr: float | None = None
+    aspect_ratio_grouping: bool = False  # batches of one orientation only (width ≥ height, or not), as detectron2
 
 
 @dataclass
@@ -63,6 +68,9 @@ class ModelConfig:
     frozen_stages: int = 0
     min_size: int = 256  # images are resized so the shorter side is min_size …
     max_size: int = 256  # … and the longer side at most max_size
+    # multi-scale training: each training image's shorter side is drawn from this list (EQL: 640,672,…,800);
+    # evaluation keeps min_size; null: always min_size
+    train_min_sizes: tuple[int, ...] | None = None
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # one anchor size per pyramid level
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # anchor height/width ratios, the same at every level
     rpn_batch_size_per_image: int = 256  # anchors sampled per image for the RPN loss
@@ -331,6 +339,10 @@ def validate(config: RunConfig) -> None:
     for where, value in positive.items():
         if value <= 0:
             raise LibraError(f"{where}: must be positive, got {value}")
+    if m.train_min_sizes is not None and (not m.train_min_sizes or min(m.train_min_sizes) <= 0):
+        raise LibraError(
+            f"model.train_min_sizes (--train-min-sizes): expected positive sizes, got {list(m.train_min_sizes)}"
+        )
     if m.max_size < m.min_size:
         raise LibraError(f"model.max_size: {m.max_size} is smaller than model.min_size {m.min_size}")
     if len(m.anchor_sizes) != 5:
@@ -363,6 +375,10 @@ def validate(config: RunConfig) -> None:
                 f"train.lr_milestones_epochs (--lr-milestones-epochs): epochs must lie in (0, {t.epochs}), "
                 f"got {list(t.lr_milestones_epochs)}"
             )
+    if d.repeat_factor_thr is not None and not d.repeat_factor_thr > 0:
+        raise LibraError(
+            f"data.repeat_factor_thr (--repeat-factor-thr): must be > 0 (or null), got {d.repeat_factor_thr}"
+        )
     if d.scale_jitter is not None and (len(d.scale_jitter) != 2 or not 0 < d.scale_jitter[0] <= d.scale_jitter[1]):
         raise LibraError(f"data.scale_jitter: expected [low, high] with 0 < low <= high, got {d.scale_jitter}")
     # Contradictions between switches and the architecture.

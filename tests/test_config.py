@@ -148,3 +148,25 @@ def test_exponent_notation_without_a_dot_is_a_number(tmp_path):
     assert load_config(None, {"libra": {"eql_lambda": "1.76e-3"}}).libra.eql_lambda == 0.00176
     with pytest.raises(LibraError, match="expected a number, got 'e3'"):
         load_config(None, {"libra": {"eql_lambda": "e3"}})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"data": {"repeat_factor_thr": 0}}, "repeat_factor_thr"),
+        ({"data": {"repeat_factor_thr": -0.001}}, "repeat_factor_thr"),
+        ({"model": {"train_min_sizes": [640, 0]}}, "train_min_sizes"),
+        ({"model": {"train_min_sizes": []}}, "train_min_sizes"),
+    ],
+)
+def test_sampling_and_multi_scale_settings_are_checked(overrides, message):
+    with pytest.raises(LibraError, match=message):
+        load_config(None, overrides)
+    config = load_config(
+        None,
+        {
+            "data": {"repeat_factor_thr": "1e-3", "aspect_ratio_grouping": True},
+            "model": {"train_min_sizes": [640, 800]},
+        },
+    )
+    assert (config.data.repeat_factor_thr, config.model.train_min_sizes) == (0.001, (640, 800))

@@ -92,6 +92,10 @@ def test_recipe_settings(preset):
     assert (t.epochs, t.lr_milestones_epochs) == (12, (8, 11))
     lvis = preset.startswith("lvis")
     assert (m.score_thresh, m.detections_per_image) == ((1e-4, 300) if lvis else (0.05, 100))
+    # Batches of one orientation in every recipe (detectron2 and mmdetection both group); the EQL config trains
+    # multi-scale (MIN_SIZE_TRAIN 640…800) without repeat-factor sampling.
+    assert d.aspect_ratio_grouping is True and d.repeat_factor_thr is None
+    assert m.train_min_sizes == ((640, 672, 704, 736, 768, 800) if lvis else None)
     if m.arch == "faster_rcnn":
         assert (m.rpn_pre_nms_top_n_train, m.rpn_post_nms_top_n_train) == (2000, 2000)
         assert (m.rpn_pre_nms_top_n_test, m.rpn_post_nms_top_n_test) == (1000, 1000)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class ImageRecord:
     height: int
     boxes: tuple[tuple[float, float, float, float], ...]  # xyxy, crowd excluded
     labels: tuple[int, ...]  # contiguous 1..C
+    tried: tuple[Path, ...] = ()  # every path looked at when the file was found nowhere (else empty)
 
 
 def read_annotation_file(path: str | Path) -> dict[str, Any]:
@@ -88,12 +90,74 @@ def _resolve_image_path(root: Path, name: str, where: str) -> Path:
     return path
 
 
+# LVIS v0.5 names images after COCO 2014 (COCO_val2014_000000397133.jpg); COCO 2017 folders hold 000000397133.jpg.
+COCO_2014_NAME = re.compile(r"COCO_[A-Za-z]+\d{4}_(\d{12})(\.\w+)")
+COCO_2017_SPLITS = ("train2017", "val2017")
+
+
+def _plain_component(text: str) -> bool:
+    """A single path component that stays where it is put: not empty, no separator, not . or .."""
+    return bool(text) and text not in (".", "..") and "/" not in text and "\\" not in text
+
+
+def image_path_candidates(root: Path, image: dict, where: str) -> list[Path]:
+    """Where an image record's file may lie, in the order tried (``root`` is the resolved image folder).
+
+    First ``root / file_name`` (or the ``coco_url`` basename when there is no ``file_name``, as in LVIS v1).
+    Then, for an image with a ``coco_url`` such as ``http://images.cocodataset.org/val2017/000000397133.jpg``:
+    ``root/val2017/<basename>`` (``root`` is the COCO folder holding train2017/ and val2017/),
+    ``root/<basename>`` and ``root/../val2017/<basename>`` (``root`` is one split folder and the image lies
+    in its sibling: LVIS v1 val draws images from both COCO 2017 splits). A COCO 2014 file name
+    (``COCO_val2014_000000397133.jpg``, LVIS v0.5) is also tried as its COCO 2017 name ``000000397133.jpg``,
+    in the same folders and, without a ``coco_url``, in ``train2017``/``val2017`` under ``root`` and beside it.
+    """
+    name = _image_file_name(image, where)
+    candidates = [_resolve_image_path(root, name, where)]
+    basenames = [name.replace("\\", "/").rsplit("/", 1)[-1]]
+    splits: list[str] = []
+    url = image.get("coco_url")
+    if isinstance(url, str) and url:
+        parts = url.split("?", 1)[0].rstrip("/").split("/")
+        if _plain_component(parts[-1]):
+            basenames.append(parts[-1])
+        if len(parts) >= 2 and _plain_component(parts[-2]) and parts[-2] not in ("", "http:", "https:"):
+            splits.append(parts[-2])
+    for base in list(basenames):
+        match = COCO_2014_NAME.fullmatch(base)
+        if match:
+            basenames.append(match.group(1) + match.group(2))
+            if not splits:
+                splits.extend(COCO_2017_SPLITS)
+    folders = [root, *(root / split for split in splits), *(root.parent / split for split in splits)]
+    for folder in folders:
+        for base in basenames:
+            if _plain_component(base):
+                candidates.append(folder / base)
+    unique: list[Path] = []
+    for candidate in candidates:
+        if candidate not in unique:
+            unique.append(candidate)
+    return unique
+
+
+def resolve_image_file(root: Path, image: dict, where: str) -> tuple[Path, tuple[Path, ...]]:
+    """The first existing candidate of :func:`image_path_candidates`, and ``()``; or, when none exists, the
+    first candidate and every path tried (so that the bad-sample check can say where it looked)."""
+    candidates = image_path_candidates(root, image, where)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate, ()
+    return candidates[0], tuple(candidates)
+
+
 class DetectionDataset(torch.utils.data.Dataset):
     """A COCO or LVIS annotation file plus its image folder.
 
     Args:
         ann_file: path to the JSON annotations.
-        image_root: folder the images' ``file_name`` (or ``coco_url`` basename) are relative to.
+        image_root: folder the images' ``file_name`` (or ``coco_url`` basename) are relative to; for COCO
+            and LVIS files this may also be the COCO folder holding train2017/ and val2017/, or one of those
+            (see :func:`image_path_candidates`).
         augmentation: training-time flips / resizes; None for evaluation.
         category_ids: the label order to use (e.g. a trained model's), default sorted ids of the file.
         on_bad_sample: "error" raises on a degenerate box (and, in ``verify_images``, on an unusable image
@@ -191,7 +255,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         for image_id in sorted(images):
             image = images[image_id]
             where = f"{self.ann_file}: image {image_id}"
-            path = _resolve_image_path(self.image_root, _image_file_name(image, where), where)
+            path, tried = resolve_image_file(self.image_root, image, where)
             records.append(
                 ImageRecord(
                     image_id=image_id,
@@ -200,6 +264,7 @@ class DetectionDataset(torch.utils.data.Dataset):
                     height=image["height"],
                     boxes=tuple(boxes[image_id]),
                     labels=tuple(labels[image_id]),
+                    tried=tried,
                 )
             )
         return records
@@ -244,7 +309,9 @@ class DetectionDataset(torch.utils.data.Dataset):
                 pil.load()
                 image = to_rgb8(pil)
         except FileNotFoundError as exc:
-            raise LibraError(f"{record.path}: image file not found (image id {record.image_id})") from exc
+            raise LibraError(
+                f"{_with_tried(f'{record.path}: image file not found', record)} (image id {record.image_id})"
+            ) from exc
         except (UnidentifiedImageError, OSError) as exc:
             raise LibraError(f"{record.path}: cannot decode image (image id {record.image_id}): {exc}") from exc
         return pil_to_tensor(image).float().div_(255.0)
@@ -262,7 +329,11 @@ class DetectionDataset(torch.utils.data.Dataset):
         workers = min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             problems = list(pool.map(image_file_problem, (record.path for record in self.records)))
-        bad = [(record, problem) for record, problem in zip(self.records, problems, strict=True) if problem]
+        bad = [
+            (record, _with_tried(problem, record))
+            for record, problem in zip(self.records, problems, strict=True)
+            if problem
+        ]
         if not bad:
             return
         if self.on_bad_sample != "skip":
@@ -299,6 +370,12 @@ class DetectionDataset(torch.utils.data.Dataset):
             generator = torch.Generator().manual_seed(seed if seed is not None else index)
             image, target = self.augmentation(image, target, generator)
         return image, target
+
+
+def _with_tried(problem: str, record: ImageRecord) -> str:
+    if len(record.tried) <= 1:
+        return problem
+    return f"{problem}; tried {', '.join(str(path) for path in record.tried)}"
 
 
 def to_rgb8(pil: Image.Image) -> Image.Image:

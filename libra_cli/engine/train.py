@@ -34,7 +34,7 @@ from torch import nn
 from libra_cli.config import RunConfig, TrainConfig
 from libra_cli.data.build import build_eval_dataset, build_train_dataset, resolve_data_paths
 from libra_cli.data.coco import DetectionDataset, collate
-from libra_cli.data.sampler import IterationBatchSampler
+from libra_cli.data.sampler import IterationBatchSampler, aspect_ratio_groups, repeat_factors
 from libra_cli.engine.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from libra_cli.engine.distributed import (
     DistributedContext,
@@ -132,6 +132,38 @@ def learning_rate(train: TrainConfig, iteration: int, base_lr: float | None = No
         return base * factor * 0.1**drops
     progress = min(1.0, iteration / max(1, train.max_iters))
     return base * factor * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class TrainTestMinSize:
+    """Forward pre-hook of a detector's ``GeneralizedRCNNTransform`` for multi-scale training.
+
+    In training the transform's ``min_size`` is the tuple ``train_sizes`` and torchvision resizes each image
+    to a shorter side drawn from it (``torch_choice``: one uniform draw per image from torch's global
+    generator, which the transform makes whether or not there is a choice); in evaluation it is
+    ``(test_size,)`` (torchvision would otherwise use the tuple's last entry). The global generator's state
+    is saved in every checkpoint at a step boundary and each rank seeds its own, so the drawn sizes, like the
+    RPN/RoI samples, repeat exactly on resume.
+    """
+
+    def __init__(self, train_sizes: tuple[int, ...], test_size: int) -> None:
+        self.train_sizes = tuple(train_sizes)
+        self.test_size = test_size
+
+    def __call__(self, module: nn.Module, args: Any) -> None:
+        module.min_size = self.train_sizes if module.training else (self.test_size,)
+
+
+def apply_train_min_sizes(model: nn.Module, config: RunConfig) -> nn.Module:
+    """Turn on ``model.train_min_sizes`` (multi-scale training) on a built detector; a no-op when unset."""
+    sizes = config.model.train_min_sizes
+    if sizes is None:
+        return model
+    transform = getattr(model, "transform", None)
+    if transform is None or not hasattr(transform, "min_size"):
+        raise LibraError("model.train_min_sizes (--train-min-sizes): this detector has no resizing transform")
+    transform.min_size = tuple(sizes) if model.training else (config.model.min_size,)
+    transform.register_forward_pre_hook(TrainTestMinSize(tuple(sizes), config.model.min_size))
+    return model
 
 
 def seed_everything(seed: int) -> None:
@@ -401,6 +433,17 @@ def open_checkpoint(config: RunConfig, layout: RunLayout, ctx: DistributedContex
                 f"{layout.last}: was trained with a global batch of {trained_batch} images; resume with "
                 f"--batch-size {trained_batch} (the data order depends on it)"
             )
+        # The sampling options shape the data order too (checkpoints from before them had neither).
+        for name, flag, default in (
+            ("repeat_factor_thr", "--repeat-factor-thr", None),
+            ("aspect_ratio_grouping", "--aspect-ratio-grouping", False),
+        ):
+            trained = checkpoint.get("data", {}).get(name, default)
+            if trained != getattr(config.data, name):
+                raise LibraError(
+                    f"{layout.last}: was trained with data.{name} = {trained}; resume with the same setting "
+                    f"({flag}; the data order depends on it)"
+                )
     return checkpoint
 
 
@@ -435,6 +478,7 @@ def build_model_and_step(config: RunConfig, data: TrainingData, ctx: Distributed
         images_per_class=data.train_set.images_per_class(),
         num_images=eql_frequency_denominator(data.info, config.libra.eql_freq),
     )
+    apply_train_min_sizes(model, config)
     model.to(ctx.device)
     if ctx.enabled:
         # Identical initial weights on every rank (DDP also broadcasts rank 0's), but each rank draws its
@@ -513,16 +557,29 @@ def start_run_directory(
 def training_loader(
     config: RunConfig, train_set: DetectionDataset, start_iter: int, ctx: DistributedContext
 ) -> torch.utils.data.DataLoader:
-    """This rank's batches of iterations ``start_iter`` … ``max_iters − 1``: a pure function of the seed."""
-    tcfg = config.train
+    """This rank's batches of iterations ``start_iter`` … ``max_iters − 1``: a pure function of the seed.
+
+    ``data.repeat_factor_thr`` turns on repeat-factor sampling (factors from the training set's labels) and
+    ``data.aspect_ratio_grouping`` batches of one orientation (from the annotated image sizes); see
+    ``libra_cli.data.sampler``.
+    """
+    tcfg, dcfg = config.train, config.data
+    factors = None
+    if dcfg.repeat_factor_thr is not None:
+        factors = repeat_factors([record.labels for record in train_set.records], dcfg.repeat_factor_thr)
+    groups = None
+    if dcfg.aspect_ratio_grouping:
+        groups = aspect_ratio_groups([(record.width, record.height) for record in train_set.records])
     sampler = IterationBatchSampler(
         len(train_set),
-        config.data.batch_size,
+        dcfg.batch_size,
         seed=tcfg.seed,
         start_iter=start_iter,
         max_iters=tcfg.max_iters,
         rank=ctx.rank,
         world_size=ctx.world_size,
+        repeat_factors=factors,
+        group_ids=groups,
     )
     return torch.utils.data.DataLoader(
         train_set,
@@ -634,6 +691,8 @@ def checkpoint_state(run: TrainingRun, iteration: int, per_rank: list[dict[str, 
         "data": {
             "seed": tcfg.seed,
             "global_batch_size": run.config.data.batch_size,
+            "repeat_factor_thr": run.config.data.repeat_factor_thr,
+            "aspect_ratio_grouping": run.config.data.aspect_ratio_grouping,
             "next_iteration": iteration,
         },
         "iteration": iteration,

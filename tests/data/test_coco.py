@@ -183,3 +183,86 @@ def test_num_annotated_images_counts_images_with_a_non_crowd_box(tmp_path):
     ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}))
     dataset = DetectionDataset(ann, tmp_path / "img")
     assert (len(dataset), dataset.num_annotated_images()) == (3, 1)
+
+
+def write_lvis(tmp_path: Path, images: list[dict], name: str = "lvis.json") -> Path:
+    categories = [{"id": 1, "name": "x", "frequency": "r"}]
+    for image in images:
+        image.setdefault("width", 8)
+        image.setdefault("height", 6)
+        image.setdefault("neg_category_ids", [])
+        image.setdefault("not_exhaustive_category_ids", [])
+    path = tmp_path / name
+    path.write_text(json.dumps({"images": images, "annotations": [], "categories": categories}))
+    return path
+
+
+def save_png(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 6)).save(path)
+    return path
+
+
+def test_lvis_v1_val_images_resolve_from_the_coco_root_or_either_split_folder(tmp_path):
+    # LVIS v1 val: coco_url only, images drawn from both COCO 2017 splits.
+    coco = tmp_path / "coco"
+    in_train = save_png(coco / "train2017" / "000000000001.png")
+    in_val = save_png(coco / "val2017" / "000000000002.png")
+    ann = write_lvis(
+        tmp_path,
+        [
+            {"id": 1, "coco_url": "http://images.cocodataset.org/train2017/000000000001.png"},
+            {"id": 2, "coco_url": "http://images.cocodataset.org/val2017/000000000002.png"},
+        ],
+    )
+    expected = [in_train.resolve(), in_val.resolve()]
+    for root in (coco, coco / "train2017", coco / "val2017"):
+        dataset = DetectionDataset(ann, root)
+        assert [record.path for record in dataset.records] == expected, root
+        dataset.verify_images()
+        assert len(dataset) == 2
+
+
+def test_lvis_v05_coco2014_names_resolve_to_coco2017_files(tmp_path):
+    coco = tmp_path / "coco"
+    with_url = save_png(coco / "train2017" / "000000397133.png")
+    without_url = save_png(coco / "val2017" / "000000000139.png")
+    ann = write_lvis(
+        tmp_path,
+        [
+            {
+                "id": 1,
+                "file_name": "COCO_val2014_000000397133.png",
+                "coco_url": "http://images.cocodataset.org/train2017/000000397133.png",
+            },
+            {"id": 2, "file_name": "COCO_val2014_000000000139.png"},
+        ],
+    )
+    for root in (coco, coco / "val2017"):
+        dataset = DetectionDataset(ann, root)
+        assert [record.path for record in dataset.records] == [with_url.resolve(), without_url.resolve()]
+
+
+def test_a_file_named_as_given_wins_and_a_missing_image_names_every_path_tried(tmp_path):
+    images = tmp_path / "images"
+    direct = save_png(images / "COCO_val2014_000000000007.png")
+    save_png(images / "000000000007.png")
+    ann = write_lvis(
+        tmp_path,
+        [
+            {"id": 7, "file_name": "COCO_val2014_000000000007.png"},
+            {"id": 8, "coco_url": "http://images.cocodataset.org/val2017/000000000008.png"},
+        ],
+    )
+    dataset = DetectionDataset(ann, images)
+    assert dataset.records[0].path == direct.resolve()
+    with pytest.raises(LibraError) as caught:
+        dataset.verify_images()
+    message = str(caught.value)
+    assert "000000000008.png: image file not found; tried" in message
+    assert str(images.resolve() / "val2017" / "000000000008.png") in message
+    assert str(tmp_path.resolve() / "val2017" / "000000000008.png") in message
+    assert "--on-bad-sample skip" in message
+    skipping = DetectionDataset(ann, images, on_bad_sample="skip")
+    skipping.verify_images()
+    assert (len(skipping), skipping.skipped_images) == (1, 1)

@@ -10,8 +10,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from libra_cli.engine.checkpoint import load_checkpoint
-from libra_cli.engine.train import learning_rate, train
+from libra_cli.engine.train import apply_train_min_sizes, learning_rate, train
 from libra_cli.errors import LibraError
+from libra_cli.models.build import build_detector
 from libra_cli.workflow import evaluate_run
 from tests.conftest import tiny_config
 
@@ -33,6 +34,51 @@ def test_learning_rate_warmup_and_steps():
     assert learning_rate(train_cfg, 80) == pytest.approx(0.001)
     cosine = TrainConfig(lr=0.1, warmup_iters=0, max_iters=100, schedule="cosine")
     assert learning_rate(cosine, 50) == pytest.approx(0.05)
+
+
+def test_resume_is_exact_with_repeat_factors_grouping_and_multi_scale(tiny_lvis_benchmark, tmp_path):
+    # The data order (repeat factors, grouped batches) and the drawn image sizes survive an interruption.
+    options = {
+        "data__repeat_factor_thr": 0.3,
+        "data__aspect_ratio_grouping": True,
+        "model__train_min_sizes": (64, 80, 96),
+        "train__max_iters": 5,
+        "train__checkpoint_interval": 100,
+    }
+    full_dir, part_dir = tmp_path / "full", tmp_path / "part"
+    train(tiny_config(tiny_lvis_benchmark, full_dir, **options))
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tiny_lvis_benchmark, part_dir, **options), progress=InterruptAt(2))
+    train(tiny_config(tiny_lvis_benchmark, part_dir, **options), resume=True)
+    full_log = [r for r in read_log(full_dir) if r["type"] == "train"]
+    part_log = [r for r in read_log(part_dir) if r["type"] == "train"]
+    assert [r["iter"] for r in part_log] == [1, 2, 3, 4, 5]
+    for a, b in zip(full_log, part_log, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    # Another sampling setting would change the data order: a resume with it is refused.
+    for changed in ({"data__repeat_factor_thr": 0.5}, {"data__aspect_ratio_grouping": False}):
+        with pytest.raises(LibraError, match="the data order depends on it"):
+            train(tiny_config(tiny_lvis_benchmark, part_dir, **{**options, **changed}), resume=True)
+
+
+def test_multi_scale_training_draws_from_the_list_and_evaluates_at_min_size(tiny_benchmark, tmp_path):
+    config = tiny_config(
+        tiny_benchmark, tmp_path, model__train_min_sizes=(64, 80), model__min_size=96, model__max_size=200
+    )
+    model = apply_train_min_sizes(build_detector(config, 3), config)
+    assert model.transform.min_size == (64, 80)
+    images = [torch.rand(3, 60, 90) for _ in range(16)]
+    model.transform.train()
+    torch.manual_seed(0)
+    shorter = {min(size) for size in model.transform(images)[0].image_sizes}
+    assert shorter == {64, 80}  # each image draws its own size
+    model.transform.eval()
+    assert {min(size) for size in model.transform(images)[0].image_sizes} == {96}
+    model.transform.train()
+    model.transform(images[:1])
+    assert model.transform.min_size == (64, 80)
+    plain = tiny_config(tiny_benchmark, tmp_path)
+    assert apply_train_min_sizes(build_detector(plain, 3), plain).transform.min_size == (96,)
 
 
 @pytest.mark.slow
