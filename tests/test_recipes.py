@@ -158,3 +158,34 @@ def test_coco_table2_grid_is_the_cumulative_ablation_on_the_coco_recipe():
     # The last row is the Libra recipe but for the RoI head's smooth L1 settings, which balanced L1 replaces.
     assert full.libra == libra.libra
     assert read_yaml(resolve_preset("coco_table2"))["base"] == "coco_faster_rcnn_r50_fpn_1x"
+
+
+@pytest.mark.slow
+def test_the_coco_libra_recipe_trains_and_evaluates_end_to_end_on_the_cpu(hub, tiny_benchmark, tmp_path):
+    """The recipe's structure (ResNet-50 from the hub cache, frozen stem and layer1, FPN 256, 1024-wide head,
+    2000 proposals, Libra components) at 96 px for 2 iterations on the tiny synthetic benchmark."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from libra_cli.cli import app
+    from libra_cli.data.build import benchmark_paths
+
+    paths = benchmark_paths(tiny_benchmark)
+    out = tmp_path / "run"
+    args = ["train", "coco_libra_faster_rcnn_r50_fpn_1x", "--out", str(out), "--image-size", "96"]
+    args += ["--train-ann", str(paths.train_ann), "--train-images", str(paths.train_images)]
+    args += ["--val-ann", str(paths.val_ann), "--val-images", str(paths.val_images)]
+    args += ["--device", "cpu", "--batch-size", "2", "--workers", "0", "--roi-batch-size", "64", "--warmup-iters", "1"]
+    args += ["--set", "train.epochs=null", "--set", "train.lr_milestones_epochs=null", "--max-iters", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["iteration"] == 2 and metrics["num_images"] == 4  # the tiny benchmark's 4 val images
+    saved = load_config(str(out / "config.yaml"))
+    assert (saved.model.backbone, saved.model.frozen_stages, saved.model.fpn_channels) == ("resnet50", 1, 256)
+    assert saved.libra.enabled() == ["iou_sampling", "bfp", "balanced_l1"]
+    # Linear scaling from the reference batch 16 to the run's 2: peak lr 0.02 × 2 / 16 = 0.0025.
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train_lrs = [record["lr"] for record in records if record.get("type") == "train"]
+    assert max(train_lrs) == pytest.approx(0.0025)

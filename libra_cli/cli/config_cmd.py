@@ -3,7 +3,9 @@
 It takes the flags of ``libra train`` (the generated config options, ``--image-size`` and ``--set``) and
 prints the config as YAML exactly as ``libra train`` saves it in ``RUN_DIR/config.yaml``; ``--diff`` prints
 only the settings that differ from libra's defaults (``RunConfig()``), itself a preset. An epoch schedule
-(``train.epochs``) is turned into iterations only when training starts, from the training set's size.
+(``train.epochs``) becomes iterations from the training set's size: given the dataset flags, the printed
+config holds them as training will save them, and a closing comment gives the schedule in epochs and
+iterations; without them it says that the iterations are derived when training starts.
 """
 
 from __future__ import annotations
@@ -51,8 +53,35 @@ def config_command(
 ) -> None:
     """Print the config `libra train` would run with the same arguments, as YAML (its config.yaml)."""
     config = load_config(preset, overrides_from_flags({**fields, "image_size": image_size, "settings": settings}))
+    note = None
+    if config.train.epochs is not None:
+        config, note = _epoch_schedule(config)
     data = config_diff(config) if diff else config.to_dict()
     typer.echo(yaml.safe_dump(data, sort_keys=False) if data else "{}\n", nl=False)
+    if note:
+        typer.echo(f"# {note}")
+
+
+def _epoch_schedule(config: RunConfig) -> tuple[RunConfig, str]:
+    """The config with its epochs turned into iterations when the training set is given, and a line saying
+    the schedule (or that it is derived when training starts)."""
+    if config.data.train_ann is None:
+        return config, (
+            f"train.max_iters: derived from train.epochs = {config.train.epochs} and the training set's size "
+            "when training starts (give --train-ann/--train-images/--val-ann/--val-images to see it)"
+        )
+    from libra_cli.data.build import build_train_dataset, resolve_data_paths
+    from libra_cli.engine.train import resolve_schedule, schedule_summary
+
+    num_images = len(build_train_dataset(config.data, resolve_data_paths(config.data)))
+    config = resolve_schedule(config, num_images)
+    summary = schedule_summary(config, num_images)
+    milestones = ", ".join(map(str, summary["milestone_iters"])) or "none"
+    return config, (
+        f"schedule: {summary['epochs']} epochs × {summary['iters_per_epoch']} iterations "
+        f"({num_images} training images, global batch {summary['global_batch']}) = {summary['max_iters']} "
+        f"iterations; peak lr {summary['lr']:g}, ×0.1 at iterations {milestones}"
+    )
 
 
 with_config_options(config_command, CONFIG_OPTIONS)

@@ -25,8 +25,29 @@ def test_prints_the_resolved_config_as_train_saves_it():
         },
     )
     assert yaml.safe_load(result.output) == expected.to_dict()
-    # What save_config writes, character for character.
-    assert result.output == yaml.safe_dump(expected.to_dict(), sort_keys=False)
+    # What save_config writes, character for character, then a comment: without the training set the
+    # epochs cannot be counted in iterations yet.
+    body, note = result.output.rsplit("# ", 1)
+    assert body == yaml.safe_dump(expected.to_dict(), sort_keys=False)
+    assert note.startswith("train.max_iters: derived from train.epochs = 12")
+
+
+def test_with_the_dataset_flags_an_epoch_schedule_is_printed_in_iterations(tiny_benchmark):
+    from libra_cli.data.build import benchmark_paths
+
+    paths = benchmark_paths(tiny_benchmark)
+    data = ["--train-ann", str(paths.train_ann), "--train-images", str(paths.train_images)]
+    data += ["--val-ann", str(paths.val_ann), "--val-images", str(paths.val_images)]
+    args = ["config", "--epochs", "3", "--lr-milestones-epochs", "2", "--batch-size", "3", *data]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    train = yaml.safe_load(result.output)["train"]
+    # 8 training images in batches of 3: ⌈8 / 3⌉ = 3 iterations an epoch, 3 epochs = 9, milestone 2 × 3 = 6.
+    assert train["max_iters"] == 9 and train["lr_milestones"] == [6 / 9]
+    assert result.output.splitlines()[-1] == (
+        "# schedule: 3 epochs × 3 iterations (8 training images, global batch 3) = 9 iterations; "
+        "peak lr 0.02, ×0.1 at iterations 6"
+    )
 
 
 def test_without_a_preset_it_prints_the_defaults():
