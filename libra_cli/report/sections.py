@@ -36,8 +36,9 @@ ANALYSIS_CAPTIONS = {
     ),
     "tail.png": (
         "Ratio of the positive to the discouraging gradient each class's logit receives, classes from frequent "
-        "to rare: it falls towards the tail, and EQL's weights (ticks) lift it for the tail classes by dropping "
-        "the discouraging gradient from other classes' foreground (EQL paper Fig. 1)."
+        "to rare: look at whether it falls towards the tail, as the EQL paper finds over LVIS training (Fig. 1), "
+        "and how far EQL's weights (ticks) lift the tail classes by dropping the discouraging gradient from "
+        "other classes' foreground."
     ),
     "gradients_curves.png": (
         "Loss and gradient of smooth L1 and balanced L1 against the regression error: balanced L1's gradient "
