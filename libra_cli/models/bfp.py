@@ -74,10 +74,15 @@ class NonLocal2d(nn.Module):
         """
         theta = self.theta(x).flatten(2)  # [B, C_inner, N]
         phi = self.phi(x).flatten(2)  # [B, C_inner, N]
-        logits = torch.bmm(theta.transpose(1, 2), phi)  # [B, N, N]: logits[b, i, j] = θ_i · φ_j
-        if self.use_scale:
-            logits = logits / math.sqrt(self.inner_channels)
-        return logits.softmax(dim=-1)
+        # The logits and the softmax are computed in (at least) float32 even under autocast: the logits
+        # are unscaled dot products over C_inner channels (hundreds in magnitude), which bfloat16 would
+        # round by whole units, and the softmax exponentiates those errors into the attention weights.
+        dtype = torch.promote_types(theta.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            logits = torch.bmm(theta.transpose(1, 2).to(dtype), phi.to(dtype))  # [B, N, N]: θ_i · φ_j
+            if self.use_scale:
+                logits = logits / math.sqrt(self.inner_channels)
+            return logits.softmax(dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` [B, C, H, W] -> [B, C, H, W]: x plus the attention-weighted sum of g over all positions."""
@@ -85,7 +90,7 @@ class NonLocal2d(nn.Module):
         attention = self.attention(x)  # [B, N, N]
         g = self.g(x).flatten(2)  # [B, C_inner, N]
         # y[b, :, i] = Σ_j A[b, i, j] g[b, :, j]
-        y = torch.bmm(g, attention.transpose(1, 2))  # [B, C_inner, N]
+        y = torch.bmm(g, attention.transpose(1, 2).to(g.dtype))  # [B, C_inner, N]
         y = y.reshape(batch, self.inner_channels, height, width)
         return x + self.out_conv(y)
 

@@ -43,6 +43,7 @@ from libra_cli.components import DetectorParts, TrainingStats, detector_parts, i
 from libra_cli.config import RunConfig
 from libra_cli.errors import LibraError
 from libra_cli.io import load_tensors_safely
+from libra_cli.models.precision import float32_outputs
 from libra_cli.models.retinanet import P6FromC5P7NoReLU, use_batch_normalised_losses
 from libra_cli.models.roi_align import FastMultiScaleRoIAlign
 from libra_cli.models.roi_heads import TORCHVISION_SMOOTH_L1_BETA, LibraRoIHeads
@@ -219,6 +220,13 @@ def build_detector(
             topk_candidates=1000,
             **common,
         )
+    # Under autocast the heads' outputs are decoded into boxes, scored and put into the losses in
+    # float32: decoding half-precision deltas rounds box coordinates to 8 significant bits.
+    if model_cfg.arch == "faster_rcnn":
+        float32_outputs(model.rpn.head)
+        float32_outputs(model.roi_heads.box_predictor)
+    else:
+        float32_outputs(model.head)
     if model_cfg.weights:
         state = load_state_dict_file(model_cfg.weights, "detector weights")
         try:

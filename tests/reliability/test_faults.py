@@ -158,7 +158,13 @@ def test_ctrl_c_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(reference, 
     assert 2 <= state["iteration"] <= 6
     # What a checkpoint holds besides the weights: everything resuming needs.
     assert state["scheduler"] == {"type": "step", "iteration": state["iteration"]}
-    assert state["data"] == {"seed": 0, "global_batch_size": 2, "next_iteration": state["iteration"]}
+    assert state["data"] == {
+        "seed": 0,
+        "global_batch_size": 2,
+        "repeat_factor_thr": None,  # the sampling settings the data order depends on
+        "aspect_ratio_grouping": False,
+        "next_iteration": state["iteration"],
+    }
     assert {"optimizer", "scaler", "rng"} <= set(state) and {"torch", "python"} <= set(state["rng"])
     run_libra([*args, "--resume"], out)
     assert_same_run(run_dir, reference_dir)
