@@ -251,6 +251,25 @@ def subprocess_env(smoke: bool) -> dict[str, str]:
 # --- stage c: a short training run ---------------------------------------------------------------------
 
 
+def run_logged(
+    command: list[str], log: Path, budget: Budget, smoke: bool
+) -> tuple[subprocess.CompletedProcess | None, float]:
+    """Run ``command`` in the repository within the time the budget has left, its output written to ``log``.
+
+    Returns (the finished process, wall seconds), or (None, the timeout) when it did not finish in time."""
+    timeout = max(10.0, budget.left() - 5)
+    start = time.perf_counter()
+    try:
+        result = subprocess.run(
+            command, cwd=REPOSITORY, capture_output=True, text=True, timeout=timeout, check=False,
+            env=subprocess_env(smoke),
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return None, timeout
+    log.write_text(result.stdout + result.stderr, encoding="utf-8")
+    return result, time.perf_counter() - start
+
+
 def stage_training(device: torch.device, smoke: bool, out: Path, budget: Budget) -> dict[str, Any]:
     run_dir = out / "training-run"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -272,17 +291,9 @@ def stage_training(device: torch.device, smoke: bool, out: Path, budget: Budget)
     command = [sys.executable, "-m", "libra_cli", "train", *map(str, data), *sizes, *amp,
                "--device", device.type, "--workers", "0", "--log-interval", "1" if smoke else "20",
                "--out", str(run_dir)]  # fmt: skip
-    timeout = max(10.0, budget.left() - 5)
-    start = time.perf_counter()
-    try:
-        result = subprocess.run(
-            command, cwd=REPOSITORY, capture_output=True, text=True, timeout=timeout, check=False,
-            env=subprocess_env(smoke),
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return {"status": "failed", "reason": f"libra train did not finish within {timeout:.0f} s"}
-    wall = time.perf_counter() - start
-    (out / "training.log").write_text(result.stdout + result.stderr, encoding="utf-8")
+    result, wall = run_logged(command, out / "training.log", budget, smoke)
+    if result is None:
+        return {"status": "failed", "reason": f"libra train did not finish within {wall:.0f} s"}
     records = []
     log_file = run_dir / "log.jsonl"
     if log_file.is_file():
@@ -321,22 +332,15 @@ def stage_torchrun(device: torch.device, smoke: bool, out: Path, budget: Budget)
                "--val-ann", str(paths.val_ann), "--val-images", str(paths.val_images),
                "--image-size", "96", "--max-iters", "5", "--batch-size", "2", "--workers", "0",
                "--device", "cuda", "--amp", "--out", str(run_dir)]  # fmt: skip
-    timeout = max(10.0, budget.left() - 5)
-    start = time.perf_counter()
-    try:
-        result = subprocess.run(
-            command, cwd=REPOSITORY, capture_output=True, text=True, timeout=timeout, check=False,
-            env=subprocess_env(smoke),
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return {"status": "failed", "reason": f"torchrun did not finish within {timeout:.0f} s"}
-    (out / "torchrun.log").write_text(result.stdout + result.stderr, encoding="utf-8")
+    result, wall = run_logged(command, out / "torchrun.log", budget, smoke)
+    if result is None:
+        return {"status": "failed", "reason": f"torchrun did not finish within {wall:.0f} s"}
     return {
         "status": "ok" if result.returncode == 0 else "failed",
         "backend": "nccl",
         "command": shlex.join(command),
         "returncode": result.returncode,
-        "wall_s": time.perf_counter() - start,
+        "wall_s": wall,
         "log": "torchrun.log",
     }
 
