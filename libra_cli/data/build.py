@@ -10,6 +10,7 @@ from libra_cli.config import DataConfig
 from libra_cli.data.coco import DetectionDataset
 from libra_cli.data.synth import LONG_TAIL_NUM_CLASSES, SynthSpec, benchmark_exists, generate_benchmark
 from libra_cli.data.transforms import TrainAugmentation
+from libra_cli.data.voc import check_split_lists, is_voc_source, parse_voc_sources, voc_image_root, voc_spec
 from libra_cli.errors import LibraError
 
 
@@ -53,10 +54,12 @@ def resolve_data_paths(data: DataConfig, progress: Callable[[int, int], None] | 
     if data.train_ann is None:
         paths, _ = ensure_benchmark(data.synth_dir, default_synth_spec(data.synth_long_tail), progress)
         return paths
-    assert data.train_images is not None and data.val_ann is not None and data.val_images is not None
-    paths = DataPaths(Path(data.train_ann), Path(data.train_images), Path(data.val_ann), Path(data.val_images))
+    assert data.val_ann is not None
+    train_ann, train_images = _split_paths(data.train_ann, data.train_images, data.train_split, "train")
+    val_ann, val_images = _split_paths(data.val_ann, data.val_images, data.val_split, "val")
+    paths = DataPaths(train_ann, train_images, val_ann, val_images)
     for name in ("train_ann", "val_ann"):
-        if not getattr(paths, name).is_file():
+        if not is_voc_source(getattr(paths, name)) and not getattr(paths, name).is_file():
             raise LibraError(f"{getattr(paths, name)}: annotation file not found (data.{name})")
     for name in ("train_images", "val_images"):
         if not getattr(paths, name).is_dir():
@@ -64,10 +67,27 @@ def resolve_data_paths(data: DataConfig, progress: Callable[[int, int], None] | 
     return paths
 
 
-def build_train_dataset(data: DataConfig, paths: DataPaths) -> DetectionDataset:
+def _split_paths(ann: str, images: str | None, split: str, name: str) -> tuple[Path, Path]:
+    """(annotations, image folder) of a split. Pascal VOC year folders become their list-file form, which
+    records the split (see ``libra_cli.data.voc``), and without an image folder the folder holding them."""
+    sources = parse_voc_sources(ann, split)
+    if sources is None:
+        assert images is not None
+        return Path(ann), Path(images)
+    check_split_lists(sources, f"data.{name}_split")
+    return voc_spec(sources), Path(images) if images is not None else voc_image_root(sources)
+
+
+def build_train_dataset(data: DataConfig, paths: DataPaths, *, with_masks: bool = False) -> DetectionDataset:
+    """The training split with its augmentation; ``with_masks`` adds instance masks to the targets."""
     augmentation = TrainAugmentation(hflip_prob=data.hflip_prob, scale_range=data.scale_jitter)
     return DetectionDataset(
-        paths.train_ann, paths.train_images, augmentation=augmentation, on_bad_sample=data.on_bad_sample
+        paths.train_ann,
+        paths.train_images,
+        augmentation=augmentation,
+        on_bad_sample=data.on_bad_sample,
+        with_masks=with_masks,
+        voc_use_difficult=data.voc_use_difficult,
     )
 
 

@@ -7,7 +7,14 @@ category frequency fields and per-image federated lists, and its v1 images name 
 - ``image``: float tensor [3, H, W] in [0, 1], RGB;
 - ``target["boxes"]``: float tensor [N, 4], absolute (x1, y1, x2, y2) pixels;
 - ``target["labels"]``: int64 [N], contiguous 1..C in the order of sorted category ids (0 = background);
-- ``target["image_id"]``: the dataset's own image id.
+- ``target["image_id"]``: the dataset's own image id;
+- ``target["masks"]`` (only with ``with_masks=True``): uint8 [N, H, W] of 0/1, row i the instance mask of
+  ``boxes[i]`` at the image's size.
+
+Masks are read from each annotation's ``segmentation`` as COCO and LVIS store it (polygons, uncompressed or
+compressed RLE) with pycocotools' ``mask`` module. The file is checked when it is loaded (polygon shapes,
+RLE sizes and count totals) so that a bad annotation stops a run before training starts; the bitmaps are
+decoded per item, since a COCO-sized file holds far too many to keep decoded.
 
 Crowd annotations (``iscrowd = 1``) never become training targets; images without boxes are kept (they
 contribute negatives only). ``label_to_category_id`` maps labels back to the dataset's own ids.
@@ -16,8 +23,10 @@ contribute negatives only). ``label_to_category_id`` maps labels back to the dat
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,9 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from pycocotools import mask as mask_utils
 from torchvision.transforms.functional import pil_to_tensor
 
-from libra_cli.data.transforms import TrainAugmentation
+from libra_cli.data.transforms import TrainAugmentation, resize_masks
+from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, is_voc_source, read_voc_spec
 from libra_cli.errors import LibraError
 
 
@@ -42,10 +53,19 @@ class ImageRecord:
     boxes: tuple[tuple[float, float, float, float], ...]  # xyxy, crowd excluded
     labels: tuple[int, ...]  # contiguous 1..C
     tried: tuple[Path, ...] = ()  # every path looked at when the file was found nowhere (else empty)
+    # with_masks only: (annotation index, segmentation as read from the file) for each box, in box order
+    segmentations: tuple[tuple[int, Any], ...] = ()
 
 
-def read_annotation_file(path: str | Path) -> dict[str, Any]:
-    """Load a COCO/LVIS JSON file, with one-line errors for unreadable or malformed files."""
+def read_annotation_file(path: str | Path, *, voc_use_difficult: bool = False) -> dict[str, Any]:
+    """Load a COCO/LVIS JSON file, with one-line errors for unreadable or malformed files.
+
+    A Pascal VOC source (a year folder, an ``ImageSets/Main/<split>.txt`` list, or a ``+``-joined union of
+    them; a bare year folder reads its ``test`` split) is read by :func:`libra_cli.data.voc.read_voc_spec`
+    into the same COCO-format dict; ``voc_use_difficult`` makes its difficult objects ordinary annotations.
+    """
+    if is_voc_source(path):
+        return read_voc_spec(path, use_difficult=voc_use_difficult)
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -160,8 +180,10 @@ class DetectionDataset(torch.utils.data.Dataset):
             (see :func:`image_path_candidates`).
         augmentation: training-time flips / resizes; None for evaluation.
         category_ids: the label order to use (e.g. a trained model's), default sorted ids of the file.
-        on_bad_sample: "error" raises on a degenerate box (and, in ``verify_images``, on an unusable image
-            file); "skip" drops it and counts it.
+        on_bad_sample: "error" raises on a degenerate box or (with masks) a malformed segmentation (and, in
+            ``verify_images``, on an unusable image file); "skip" drops it and counts it.
+        with_masks: also yield ``target["masks"]`` from the annotations' ``segmentation`` (Mask R-CNN).
+        voc_use_difficult: for a Pascal VOC ``ann_file``, train on objects marked difficult too.
     Items are indexed by ``int`` or by ``(index, augmentation_seed)`` so that augmentation is a function
     of the sample's position in the run, independent of worker processes and resumption.
     """
@@ -174,14 +196,19 @@ class DetectionDataset(torch.utils.data.Dataset):
         augmentation: TrainAugmentation | None = None,
         category_ids: Sequence[int] | None = None,
         on_bad_sample: str = "error",
+        with_masks: bool = False,
+        voc_use_difficult: bool = False,
     ) -> None:
         self.ann_file = Path(ann_file)
+        self.with_masks = with_masks
         self.image_root = Path(image_root).resolve()
         if not self.image_root.is_dir():
             raise LibraError(f"{image_root}: image folder not found")
         self.augmentation = augmentation
-        self.dataset = read_annotation_file(self.ann_file)
+        self.dataset = read_annotation_file(ann_file, voc_use_difficult=voc_use_difficult)
         self.format = "lvis" if _looks_like_lvis(self.dataset) else "coco"
+        if is_voc_dataset(self.dataset):
+            self.format = VOC_FORMAT
         self.categories = self._read_categories()
         file_ids = sorted(self.categories)
         self.category_ids: list[int] = list(category_ids) if category_ids is not None else file_ids
@@ -224,6 +251,7 @@ class DetectionDataset(torch.utils.data.Dataset):
             images[image_id] = image
         boxes: dict[int, list[tuple[float, float, float, float]]] = {image_id: [] for image_id in images}
         labels: dict[int, list[int]] = {image_id: [] for image_id in images}
+        segmentations: dict[int, list[tuple[int, Any]]] = {image_id: [] for image_id in images}
         for i, ann in enumerate(self.dataset["annotations"]):
             where = f"{self.ann_file}: annotations[{i}]"
             if not isinstance(ann, dict):
@@ -249,6 +277,14 @@ class DetectionDataset(torch.utils.data.Dataset):
                     continue
                 problem = "has zero or negative size" if w <= 0 or h <= 0 else "lies outside the image"
                 raise LibraError(f"{where}.bbox: {bbox!r} {problem} (use --on-bad-sample skip to drop it)")
+            if self.with_masks:
+                problem = segmentation_problem(ann, image["height"], image["width"])
+                if problem is not None:
+                    if on_bad_sample == "skip":
+                        self.skipped_boxes += 1
+                        continue
+                    raise LibraError(f"{where}{problem} (use --on-bad-sample skip to drop it)")
+                segmentations[image_id].append((i, ann["segmentation"]))
             boxes[image_id].append((x1, y1, x2, y2))
             labels[image_id].append(label_of[cat_id])
         records = []
@@ -265,6 +301,7 @@ class DetectionDataset(torch.utils.data.Dataset):
                     boxes=tuple(boxes[image_id]),
                     labels=tuple(labels[image_id]),
                     tried=tried,
+                    segmentations=tuple(segmentations[image_id]),
                 )
             )
         return records
@@ -316,6 +353,20 @@ class DetectionDataset(torch.utils.data.Dataset):
             raise LibraError(f"{record.path}: cannot decode image (image id {record.image_id}): {exc}") from exc
         return pil_to_tensor(image).float().div_(255.0)
 
+    def load_masks(self, record: ImageRecord) -> torch.Tensor:
+        """uint8 [N, H, W] 0/1: the decoded masks of ``record``'s boxes at its annotated height and width."""
+        rles = [
+            segmentation_rle(segmentation, record.height, record.width, f"{self.ann_file}: annotations[{i}]")
+            for i, segmentation in record.segmentations
+        ]
+        if not rles:
+            return torch.zeros((0, record.height, record.width), dtype=torch.uint8)
+        with warnings.catch_warnings():
+            # pycocotools' decode trips numpy 2's notice about __array__'s copy keyword; the result is sound.
+            warnings.filterwarnings("ignore", message=".*copy keyword", category=DeprecationWarning)
+            masks = mask_utils.decode(rles)  # [H, W, N]
+        return torch.from_numpy(np.ascontiguousarray(masks.transpose(2, 0, 1)))
+
     def verify_images(self) -> None:
         """Check every image file before any work starts, then drop or refuse the unusable ones.
 
@@ -366,6 +417,8 @@ class DetectionDataset(torch.utils.data.Dataset):
             "labels": torch.tensor(record.labels, dtype=torch.int64),
             "image_id": record.image_id,
         }
+        if self.with_masks:
+            target["masks"] = resize_masks(self.load_masks(record), (height, width))
         if self.augmentation is not None:
             generator = torch.Generator().manual_seed(seed if seed is not None else index)
             image, target = self.augmentation(image, target, generator)
@@ -403,6 +456,116 @@ def image_file_problem(path: Path) -> str | None:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"cannot decode image ({detail})"
     return None
+
+
+# --- masks -------------------------------------------------------------------------------------------
+# Compressed RLE counts (pycocotools' string form) use the 64 characters "0" (48) to "o" (111).
+_RLE_STRING = re.compile(r"[0-o]*")
+
+
+def segmentation_problem(ann: dict, height: int, width: int) -> str | None:
+    """What is wrong with an annotation's ``segmentation`` for an image of ``height`` × ``width``, as
+    ``".field: problem"``, or None if it can be decoded.
+
+    The checks are the cheap ones a whole file can afford at load time: polygon shapes and numbers, RLE
+    sizes, the total of uncompressed counts and the alphabet of compressed ones (whose total is checked when
+    they are decoded, see :func:`segmentation_rle`).
+    """
+    if ann.get("segmentation") is None:
+        return ": missing field 'segmentation' (needed for masks)"
+    segmentation = ann["segmentation"]
+    if isinstance(segmentation, list):
+        if not segmentation:
+            return ".segmentation: no polygon in []"
+        for k, polygon in enumerate(segmentation):
+            problem = _polygon_problem(polygon)
+            if problem is not None:
+                return f".segmentation[{k}]: {problem}"
+        return None
+    if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
+        return (
+            f".segmentation: expected polygons [[x0, y0, x1, y1, ...], ...] or an RLE {{'size', 'counts'}}, "
+            f"got {_short(segmentation)}"
+        )
+    size, counts = segmentation["size"], segmentation["counts"]
+    if size != [height, width] or any(isinstance(v, bool) for v in size):
+        return f".segmentation.size: {_short(size)} differs from the image's [height, width] [{height}, {width}]"
+    if isinstance(counts, list):
+        if not set(map(type, counts)) <= {int} or (counts and min(counts) < 0):
+            return f".segmentation.counts: expected non-negative integers, got {_short(counts)}"
+        if sum(counts) != height * width:
+            return f".segmentation.counts: sum to {sum(counts)}, not height × width = {height * width}"
+        return None
+    if not isinstance(counts, str) or not _RLE_STRING.fullmatch(counts):
+        return f".segmentation.counts: not a compressed RLE string or a list of counts: {_short(counts)}"
+    return None
+
+
+def _polygon_problem(polygon: Any) -> str | None:
+    if not isinstance(polygon, list) or not set(map(type, polygon)) <= {int, float}:
+        return f"expected a list of numbers [x0, y0, x1, y1, ...], got {_short(polygon)}"
+    if len(polygon) % 2:
+        return f"odd number of coordinates ({len(polygon)})"
+    if len(polygon) < 6:
+        return f"a polygon needs at least 3 points, got {len(polygon) // 2}"
+    if not math.isfinite(sum(polygon)):
+        return f"coordinates must be finite, got {_short(polygon)}"
+    return None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def rle_string_counts(text: str) -> list[int] | None:
+    """The run lengths a compressed RLE string encodes, or None if it does not decode.
+
+    The format (pycocotools' ``rleToString``): each count is written in 5-bit groups, least significant
+    first, as characters 48 + group, with 32 added while more groups follow; the last group's bit 16 is
+    the sign. From the third count on, a count is stored as its difference to the count two before it.
+    """
+    counts: list[int] = []
+    value, shift = 0, 0
+    for char in text:
+        group = ord(char) - 48
+        if not 0 <= group < 64:
+            return None
+        value |= (group & 0x1F) << shift
+        shift += 5
+        if group & 0x20:
+            continue
+        if group & 0x10:
+            value -= 1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+        value, shift = 0, 0
+    return counts if shift == 0 else None
+
+
+def segmentation_rle(segmentation: Any, height: int, width: int, where: str) -> dict:
+    """A segmentation that passed :func:`segmentation_problem` as one pycocotools RLE, ready to decode.
+
+    Polygons are rasterised with pycocotools and their parts united; a compressed RLE's counts are checked
+    to be non-negative and to cover the image exactly, as pycocotools' decoder trusts them (``where`` names
+    the annotation in the error).
+    """
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation["counts"], list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        counts = rle_string_counts(segmentation["counts"])
+        if counts is None or min(counts, default=0) < 0:
+            raise LibraError(f"{where}.segmentation.counts: {_short(segmentation['counts'])} is no compressed RLE")
+        if sum(counts) != height * width:
+            raise LibraError(
+                f"{where}.segmentation.counts: compressed RLE runs sum to {sum(counts)}, not height × width = "
+                f"{height * width}"
+            )
+        rle = {"size": [height, width], "counts": segmentation["counts"].encode("ascii")}
+    return rle
 
 
 def _looks_like_lvis(dataset: dict) -> bool:

@@ -13,8 +13,13 @@ Layout of a benchmark directory::
     OUT/annotations/train.json        OUT/annotations/val.json
     OUT/benchmark.json                the spec and counts, written last: its presence means "complete"
 
-Boxes are COCO ``[x, y, w, h]`` in pixels. Every image is drawn from its own random generator seeded by
-``(seed, split, index)``, so a seed gives byte-identical images and JSON.
+Boxes are COCO ``[x, y, w, h]`` in pixels: the tight box of the drawn shape, occluded parts included. Each
+``segmentation`` is the object's exact visible mask as compressed RLE (``{"size": [h, w], "counts": str}``,
+pycocotools' encoding): the pixels its shape covered (holes left open) less those of the objects drawn after
+it; a crowd region's is the union of its tiny shapes. ``area`` is the box's ``w * h``, not the mask's pixel
+count, so that the COCO and LVIS evaluators' small / medium / large ranges sort objects by box as they always
+have. Every image is drawn from its own random generator seeded by ``(seed, split, index)``, so a seed gives
+byte-identical images and JSON; the masks are read from what is drawn and take no random draws.
 
 For a long tail pass ``num_classes=LONG_TAIL_NUM_CLASSES`` (40): with the default 500 training images the
 LVIS rare, common and frequent groups are then all populated. Only the training split is long-tailed: the
@@ -38,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from pycocotools import mask as mask_utils
 
 from libra_cli.errors import LibraError
 
@@ -81,6 +87,9 @@ _MAX_ROTATION_DEGREES = 15.0  # small, so a square never turns into a diamond
 _MAX_OBJECTS_LIMIT = 50
 _IMAGE_SIZE_RANGE = (64, 4096)
 _BENCHMARK_FILE = "benchmark.json"
+# benchmark.json's "version": 2 writes exact visible masks as RLE (1, unversioned, wrote outline polygons).
+# A folder of another version is generated again rather than reused.
+_BENCHMARK_VERSION = 2
 _IN_PROGRESS_FILE = ".synth-in-progress"  # marks a directory this module is (or was, if interrupted) writing
 _IMAGE_NAME = re.compile(r"^\d{6}\.png$")
 # SynthSpec fields that only a long-tailed benchmark uses (left out of a COCO benchmark's benchmark.json).
@@ -276,12 +285,18 @@ def _jitter(rgb: tuple[int, int, int], rng: np.random.Generator) -> tuple[int, i
 
 
 def _paint(
-    canvas: Image.Image, outline: np.ndarray, hole: np.ndarray | None, rgb: tuple[int, int, int]
+    canvas: Image.Image,
+    outline: np.ndarray,
+    hole: np.ndarray | None,
+    rgb: tuple[int, int, int],
+    owner: np.ndarray | None = None,
+    owner_id: int = 0,
 ) -> tuple[int, int, int, int] | None:
     """Draw a filled shape with a darker rim onto ``canvas``; return its drawn extent (x0, y0, x1, y1).
 
     ``outline`` and ``hole`` are polygons in pixels, [N, 2] as (x, y). The extent is read from the drawn mask
     (x1, y1 exclusive), so it is the tight box of what is visible, clipped to the image; None if nothing is.
+    ``owner``: an int map [H, W] of which object each pixel shows; the shape's pixels are set to ``owner_id``.
     """
     size = canvas.size[0]
     x0, y0 = (max(0, math.floor(v)) for v in outline.min(axis=0))
@@ -310,6 +325,8 @@ def _paint(
         interior_draw.line(local_hole + [local_hole[0]], fill=0, width=2 * rim)
     canvas.paste(tuple(int(0.5 * v) for v in rgb), region, body)
     canvas.paste(rgb, region, interior)
+    if owner is not None:  # the rim lies within the body: every body pixel now shows this shape
+        owner[y0:y1, x0:x1][np.asarray(body) > 0] = owner_id
     return x0 + extent[0], y0 + extent[1], x0 + extent[2], y0 + extent[3]
 
 
@@ -404,15 +421,23 @@ def _cover(box: tuple[int, int, int, int], coverage: list[tuple[tuple[int, ...],
     coverage.append((box, np.zeros((by1 - by0, bx1 - bx0), dtype=bool)))
 
 
-def _box_polygon(box: tuple[int, int, int, int]) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+def _visible_rle(owner: np.ndarray, owner_id: int) -> dict:
+    """The pixels of ``owner`` that show object ``owner_id``, as COCO compressed RLE with a str ``counts``."""
+    rle = mask_utils.encode(np.asfortranarray(owner == owner_id, dtype=np.uint8))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def _draw_crowd(
-    canvas: Image.Image, category: tuple[str, str], rng: np.random.Generator
+    canvas: Image.Image,
+    category: tuple[str, str],
+    rng: np.random.Generator,
+    owner: np.ndarray | None = None,
+    owner_id: int = 0,
 ) -> tuple[int, int, int, int] | None:
-    """A tight cluster of 5-10 tiny objects of one category; returns the box around all of them."""
+    """A tight cluster of 5-10 tiny objects of one category; returns the box around all of them.
+
+    ``owner`` / ``owner_id``: as for :func:`_paint`, for all of the cluster's objects.
+    """
     size = canvas.size[0]
     radius = max(6.0, rng.uniform(0.04, 0.07) * size)
     cx, cy = rng.uniform(radius + 5, size - radius - 5, size=2)
@@ -425,7 +450,14 @@ def _draw_crowd(
         side = rng.uniform(5.0, 9.0)
         degrees = rng.uniform(-_MAX_ROTATION_DEGREES, _MAX_ROTATION_DEGREES)
         hole_here = None if hole is None else _place(hole, centre, side, side, degrees)
-        extent = _paint(canvas, _place(outline, centre, side, side, degrees), hole_here, _jitter(COLOURS[colour], rng))
+        extent = _paint(
+            canvas,
+            _place(outline, centre, side, side, degrees),
+            hole_here,
+            _jitter(COLOURS[colour], rng),
+            owner,
+            owner_id,
+        )
         if extent is not None:
             extents.append(extent)
     if not extents:
@@ -437,7 +469,8 @@ def _draw_crowd(
 def _draw_image(
     spec: SynthSpec, rng: np.random.Generator, labels: list[int] | None = None
 ) -> tuple[Image.Image, list[dict]]:
-    """One image and its objects: dicts with class index, box (x0, y0, x1, y1), polygon [N, 2], iscrowd.
+    """One image and its objects: dicts with class index, box (x0, y0, x1, y1), iscrowd and segmentation
+    (the visible pixels as compressed RLE, see :func:`_visible_rle`).
 
     ``labels``: the class indices of the objects to draw; None draws their number and classes from ``rng``.
     An object that finds no honest place is left out, so fewer objects than ``labels`` may come back.
@@ -452,11 +485,14 @@ def _draw_image(
 
     objects: list[dict] = []
     coverage: list[tuple[tuple[int, ...], np.ndarray]] = []
+    # Which object each pixel shows (-1: none); painting an object claims its pixels, so a later object takes
+    # them from an earlier one just as it covers it on the canvas. Object k's visible mask is owner == k.
+    owner = np.full((size, size), -1, dtype=np.int16)
     if not spec.long_tail and rng.random() < _CROWD_PROBABILITY:
         label = int(rng.choice(spec.num_classes, p=frequencies))
-        box = _draw_crowd(canvas, categories[label], rng)
+        box = _draw_crowd(canvas, categories[label], rng, owner, len(objects))
         if box is not None:
-            objects.append({"label": label, "box": box, "polygon": _box_polygon(box), "iscrowd": 1})
+            objects.append({"label": label, "box": box, "iscrowd": 1})
             _cover(box, coverage)
 
     if labels is None:
@@ -478,11 +514,13 @@ def _draw_image(
         else:
             continue  # no honest place left for this object: the image gets one fewer
         hole = None if unit_hole is None else _place(unit_hole, centre, width, height, degrees)
-        box = _paint(canvas, outline, hole, _jitter(COLOURS[colour], rng))
+        box = _paint(canvas, outline, hole, _jitter(COLOURS[colour], rng), owner, len(objects))
         if box is None:
             continue
-        objects.append({"label": label, "box": box, "polygon": np.clip(outline, 0, size), "iscrowd": 0})
+        objects.append({"label": label, "box": box, "iscrowd": 0})
         _cover(box, coverage)
+    for index, obj in enumerate(objects):
+        obj["segmentation"] = _visible_rle(owner, index)
     return canvas, objects
 
 
@@ -527,7 +565,7 @@ def _annotation_record(index: int, image_id: int, category_id: int, obj: dict) -
         "bbox": [float(x0), float(y0), width, height],
         "area": width * height,
         "iscrowd": obj["iscrowd"],
-        "segmentation": [[round(float(v), 2) for v in obj["polygon"].reshape(-1)]],
+        "segmentation": obj["segmentation"],
     }
 
 
@@ -632,7 +670,7 @@ def generate_benchmark(
     data_format = "lvis" if spec.long_tail else "coco"
     info = {
         "description": f"libra synthetic shapes benchmark ({data_format} format)",
-        "version": "1",
+        "version": str(_BENCHMARK_VERSION),
         "seed": spec.seed,
     }
     (out / "annotations").mkdir(exist_ok=True)
@@ -655,6 +693,7 @@ def generate_benchmark(
             "annotation_file": str(path),
         }
     record = {
+        "version": _BENCHMARK_VERSION,
         "format": data_format,
         "spec": _spec_record(spec),
         "splits": {
@@ -681,11 +720,14 @@ def read_benchmark_spec(out_dir: str | Path) -> SynthSpec | None:
     """The spec a complete benchmark in ``out_dir`` was generated with; None if absent or incomplete.
 
     A long-tailed benchmark written before its val split became class-balanced lacks
-    ``val_instances_per_class`` and reads as None, so it is generated again rather than reused.
+    ``val_instances_per_class`` and reads as None, so it is generated again rather than reused; so does one
+    of another ``version`` (before version 2, segmentations were outline polygons, not visible masks).
     """
     out = Path(out_dir)
     try:
         record = json.loads((out / _BENCHMARK_FILE).read_text())
+        if record.get("version") != _BENCHMARK_VERSION:
+            return None
         stored = record["spec"]
         expected = {f.name for f in fields(SynthSpec)}
         if not stored.get("long_tail"):

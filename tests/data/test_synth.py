@@ -175,15 +175,17 @@ def test_the_demo_benchmark_is_unchanged(tmp_path):
     # same shape, hashed when the long-tailed val split became class-balanced: that change, and any later one to
     # the long tail, must leave the COCO-format benchmark as it was. Pixels are hashed decoded, so that a zlib
     # that compresses differently does not count as a change; a Pillow that rasterises polygons differently would.
+    # The JSON files were hashed again when segmentations became visible masks (benchmark version 2): the pixel
+    # hash did not change, and boxes, areas and ids were checked equal to the version 1 files.
     generate_benchmark(tmp_path, SynthSpec(num_train=4, num_val=2))
     files = {
         name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
         for name in ("annotations/train.json", "annotations/val.json", "benchmark.json")
     }
     assert files == {
-        "annotations/train.json": "3e33a0f6d75505fa027b9254544fca57bf2ccb67c9c304861d9f68771892d225",
-        "annotations/val.json": "73d446b6e45521396d428ef03828115c07e60cf63b3e91ae2bebe40bdd10e138",
-        "benchmark.json": "526c63791472a6bb775b13aaa911cd9ab59d37b77e3e67b05b79ff764e287350",
+        "annotations/train.json": "0a2fcf65f3f647a49696a70412a1a149c51e280a15a970e670fb3f7761271ce2",
+        "annotations/val.json": "5ba7e640b379d3839aaf010b4a759064567d34604cc7f66da143d9edf70db213",
+        "benchmark.json": "490b4a20274f5995be4850354127d99f3051f09af44f10c6d892fb2e5bd327f9",
     }
     pixels = hashlib.sha256()
     for split, count in (("train", 4), ("val", 2)):
@@ -220,12 +222,10 @@ def test_annotation_file_is_valid_coco(small_benchmark, split, count):
         assert 0 <= x and 0 <= y and w >= 1 and h >= 1 and x + w <= size and y + h <= size
         assert a["iscrowd"] in (0, 1)
         assert a["category_id"] in coco.getCatIds()
-        polygon = np.array(a["segmentation"][0]).reshape(-1, 2)
-        assert len(polygon) >= 3
-        # The box is the drawn extent, which lies within the polygon's pixel extent (the stored polygon is
-        # rounded to 0.01 px, hence the margin).
-        low, high = np.floor(polygon.min(axis=0) - 0.01), np.ceil(polygon.max(axis=0) + 0.01) + 1
-        assert low[0] <= x and x + w <= high[0] and low[1] <= y and y + h <= high[1]
+        # The segmentation is the visible mask as compressed RLE; it lies within the box (the drawn extent).
+        assert a["segmentation"]["size"] == [size, size] and isinstance(a["segmentation"]["counts"], str)
+        mask = coco.annToMask(a)
+        assert 0 < mask.sum() == mask[int(y) : int(y + h), int(x) : int(x + w)].sum()
 
 
 def test_benchmark_record_and_summary(tmp_path):
@@ -492,3 +492,18 @@ def test_max_objects_below_min_objects_is_refused(tmp_path):
 def test_a_long_tail_needs_room_for_its_val_objects(tmp_path):
     with pytest.raises(LibraError, match="max_objects=0 leaves no room"):
         generate_benchmark(tmp_path, SynthSpec(long_tail=True, min_objects=0, max_objects=0))
+
+
+def test_a_benchmark_with_outline_polygons_is_not_reused(tmp_path, small_benchmark):
+    # Version 2 writes visible masks; a benchmark.json without a version (or of another) was written with
+    # outline polygons and is generated again.
+    assert _load(small_benchmark / "benchmark.json")["version"] == 2
+    for version in (None, 1):
+        generate_benchmark(tmp_path, SMALL)
+        record = _load(tmp_path / "benchmark.json")
+        if version is None:
+            del record["version"]
+        else:
+            record["version"] = version
+        (tmp_path / "benchmark.json").write_text(json.dumps(record))
+        assert read_benchmark_spec(tmp_path) is None and not benchmark_exists(tmp_path, SMALL)
