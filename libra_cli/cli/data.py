@@ -1,7 +1,9 @@
-"""``libra data synth OUT`` — generate the synthetic COCO / LVIS-format benchmark."""
+"""``libra data synth OUT`` — generate the synthetic COCO / LVIS-format benchmark (or, with ``--format voc``,
+the same benchmark as a Pascal VOC tree ``OUT/VOCdevkit/VOC2007``)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import typer
@@ -9,6 +11,7 @@ from rich.table import Table
 
 from libra_cli.cli.ui import console, count_progress, handle_errors, progress_callback
 from libra_cli.data.synth import LONG_TAIL_NUM_CLASSES, SynthSpec, generate_benchmark, split_image_counts
+from libra_cli.data.voc_export import export_benchmark_to_voc, voc_year_dir
 from libra_cli.errors import LibraError
 
 app = typer.Typer(help="Datasets: generate the synthetic benchmark.", no_args_is_help=True)
@@ -41,6 +44,12 @@ def synth_command(
     sparse_ids: bool = typer.Option(False, "--sparse-ids", help="Non-contiguous category ids."),
     distractors: bool = typer.Option(True, "--distractors/--no-distractors", help="Look-alike hard negatives."),
     seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Same seed, same bytes."),
+    data_format: str = typer.Option(
+        "coco",
+        "--format",
+        help="coco: COCO / LVIS JSON files; voc: a Pascal VOC tree OUT/VOCdevkit/VOC2007 (splits trainval "
+        "and test, crowd regions as difficult objects, the class names in classes.txt).",
+    ),
 ) -> None:
     """Generate a deterministic detection benchmark in real COCO (or LVIS) format."""
     if num_classes is None:
@@ -50,6 +59,12 @@ def synth_command(
         raise LibraError("--num-val: a --long-tail val split is class-balanced; size it with --val-per-class")
     if not long_tail and val_per_class is not None:
         raise LibraError("--val-per-class: only a --long-tail benchmark has a class-balanced val split")
+    if data_format not in ("coco", "voc"):
+        raise LibraError(f"--format: {data_format!r} is not one of coco, voc")
+    if data_format == "voc" and long_tail:
+        raise LibraError("--format voc: a --long-tail benchmark is LVIS (federated labels), which VOC cannot hold")
+    if data_format == "voc" and voc_year_dir(out).parent.exists():
+        raise LibraError(f"{voc_year_dir(out).parent}: already exists; choose an empty or new output folder")
     spec = SynthSpec(
         num_train=num_train,
         num_val=DEFAULTS.num_val if num_val is None else num_val,
@@ -61,6 +76,9 @@ def synth_command(
         distractors=distractors,
         seed=seed,
     )
+    if data_format == "voc":
+        write_voc_benchmark(out, spec)
+        return
     with count_progress("synth") as progress:
         total = sum(split_image_counts(spec).values())
         summary = generate_benchmark(out, spec, progress=progress_callback(progress, "images", total))
@@ -70,3 +88,18 @@ def synth_command(
     for split, info in summary["splits"].items():
         table.add_row(split, str(info["images"]), str(info["annotations"]), str(info["crowd"]), info["annotation_file"])
     console.print(table)
+
+
+def write_voc_benchmark(out: Path, spec: SynthSpec) -> dict:
+    """Generate the COCO-format benchmark in a temporary folder and write it as ``OUT/VOCdevkit/VOC2007``."""
+    with tempfile.TemporaryDirectory(prefix="libra-synth-") as scratch, count_progress("synth") as progress:
+        total = sum(split_image_counts(spec).values())
+        generate_benchmark(scratch, spec, progress=progress_callback(progress, "images", total))
+        summary = export_benchmark_to_voc(scratch, out)
+    table = Table(title=f"synthetic benchmark (voc format) in {summary['year_dir']}")
+    for column in ("split", "images", "objects", "difficult"):
+        table.add_column(column)
+    for split, info in summary["splits"].items():
+        table.add_row(split, str(info["images"]), str(info["objects"]), str(info["difficult"]))
+    console.print(table)
+    return summary
