@@ -7,7 +7,9 @@
 - :func:`analyze_gradients` (objective level, paper Fig. 5): how inliers and outliers share the box
   regression gradient under smooth L1 and balanced L1, and classification vs regression;
 - :func:`analyze_tail` (class level, EQL paper Fig. 1): per class, the positive vs discouraging gradient
-  its logit receives, plain and with EQL's weights.
+  its logit receives, plain and with EQL's weights;
+- :func:`analyze_errors` (detection errors): the COCO error decomposition and TIDE's error kinds of the
+  run's ``eval/detections.json`` — the one analysis that reads detections instead of running the model.
 
 Each returns a plain dict (the JSON written to ``RUN_DIR/analysis/<name>.json`` by the matching
 ``write_*`` function, with a CSV and a PNG beside it). :data:`ANALYSES` lists them once, in the order
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from libra_cli.analysis.errors import analyze_errors, write_errors
 from libra_cli.analysis.features import analyze_features, write_features
 from libra_cli.analysis.gradients import analyze_gradients, write_gradients
 from libra_cli.analysis.sampling import analyze_sampling, write_sampling
@@ -41,16 +44,19 @@ ANALYSES = {
         Analysis("features", "feature level (Libra R-CNN §3.2)", analyze_features, write_features),
         Analysis("gradients", "objective level (Libra R-CNN Fig. 5)", analyze_gradients, write_gradients),
         Analysis("tail", "class level (EQL Fig. 1)", analyze_tail, write_tail),
+        Analysis("errors", "detection errors (COCO analyze, TIDE)", analyze_errors, write_errors),
     )
 }
 
 __all__ = [
     "ANALYSES",
     "Analysis",
+    "analyze_errors",
     "analyze_features",
     "analyze_gradients",
     "analyze_sampling",
     "analyze_tail",
+    "write_errors",
     "write_features",
     "write_gradients",
     "write_sampling",

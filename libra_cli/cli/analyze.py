@@ -1,8 +1,10 @@
-"""``libra analyze sampling|features|gradients|tail RUN_DIR`` — the imbalance diagnostics on a run.
+"""``libra analyze sampling|features|gradients|tail|errors RUN_DIR`` — the diagnostics of a run.
 
 Each command runs one analysis of ``libra_cli.analysis.ANALYSES`` through ``libra_cli.workflow.analyse_run``
 (which returns a dict and writes
-``RUN_DIR/analysis/<name>.json``, ``.csv`` and ``.png``) and prints its tables.
+``RUN_DIR/analysis/<name>.json``, ``.csv`` and ``.png``) and prints its tables. ``errors`` reads the run's
+detections instead of running the model; it checks them before its progress bar starts and then runs the
+same steps (:func:`libra_cli.analysis.errors.errors_result`, :func:`~libra_cli.analysis.errors.write_errors`).
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ import torch
 import typer
 
 from libra_cli.analysis.common import DEFAULT_BATCH_SIZE
+from libra_cli.analysis.errors import errors_result, load_error_inputs, write_errors
 from libra_cli.cli.display import RichDisplay
 from libra_cli.cli.ui import console, handle_errors
 from libra_cli.errors import LibraError
 from libra_cli.report.analysis_tables import RUN_TABLES
+from libra_cli.report.document import Table, table
 from libra_cli.report.terminal import fold_constant_columns, render_rich
 from libra_cli.workflow import analyse_run
 
 app = typer.Typer(
     help="Imbalance diagnostics of a run: sampling (IoU of negatives), features (pyramid levels), gradients, "
-    "tail (per-class positive vs discouraging gradients).",
+    "tail (per-class positive vs discouraging gradients); errors (where the AP goes, from the detections).",
     no_args_is_help=True,
 )
 
@@ -187,3 +191,58 @@ def tail_command(
     )
     _print_tables("tail", run_dir, result)
     _print_written(written)
+
+
+@app.command("errors")
+@handle_errors
+def errors_command(
+    run_dir: Path = RUN_DIR,
+    ann: Path = typer.Option(
+        None, "--ann", help="Ground truth to score against (default: the one `libra eval` used, else the val split)."
+    ),
+    images: Path = typer.Option(
+        None, "--images", help="The images of --ann, as given to `libra eval` (only checked; boxes are all it reads)."
+    ),
+) -> None:
+    """Where the AP goes: the COCO error decomposition (C75 … FN) and TIDE's error kinds at IoU 0.5.
+
+    Reads RUN_DIR/eval/detections.json; does not run the model.
+    """
+    # Read and check the inputs before the progress bar starts, so that bad input is one line.
+    inputs = load_error_inputs(run_dir, ann=ann, images=images)
+    with RichDisplay().count(f"{Path(run_dir).name} · errors", len(inputs.ground_truth.category_ids)) as count:
+        result = errors_result(inputs, count)
+    written = write_errors(result)
+    for block in error_tables(result):
+        console.print(render_rich(block))
+    if result["note"]:
+        console.print(f"note: {result['note']}")
+    _print_written(written)
+
+
+def error_tables(result: dict[str, Any]) -> list[Table]:
+    """The overall COCO breakdown (area under each curve and what the step from the previous kind gains)
+    and TIDE's ΔAP and count per error kind."""
+    coco, tide = result["coco"], result["tide"]
+    rows, previous = [], None
+    for kind in coco["kinds"]:
+        area = coco["overall"][kind]
+        gain = area - previous if area is not None and previous is not None else None
+        rows.append([kind, _fraction(area), _fraction(gain)])
+        previous = area if area is not None else previous
+    breakdown = table(
+        ["curve", "AP", "gain"], rows, [False, True, True], caption="COCO error decomposition (area all, overall)"
+    )
+    kinds = list(tide["delta_ap"])
+    tide_rows = [[kind, _fraction(tide["delta_ap"][kind]), str(tide["counts"][kind])] for kind in kinds]
+    errors = table(
+        ["error", "ΔAP50", "count"],
+        tide_rows,
+        [False, True, True],
+        caption=f"TIDE error kinds (AP50 {_fraction(tide['ap50'])})",
+    )
+    return [breakdown, errors]
+
+
+def _fraction(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"

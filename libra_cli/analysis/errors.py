@@ -1,0 +1,699 @@
+"""Where a run's AP goes: the COCO error decomposition and TIDE's error kinds, read from its detections.
+
+Unlike the other analyses this one never runs the model: it reads ``RUN_DIR/eval/detections.json`` (COCO
+results records written by ``libra eval`` or training's final evaluation) and the ground truth they were
+scored against, and asks which mistakes cost the AP.
+
+1. The COCO error decomposition (Hoiem et al., "Diagnosing Error in Object Detectors", ECCV 2012, as the
+   COCO analyze tool computes it). Seven precision-recall curves, each forgiving more, area "all",
+   at most 100 detections per image and category; the area under each is an AP:
+
+   - ``C75``, ``C50``: the plain PR curves at IoU 0.75 and 0.5;
+   - ``Loc``: at IoU 0.1, so poorly localised boxes count as hits (a second box on an object already
+     found stays a false positive, as in the COCO tool);
+   - ``Sim``: as ``Loc``, but a detection on an object of another category of the same supercategory is
+     neither a hit nor a false positive (those objects become ignored objects of the category under
+     study); only when the categories carry ``supercategory`` with more than one distinct value (a
+     category that names none is confused with no other here);
+   - ``Oth``: the same with objects of every other category;
+   - ``BG``: every remaining false positive removed: precision 1 up to the recall ``Oth`` reaches, 0 past it;
+   - ``FN``: every remaining error removed as well: precision 1 at every recall.
+
+   The curves are pycocotools' ``COCOeval`` precision arrays (interpolated, 101 recall points); ``Sim``
+   and ``Oth`` come from a ``COCOeval`` whose ground truth of one category is extended by the
+   confusable objects marked ignored (:class:`ConfusionEval`). Overall curves average the categories
+   with ground truth, as COCO's AP does.
+
+2. TIDE's error kinds (Bolya et al., "TIDE: A General Toolbox for Identifying Object Detection Errors",
+   ECCV 2020), at TIDE's default setting: AP50 (foreground IoU t_f = 0.5, background IoU t_b = 0.1,
+   up to 100 detections per image). After matching detections to objects greedily by score at IoU 0.5,
+   each false positive gets the first kind that fits, in TIDE's order:
+
+   - ``loc``: IoU with an object of its own class in [t_b, t_f];
+   - ``cls``: IoU ≥ t_f with an object of another class;
+   - ``dupe``: IoU ≥ t_f with an object of its own class that a higher-scoring detection already took;
+   - ``bkg``: IoU ≤ t_b with every object (or the image has none);
+   - ``both``: everything else (wrong class and poorly localised);
+
+   and ``miss`` counts the objects no detection found that no ``cls``/``loc`` error points at. ΔAP of a
+   kind is AP50 after its oracle minus AP50, never below 0: ``cls`` and ``loc`` errors become hits (of
+   the object's class for ``cls``), only the highest-scoring one per object that no hit took, the others
+   are removed; ``dupe``, ``bkg`` and ``both`` errors are removed; ``miss`` removes the missed objects
+   from the count of objects to find. Each oracle is applied alone to the original detections.
+
+   The kinds are computed here from the paper and the ``tidecv`` 1.0.1 source rather than by ``tidecv``
+   itself: that package imports OpenCV and needs a ``segmentation`` and a ``file_name`` on every
+   annotation even for boxes. Where this module differs, on purpose: AP50 averages the categories with
+   ground truth (as COCO does; tidecv also averages in categories that only have false positives, at 0),
+   a category whose every object the ``miss`` oracle removes scores 1 when no detection of it is left
+   (tidecv drops it from the average), and detections ignored by a crowd region are not counted as errors.
+
+LVIS ground truth is scored with the COCO protocol (not LVIS's federated one) on the categories that have
+annotations; the result's ``note`` says so. :func:`analyze_errors` returns the ``errors.json`` dict and
+:func:`write_errors` writes it with ``errors.csv`` (per category) and ``errors.png`` (the stacked PR areas).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from libra_cli.analysis.common import Progress, csv_text, figure_png, write_analysis_files
+from libra_cli.data.coco import read_annotation_file
+from libra_cli.engine.metrics import detect_annotation_format
+from libra_cli.errors import LibraError
+from libra_cli.rundir import RunLayout
+
+COCO_KINDS = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
+TIDE_KINDS = ("cls", "loc", "both", "dupe", "bkg", "miss")
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds 0:.01:1, as COCOeval spells them
+# TIDE's: the same points as exact quotients i / 100. They differ in the last bit: a recall of exactly 7/20 reaches
+# TIDE's 0.35 but not COCOeval's 0.35000000000000003, where COCOeval reads the next detection's precision.
+TIDE_RECALL_POINTS = np.arange(101) / 100
+MAX_DETS = 100  # COCO's limit on detections per image (per category in COCOeval, per image in TIDE)
+LOC_IOU = 0.1  # the COCO tool's IoU of Loc, Sim and Oth
+TIDE_FG_IOU = 0.5  # t_f: a hit at or above it
+TIDE_BG_IOU = 0.1  # t_b: background at or below it
+DETECTION_FIELDS = ("image_id", "category_id", "bbox", "score")
+
+
+# --- inputs --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """The annotation file prepared for both analyses.
+
+    Attributes:
+        path: the file.
+        format: "coco" or "lvis".
+        dataset: a COCO dict whose annotations all have ``iscrowd`` and ``area`` and ids 1..N.
+        category_ids: the categories analysed, in file order (for LVIS only the annotated ones).
+        names: category id → name.
+        supercategories: category id → supercategory, or None when they do not split the categories.
+    """
+
+    path: Path
+    format: str
+    dataset: dict[str, Any]
+    category_ids: list[int]
+    names: dict[int, str]
+    supercategories: dict[int, Any] | None
+
+
+def ground_truth_file(layout: RunLayout, ann: str | Path | None, images: str | Path | None) -> Path:
+    """The annotation file the run's detections are scored against: ``ann`` when given, else the one
+    ``eval/metrics.json`` names (what the last evaluation used), else the val split of ``dataset.json``.
+
+    ``images`` is accepted so the flags of ``libra eval`` work here too; only its existence is checked,
+    since boxes are all this analysis reads.
+    """
+    if images is not None:
+        if ann is None:
+            raise LibraError("--images: only together with --ann (the ground truth of those images)")
+        if not Path(images).is_dir():
+            raise LibraError(f"--images: {images} is not a folder")
+    if ann is not None:
+        return Path(ann)
+    metrics = layout.read_metrics()
+    if metrics is not None and isinstance(metrics.get("ann_file"), str):
+        return Path(metrics["ann_file"])
+    info = layout.read_dataset_info()
+    if not isinstance(info.get("val_ann"), str):
+        raise LibraError(f"{layout.dataset}: names no val annotation file ('val_ann'); pass --ann")
+    return Path(info["val_ann"])
+
+
+def load_ground_truth(path: Path) -> GroundTruth:
+    """Read and check a COCO or LVIS annotation file; LibraError naming the annotation that is broken."""
+    raw = read_annotation_file(path)
+    annotation_format = detect_annotation_format(raw)
+    image_ids = {image.get("id") for image in raw["images"]}
+    names = {category.get("id"): str(category.get("name", category.get("id"))) for category in raw["categories"]}
+    annotations = []
+    for index, ann in enumerate(raw["annotations"]):
+        where = f"{path}: annotations[{index}]"
+        if not isinstance(ann, dict):
+            raise LibraError(f"{where}: expected an object, got {type(ann).__name__}")
+        if ann.get("image_id") not in image_ids:
+            raise LibraError(f"{where}: image_id {ann.get('image_id')!r} is not an image of the file")
+        if ann.get("category_id") not in names:
+            raise LibraError(f"{where}: category_id {ann.get('category_id')!r} is not a category of the file")
+        box = _box(ann.get("bbox"))
+        if box is None:
+            raise LibraError(
+                f"{where}: bbox must be [x, y, w, h] with finite numbers and w, h >= 0, got {ann.get('bbox')!r}"
+            )
+        # Own ids 1..N: COCOeval marks "unmatched" with id 0, so a file that uses id 0 would lose a match.
+        area = ann["area"] if isinstance(ann.get("area"), int | float) else box[2] * box[3]
+        annotations.append(
+            {
+                "id": index + 1,
+                "image_id": ann["image_id"],
+                "category_id": ann["category_id"],
+                "bbox": box,
+                "area": float(area),
+                "iscrowd": int(bool(ann.get("iscrowd", 0))),
+            }
+        )
+    annotated = {ann["category_id"] for ann in annotations}
+    categories = [category["id"] for category in raw["categories"]]
+    if annotation_format == "lvis":
+        categories = [category_id for category_id in categories if category_id in annotated]
+    if not any(not ann["iscrowd"] for ann in annotations):
+        raise LibraError(f"{path}: no (non-crowd) ground-truth boxes to analyse errors against")
+    supercategories = {category["id"]: category.get("supercategory") for category in raw["categories"]}
+    distinct = {supercategories[category_id] for category_id in categories} - {None}
+    dataset = {
+        "images": [{"id": image["id"]} for image in raw["images"]],
+        "categories": [{"id": category_id, "name": names[category_id]} for category_id in categories],
+        "annotations": [ann for ann in annotations if ann["category_id"] in set(categories)],
+    }
+    return GroundTruth(
+        path=Path(path),
+        format=annotation_format,
+        dataset=dataset,
+        category_ids=categories,
+        names=names,
+        supercategories=supercategories if len(distinct) > 1 else None,
+    )
+
+
+def read_detections(path: Path, ground_truth: GroundTruth) -> list[dict[str, Any]]:
+    """The run's detections, checked against the ground truth: LibraError (one line, naming the file and
+    the record) for a malformed record, an image id or a category id the ground truth does not have."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LibraError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except OSError as exc:
+        raise LibraError(f"{path}: cannot read ({exc.strerror})") from exc
+    if not isinstance(records, list):
+        raise LibraError(f"{path}: expected a JSON list of detections, got {type(records).__name__}")
+    image_ids = {image["id"] for image in ground_truth.dataset["images"]}
+    detections = []
+    for index, record in enumerate(records):
+        where = f"{path}: detections[{index}]"
+        if not isinstance(record, dict):
+            raise LibraError(f"{where}: expected an object, got {type(record).__name__}")
+        missing = [key for key in DETECTION_FIELDS if key not in record]
+        if missing:
+            raise LibraError(f"{where}: missing {', '.join(missing)}")
+        if record["image_id"] not in image_ids:
+            raise LibraError(f"{where}: image_id {record['image_id']!r} is not an image of {ground_truth.path}")
+        if record["category_id"] not in ground_truth.names:
+            raise LibraError(f"{where}: category_id {record['category_id']!r} is not a category of {ground_truth.path}")
+        box = _box(record["bbox"])
+        if box is None:
+            raise LibraError(
+                f"{where}: bbox must be [x, y, w, h] with finite numbers and w, h >= 0, got {record['bbox']!r}"
+            )
+        score = _finite(record["score"])
+        if score is None:
+            raise LibraError(f"{where}: score must be a finite number, got {record['score']!r}")
+        detections.append(
+            {"image_id": record["image_id"], "category_id": record["category_id"], "bbox": box, "score": score}
+        )
+    return detections
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _box(value: Any) -> list[float] | None:
+    """``value`` as [x, y, w, h] floats, or None when it is not four finite numbers with w, h >= 0."""
+    if not isinstance(value, list | tuple) or len(value) != 4:
+        return None
+    box = [_finite(number) for number in value]
+    if any(number is None for number in box) or box[2] < 0 or box[3] < 0:
+        return None
+    return box
+
+
+# --- the COCO error decomposition ----------------------------------------------------------------------
+
+
+class ConfusionEval(COCOeval):
+    """``COCOeval`` of one category at IoU 0.1 in which the objects of the ``confusable`` categories join
+    that category's ground truth as ignored objects: a detection matching one (and no object of its own
+    category) is neither a hit nor a false positive. This is the COCO tool's Sim (confusable = the same
+    supercategory) and Oth (confusable = every other category)."""
+
+    def __init__(self, gt: COCO, dt: COCO, category_id: int, confusable: set[int]) -> None:
+        super().__init__(gt, dt, iouType="bbox")
+        self.category_id = category_id
+        self.confusable = confusable
+        params = self.params
+        params.catIds = [category_id]
+        params.iouThrs = np.array([LOC_IOU])
+        params.maxDets = [MAX_DETS]
+        params.areaRng, params.areaRngLbl = params.areaRng[:1], params.areaRngLbl[:1]  # "all"
+        params.imgIds = sorted(set(gt.catToImgs[category_id]) | set(dt.catToImgs[category_id]))
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        for image_id in self.params.imgIds:
+            if not self._dts[image_id, self.category_id]:
+                continue  # ignored objects only matter where there are detections to forgive
+            self._gts[image_id, self.category_id].extend(
+                {**ann, "category_id": self.category_id, "ignore": 1}
+                for ann in self.cocoGt.imgToAnns[image_id]
+                if ann["category_id"] in self.confusable
+            )
+
+    def curve(self) -> np.ndarray:
+        """The interpolated precision at the 101 recall points [101]."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.evaluate()
+            self.accumulate()
+        return self.eval["precision"][0, :, 0, 0, 0]
+
+
+def coco_indexes(ground_truth: GroundTruth, detections: Sequence[dict[str, Any]]) -> tuple[COCO, COCO]:
+    """pycocotools indexes of the ground truth and of the detections (copies: the API edits them)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = ground_truth.dataset
+        gt.createIndex()
+        if detections:
+            dt = gt.loadRes([dict(detection) for detection in detections])
+        else:
+            # loadRes reads the first record to learn the result type, so it cannot take an empty list.
+            dt = COCO()
+            dt.dataset = {**ground_truth.dataset, "annotations": []}
+            dt.createIndex()
+    return gt, dt
+
+
+def coco_decomposition(
+    ground_truth: GroundTruth, detections: Sequence[dict[str, Any]], progress: Progress | None = None
+) -> dict[str, Any]:
+    """The seven curves and their areas, overall and per category (see the module docstring).
+
+    Returns the ``coco`` object of ``errors.json``; ``progress(done, total)`` counts categories.
+    """
+    gt, dt = coco_indexes(ground_truth, detections)
+    category_ids = ground_truth.category_ids
+    curves = _category_curves(ground_truth, gt, dt, progress)
+    overall_curves = {kind: _mean_curve(rows) for kind, rows in curves.items()}
+    per_category = []
+    for row, category_id in enumerate(category_ids):
+        entry: dict[str, Any] = {"category_id": category_id, "name": ground_truth.names[category_id]}
+        for kind in COCO_KINDS:
+            rows = curves[kind]
+            entry[kind] = None if rows is None or np.isnan(rows[row, 0]) else float(rows[row].mean())
+        per_category.append(entry)
+    return {
+        "kinds": list(COCO_KINDS),
+        "overall": {kind: None if curve is None else float(np.mean(curve)) for kind, curve in overall_curves.items()},
+        "per_category": per_category,
+        "recall": [round(float(value), 2) for value in RECALL_POINTS],
+        "curves": {
+            kind: None if curve is None else [float(value) for value in curve] for kind, curve in overall_curves.items()
+        },
+    }
+
+
+def _category_curves(
+    ground_truth: GroundTruth, gt: COCO, dt: COCO, progress: Progress | None
+) -> dict[str, np.ndarray | None]:
+    """Kind → per category (rows, ``category_ids`` order) the precision at the 101 recall points [K, 101];
+    NaN rows for a category without ground truth, None for a kind not available (Sim)."""
+    category_ids = ground_truth.category_ids
+    # 1. C75, C50 and Loc: one COCOeval at the three IoU thresholds (it sorts the category ids).
+    evaluator = COCOeval(gt, dt, iouType="bbox")
+    evaluator.params.catIds = sorted(category_ids)
+    evaluator.params.iouThrs = np.array([0.75, 0.5, LOC_IOU])
+    evaluator.params.maxDets = [MAX_DETS]
+    evaluator.params.areaRng, evaluator.params.areaRngLbl = evaluator.params.areaRng[:1], ["all"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+    column = {category_id: index for index, category_id in enumerate(evaluator.params.catIds)}
+    precision = evaluator.eval["precision"][:, :, [column[category_id] for category_id in category_ids], 0, 0]
+    precision = np.where(precision < 0, np.nan, precision).transpose(0, 2, 1)  # [3, K, 101]
+    by_kind: dict[str, np.ndarray | None] = {"C75": precision[0], "C50": precision[1], "Loc": precision[2]}
+
+    # 2. Sim and Oth: per category, the confusable objects become ignored objects of it.
+    supercategories = ground_truth.supercategories
+    sim = np.full_like(precision[2], np.nan) if supercategories is not None else None
+    oth = np.full_like(precision[2], np.nan)
+    everything = set(category_ids)
+    for row, category_id in enumerate(category_ids):
+        if not np.isnan(precision[2, row, 0]):
+            if sim is not None:
+                sim[row] = ConfusionEval(gt, dt, category_id, _same_supercategory(category_id, supercategories)).curve()
+            oth[row] = ConfusionEval(gt, dt, category_id, everything - {category_id}).curve()
+        if progress is not None:
+            progress(row + 1, len(category_ids))
+    by_kind["Sim"], by_kind["Oth"] = sim, oth
+
+    # 3. BG: precision 1 wherever Oth reached the recall; FN: 1 everywhere (NaN rows stay NaN).
+    by_kind["BG"] = np.where(np.isnan(oth), np.nan, (oth > 0).astype(float))
+    by_kind["FN"] = np.where(np.isnan(oth), np.nan, 1.0)
+    return {kind: by_kind[kind] for kind in COCO_KINDS}
+
+
+def _same_supercategory(category_id: int, supercategories: dict[int, Any]) -> set[int]:
+    """The other categories of ``category_id``'s supercategory (none when it names no supercategory)."""
+    family = supercategories[category_id]
+    if family is None:
+        return set()
+    return {other for other, name in supercategories.items() if name == family and other != category_id}
+
+
+def _mean_curve(rows: np.ndarray | None) -> np.ndarray | None:
+    """The mean over the categories with ground truth (rows that are not NaN) [101]."""
+    if rows is None:
+        return None
+    valid = rows[~np.isnan(rows[:, 0])]
+    return valid.mean(axis=0) if len(valid) else np.full(rows.shape[1], np.nan)
+
+
+# --- TIDE ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _FalsePositive:
+    """A detection that is not a hit, with its TIDE kind and, for cls/loc, the object it points at."""
+
+    kind: str
+    category_id: int
+    score: float
+    target: int | None = None  # for cls and loc: the object's index among the image's non-crowd objects
+    target_category: int | None = None
+    fixable: bool = False  # the best cls/loc error of an object no hit took: the oracle turns it into a hit
+
+
+@dataclass
+class _TideData:
+    """Everything the oracles need: hits, false positives, missed objects and object counts per category."""
+
+    hits: list[tuple[int, float]] = field(default_factory=list)  # (category, score)
+    false_positives: list[_FalsePositive] = field(default_factory=list)
+    missed: Counter = field(default_factory=Counter)  # category → missed objects
+    num_objects: Counter = field(default_factory=Counter)  # category → non-crowd objects
+
+
+def box_iou(boxes: np.ndarray, others: np.ndarray, crowd: np.ndarray | None = None) -> np.ndarray:
+    """IoU of xywh boxes [N, 4] with xywh boxes [M, 4] → [N, M]; where ``crowd`` [M] is true, the
+    intersection is divided by the first box's area instead (COCO's crowd rule)."""
+    if len(boxes) == 0 or len(others) == 0:
+        return np.zeros((len(boxes), len(others)))
+    x1 = np.maximum(boxes[:, None, 0], others[None, :, 0])
+    y1 = np.maximum(boxes[:, None, 1], others[None, :, 1])
+    x2 = np.minimum(boxes[:, None, 0] + boxes[:, None, 2], others[None, :, 0] + others[None, :, 2])
+    y2 = np.minimum(boxes[:, None, 1] + boxes[:, None, 3], others[None, :, 1] + others[None, :, 3])
+    intersection = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = boxes[:, 2] * boxes[:, 3]
+    union = area[:, None] + (others[:, 2] * others[:, 3])[None, :] - intersection
+    if crowd is not None:
+        union = np.where(crowd[None, :], area[:, None], union)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, intersection / union, 0.0)
+
+
+def tide_errors(ground_truth: GroundTruth, detections: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """TIDE's AP50, ΔAP per error kind and count per kind (see the module docstring); the ``tide``
+    object of ``errors.json``."""
+    data = _tide_data(ground_truth, detections)
+    categories = [category_id for category_id in ground_truth.category_ids if data.num_objects[category_id] > 0]
+    ap50 = _mean_ap(data, categories, fixed=None)
+    counts = Counter(error.kind for error in data.false_positives)
+    counts["miss"] = sum(data.missed.values())
+    return {
+        "ap50": ap50,
+        "delta_ap": {kind: max(_mean_ap(data, categories, fixed=kind) - ap50, 0.0) for kind in TIDE_KINDS},
+        "counts": {kind: int(counts[kind]) for kind in TIDE_KINDS},
+    }
+
+
+def _tide_data(ground_truth: GroundTruth, detections: Sequence[dict[str, Any]]) -> _TideData:
+    analysed = set(ground_truth.category_ids)
+    objects: dict[Any, list[dict]] = defaultdict(list)
+    for ann in ground_truth.dataset["annotations"]:
+        objects[ann["image_id"]].append(ann)
+    found: dict[Any, list[dict]] = defaultdict(list)
+    for detection in detections:
+        if detection["category_id"] in analysed:
+            found[detection["image_id"]].append(detection)
+    data = _TideData()
+    for image in ground_truth.dataset["images"]:
+        _tide_image(objects[image["id"]], found[image["id"]], data)
+    return data
+
+
+def _tide_image(anns: list[dict], detections: list[dict], data: _TideData) -> None:
+    """Match one image's detections, classify its false positives and find its missed objects."""
+    gts = [ann for ann in anns if not ann["iscrowd"]]
+    crowds = [ann for ann in anns if ann["iscrowd"]]
+    data.num_objects.update(ann["category_id"] for ann in gts)
+    detections = sorted(detections, key=lambda detection: -detection["score"])[:MAX_DETS]
+    boxes = np.array([detection["bbox"] for detection in detections], dtype=float).reshape(-1, 4)
+    classes = np.array([detection["category_id"] for detection in detections])
+    gt_classes = np.array([ann["category_id"] for ann in gts])
+    iou = box_iou(boxes, np.array([ann["bbox"] for ann in gts], dtype=float).reshape(-1, 4))
+    same_class = classes[:, None] == gt_classes[None, :]
+
+    # 1. Greedy matching in score order: each detection takes the free object of its class it overlaps most.
+    hit = np.zeros(len(detections), dtype=bool)
+    used = np.zeros(len(gts), dtype=bool)
+    for index in range(len(detections)):
+        candidates = np.where(same_class[index] & ~used, iou[index], 0.0)
+        if len(gts) and candidates.max() >= TIDE_FG_IOU:
+            hit[index], used[candidates.argmax()] = True, True
+            data.hits.append((int(classes[index]), detections[index]["score"]))
+
+    # 2. False positives inside a crowd region of their class are ignored.
+    crowd_iou = box_iou(
+        boxes, np.array([ann["bbox"] for ann in crowds], dtype=float).reshape(-1, 4), np.ones(len(crowds), bool)
+    )
+    crowd_classes = np.array([ann["category_id"] for ann in crowds])
+    ignored = ((crowd_iou > TIDE_FG_IOU) & (classes[:, None] == crowd_classes[None, :])).any(axis=1)
+
+    # 3. Each remaining false positive gets the first kind that fits, in TIDE's order.
+    errors = [
+        _classify(detections[index], iou[index], same_class[index], used, gt_classes)
+        for index in np.flatnonzero(~hit & ~ignored)
+    ]
+    data.false_positives.extend(errors)
+    # Of the cls/loc errors pointing at an object no hit took, the oracle fixes the highest-scoring one
+    # (the first on a tie; errors come in score order).
+    best: dict[int, _FalsePositive] = {}
+    for error in errors:
+        if error.target is not None and not used[error.target] and error.target not in best:
+            best[error.target] = error
+    for error in best.values():
+        error.fixable = True
+
+    # 4. Missed: objects no detection took and no cls/loc error points at.
+    pointed = {error.target for error in errors if error.target is not None}
+    data.missed.update(int(gt_classes[index]) for index in range(len(gts)) if not used[index] and index not in pointed)
+
+
+def _classify(
+    detection: dict, iou: np.ndarray, same_class: np.ndarray, used: np.ndarray, gt_classes: np.ndarray
+) -> _FalsePositive:
+    """TIDE's kind of one false positive given its IoU with the image's objects [G]."""
+    category_id, score = int(detection["category_id"]), detection["score"]
+    if len(iou) == 0:
+        return _FalsePositive("bkg", category_id, score)
+    own = np.where(same_class, iou, 0.0)
+    if TIDE_BG_IOU <= own.max() <= TIDE_FG_IOU:
+        return _FalsePositive("loc", category_id, score, int(own.argmax()), category_id)
+    other = np.where(same_class, 0.0, iou)
+    if other.max() >= TIDE_FG_IOU:
+        target = int(other.argmax())
+        return _FalsePositive("cls", category_id, score, target, int(gt_classes[target]))
+    if np.where(used, own, 0.0).max() >= TIDE_FG_IOU:
+        return _FalsePositive("dupe", category_id, score)
+    if iou.max() <= TIDE_BG_IOU:
+        return _FalsePositive("bkg", category_id, score)
+    return _FalsePositive("both", category_id, score)
+
+
+def _mean_ap(data: _TideData, categories: list[int], fixed: str | None) -> float:
+    """AP50 averaged over ``categories`` with the oracle of the kind ``fixed`` applied (None: as is)."""
+    points: dict[int, list[tuple[float, bool]]] = defaultdict(list)
+    for category_id, score in data.hits:
+        points[category_id].append((score, True))
+    for error in data.false_positives:
+        if error.kind != fixed:
+            points[error.category_id].append((error.score, False))
+        elif error.fixable:  # a fixed cls/loc error: a hit of the object's category
+            points[error.target_category].append((error.score, True))
+    counts = Counter(data.num_objects)
+    if fixed == "miss":
+        counts.subtract(data.missed)
+    return float(np.mean([average_precision(points[category_id], counts[category_id]) for category_id in categories]))
+
+
+def average_precision(points: Iterable[tuple[float, bool]], num_objects: int) -> float:
+    """TIDE's COCO-style AP of (score, is hit) points against ``num_objects``: the precision made monotone
+    (the best precision at any higher recall), read at the 101 recall points i / 100 and averaged.
+
+    With no objects to find the AP is 1 when there is no detection either and 0 otherwise.
+    """
+    ordered = sorted(points, key=lambda point: -point[0])
+    if num_objects <= 0:
+        return 0.0 if ordered else 1.0
+    hits = np.cumsum([is_hit for _, is_hit in ordered])
+    precision = hits / np.arange(1, len(ordered) + 1)
+    recall = hits / num_objects
+    envelope = np.append(np.maximum.accumulate(precision[::-1])[::-1], 0.0)  # 0 past the last recall
+    return float(envelope[np.searchsorted(recall, TIDE_RECALL_POINTS, side="left")].mean())
+
+
+# --- the analysis --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorInputs:
+    """A run's detections and the ground truth they are scored against, read and checked."""
+
+    run_dir: Path
+    ground_truth: GroundTruth
+    detections: list[dict[str, Any]]
+
+
+def load_error_inputs(
+    run_dir: str | Path, *, ann: str | Path | None = None, images: str | Path | None = None
+) -> ErrorInputs:
+    """Read and check what :func:`analyze_errors` needs, so that bad input fails before any work.
+
+    Raises:
+        LibraError: no run folder or no ``eval/detections.json``, a malformed record, an image or
+            category id the ground truth does not have, or ground truth without boxes.
+    """
+    layout = RunLayout(run_dir)
+    if not layout.root.is_dir():
+        raise LibraError(f"{run_dir}: not a run directory (folder not found)")
+    if not layout.detections.is_file():
+        raise LibraError(f"{layout.detections}: not found; run `libra eval {run_dir}` first")
+    ground_truth = load_ground_truth(ground_truth_file(layout, ann, images))
+    return ErrorInputs(layout.root, ground_truth, read_detections(layout.detections, ground_truth))
+
+
+def analyze_errors(
+    run_dir: str | Path,
+    *,
+    ann: str | Path | None = None,
+    images: str | Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The COCO error decomposition and TIDE's error kinds of a run's ``eval/detections.json``.
+
+    Args:
+        run_dir: a run directory evaluated by ``libra eval`` (or by training's final evaluation).
+        ann: the ground truth to score against (default: the file ``eval/metrics.json`` names, else the
+            run's val annotations).
+        images: the images of ``ann`` (only checked to exist; accepted like ``libra eval``'s flag).
+        progress: ``progress(done, total)`` after each category.
+
+    Returns:
+        The ``errors.json`` dict (see :func:`errors_result`).
+
+    Raises:
+        LibraError: as :func:`load_error_inputs`.
+    """
+    return errors_result(load_error_inputs(run_dir, ann=ann, images=images), progress)
+
+
+def errors_result(inputs: ErrorInputs, progress: Progress | None = None) -> dict[str, Any]:
+    """The ``errors.json`` dict of loaded inputs: {"analysis": "errors", "run", "ann", "format",
+    "num_images", "num_detections", "note", "coco": :func:`coco_decomposition`, "tide": :func:`tide_errors`}."""
+    ground_truth = inputs.ground_truth
+    analysed = set(ground_truth.category_ids)
+    kept = [detection for detection in inputs.detections if detection["category_id"] in analysed]
+    return {
+        "analysis": "errors",
+        "run": str(inputs.run_dir),
+        "ann": str(ground_truth.path),
+        "format": ground_truth.format,
+        "num_images": len(ground_truth.dataset["images"]),
+        "num_detections": len(inputs.detections),
+        "note": _note(ground_truth, len(inputs.detections) - len(kept)),
+        "coco": coco_decomposition(ground_truth, kept, progress),
+        "tide": tide_errors(ground_truth, kept),
+    }
+
+
+def _note(ground_truth: GroundTruth, dropped: int) -> str | None:
+    notes = []
+    if ground_truth.format == "lvis":
+        notes.append(
+            f"LVIS ground truth scored with the COCO protocol (not the federated LVIS one) on the "
+            f"{len(ground_truth.category_ids)} annotated categories: every detection of an analysed category "
+            f"that matches no box is a false positive, even where the category was not exhaustively annotated"
+        )
+        if dropped:
+            notes.append(f"{dropped} detections of categories without annotations left out")
+    if ground_truth.supercategories is None:
+        notes.append("Sim not computed: the categories do not carry more than one supercategory")
+    return "; ".join(notes) or None
+
+
+def write_errors(result: dict[str, Any]) -> dict[str, Path]:
+    """Write ``errors.json``, ``errors.csv`` (per category: the area under each curve) and
+    ``errors.png`` (the overall stacked PR areas) into ``RUN_DIR/analysis``."""
+    rows = [
+        [entry["category_id"], entry["name"], *(_csv_number(entry[kind]) for kind in COCO_KINDS)]
+        for entry in result["coco"]["per_category"]
+    ]
+    tables = {"errors.csv": csv_text(["category_id", "name", *COCO_KINDS], rows)}
+    figures = {"errors.png": figure_png(error_figure(result))}
+    return write_analysis_files(result["run"], "errors", result, tables, figures)
+
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+# Light to dark as the curves forgive more, like the COCO tool's figure.
+KIND_COLORS = {
+    "C75": "#ffffff",
+    "C50": "#3366cc",
+    "Loc": "#33aacc",
+    "Sim": "#66cc66",
+    "Oth": "#ffcc33",
+    "BG": "#ff6633",
+    "FN": "#993399",
+}
+
+
+def error_figure(result: dict[str, Any]) -> Figure:
+    """The overall PR curves drawn as stacked areas: each band is the AP one kind of error costs."""
+    coco = result["coco"]
+    recall = np.array(coco["recall"])
+    figure = Figure(figsize=(6, 4.5))
+    axes = figure.add_subplot(1, 1, 1)
+    kinds = [kind for kind in COCO_KINDS if coco["curves"].get(kind) is not None]
+    for kind in reversed(kinds):  # the most forgiving (largest) area first, the strictest on top
+        curve = np.nan_to_num(np.array(coco["curves"][kind], dtype=float))
+        area = coco["overall"][kind]
+        label = f"[{area:.3f}] {kind}" if area is not None else kind
+        axes.fill_between(recall, curve, 0, color=KIND_COLORS[kind], edgecolor="black", linewidth=0.5, label=label)
+    handles, labels = axes.get_legend_handles_labels()
+    axes.legend(handles[::-1], labels[::-1], loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="recall", ylabel="precision")
+    axes.set_title(f"{Path(result['run']).name}: overall, area all, {MAX_DETS} detections")
+    return figure
