@@ -33,10 +33,12 @@ from libra_cli.models.retinanet import use_balanced_l1
 from libra_cli.sampling import IoUBalancedSampler
 from libra_cli.sampling.ohem import OHEMSampler
 
-FASTER_RCNN, RETINANET = "faster_rcnn", "retinanet"
-BOTH = (FASTER_RCNN, RETINANET)
+FASTER_RCNN, MASK_RCNN, RETINANET = "faster_rcnn", "mask_rcnn", "retinanet"
+# The two-stage detectors: RPN + RoI heads on P2–P6 (Mask R-CNN is Faster R-CNN plus a mask branch).
+TWO_STAGE = (FASTER_RCNN, MASK_RCNN)
+BOTH = (*TWO_STAGE, RETINANET)  # every architecture
 NEGATIVE_IOU_THRESHOLD = 0.5  # torchvision's RoI head: IoU < 0.5 is background
-NUM_PYRAMID_LEVELS = 5  # P2–P6 (Faster R-CNN) or P3–P7 (RetinaNet)
+NUM_PYRAMID_LEVELS = 5  # P2–P6 (Faster / Mask R-CNN) or P3–P7 (RetinaNet)
 
 
 @dataclass(frozen=True)
@@ -133,12 +135,12 @@ def _equalization_loss(config: RunConfig, stats: TrainingStats) -> DetectorParts
 
 # fmt: off
 COMPONENTS = (
-    Component("iou_sampling", "IoU-balanced sampling", "Libra R-CNN §3.1", "RoI sampler", (FASTER_RCNN,),
+    Component("iou_sampling", "IoU-balanced sampling", "Libra R-CNN §3.1", "RoI sampler", TWO_STAGE,
               lambda config, stats: DetectorParts(roi_sampler=iou_balanced_sampler(config)), table2_step=True),
     Component("bfp", "BFP", "Libra R-CNN §3.2", "neck", BOTH, _balanced_feature_pyramid, table2_step=True),
     Component("balanced_l1", "balanced L1", "Libra R-CNN §3.3", "box loss", BOTH, _balanced_l1, table2_step=True),
-    Component("eql", "EQL", "EQL paper §3", "classifier", (FASTER_RCNN,), _equalization_loss),
-    Component("ohem", "OHEM", "Shrivastava et al., CVPR 2016", "RoI sampler", (FASTER_RCNN,),
+    Component("eql", "EQL", "EQL paper §3", "classifier", TWO_STAGE, _equalization_loss),
+    Component("ohem", "OHEM", "Shrivastava et al., CVPR 2016", "RoI sampler", TWO_STAGE,
               lambda config, stats: DetectorParts(roi_sampler=OHEMSampler(config.model.roi_batch_size_per_image))),
 )
 # fmt: on

@@ -4,10 +4,12 @@ its files, so that the layout is spelled in one place.
 RUN_DIR/
   config.yaml           the resolved config (what the run did)
   dataset.json          where the data lives, category ids/names and training-set class statistics
-  log.jsonl             one JSON line per logged iteration and per evaluation
+  log.jsonl             one JSON line per logged iteration and per evaluation (what `libra report` reads)
+  tb/                   the same scalars as TensorBoard event files: train/<field>, val/<metric> at step = iteration
   checkpoints/last.pt   the latest state (model, optimizer, scaler, RNG, iteration)
   checkpoints/best.pt   the state with the best val AP so far
   eval/detections.json  COCO results of the last evaluation (training's final one or `libra eval`)
+  eval/segmentations.json  Mask R-CNN runs: the same detections' masks as COCO results (compressed RLE)
   eval/metrics.json     their metrics
   analysis/             <name>.json, .csv and .png of each `libra analyze <name>`
 
@@ -32,11 +34,13 @@ from libra_cli.io import atomic_write_bytes, atomic_write_text
 CONFIG = "config.yaml"
 DATASET = "dataset.json"
 LOG = "log.jsonl"
+TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
 LAST = f"{CHECKPOINTS}/last.pt"
 BEST = f"{CHECKPOINTS}/best.pt"
 EVAL = "eval"
 DETECTIONS = f"{EVAL}/detections.json"
+SEGMENTATIONS = f"{EVAL}/segmentations.json"
 METRICS = f"{EVAL}/metrics.json"
 ANALYSIS = "analysis"
 # Fields every dataset.json holds; later fields (e.g. num_annotated_images) are read with a fallback.
@@ -65,6 +69,10 @@ class RunLayout:
         return self.root / LOG
 
     @property
+    def tb_dir(self) -> Path:
+        return self.root / TENSORBOARD
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / CHECKPOINTS
 
@@ -83,6 +91,10 @@ class RunLayout:
     @property
     def detections(self) -> Path:
         return self.root / DETECTIONS
+
+    @property
+    def segmentations(self) -> Path:
+        return self.root / SEGMENTATIONS
 
     @property
     def metrics(self) -> Path:
@@ -130,13 +142,17 @@ class RunLayout:
         return [record for _, record in _log_lines(self.log) if isinstance(record, dict)]
 
     def open_log(self, resume_from: int | None) -> JsonlLog:
-        """The log to append to: emptied for a new run, cut after ``resume_from`` for a resumed one."""
-        return JsonlLog(self.log, resume_from)
+        """The log to append to: emptied for a new run, cut after ``resume_from`` for a resumed one; its
+        scalars are mirrored to TensorBoard event files in ``tb/``. Close it when training ends."""
+        return JsonlLog(self.log, resume_from, TensorBoardLog(self.tb_dir, resume_from))
 
     # --- eval/ ---------------------------------------------------------------------------------------
 
     def write_detections(self, detections: list[dict[str, Any]]) -> None:
         atomic_write_text(self.detections, json.dumps(detections))
+
+    def write_segmentations(self, segmentations: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.segmentations, json.dumps(segmentations))
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         atomic_write_text(self.metrics, json.dumps(metrics, indent=2))
@@ -192,10 +208,12 @@ class RunLayout:
 
 
 class JsonlLog:
-    """Append-only JSONL log; on resume, lines past the resumed iteration are dropped first."""
+    """Append-only JSONL log; on resume, lines past the resumed iteration are dropped first. Each record
+    is also handed to ``mirror`` (the TensorBoard events) when one is given."""
 
-    def __init__(self, path: Path, resume_from: int | None) -> None:
+    def __init__(self, path: Path, resume_from: int | None, mirror: TensorBoardLog | None = None) -> None:
         self.path = path
+        self.mirror = mirror
         if resume_from is not None and path.exists():
             kept = [
                 line
@@ -210,6 +228,54 @@ class JsonlLog:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
+        if self.mirror is not None:
+            self.mirror.write(record)
+
+    def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()
+
+
+# Log records shown in TensorBoard, by type, and the prefix of their scalars' tags.
+TENSORBOARD_TAG_PREFIXES = {"train": "train", "eval": "val"}
+# Fields of those records that are no scalar to plot.
+TENSORBOARD_SKIPPED_FIELDS = ("type", "iter")
+
+
+class TensorBoardLog:
+    """The training log's scalars as TensorBoard event files: each number of a "train" record as
+    ``train/<field>`` (``train/loss``, ``train/lr``, …) and of an "eval" record as ``val/<metric>``, at
+    step = the record's ``iter``.
+
+    A new run starts from an empty folder. A resumed one appends a new event file that starts with a
+    purge at ``resume_from + 1``: TensorBoard then drops the older file's events past the resumed
+    iteration, the ones the JSONL log drops too, so nothing shows twice. Events are flushed with every
+    record, so a crash loses none that the JSONL log holds.
+    """
+
+    def __init__(self, directory: Path, resume_from: int | None) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # loads tensorboard: only when a run trains
+
+        self.directory = Path(directory)
+        if resume_from is None and self.directory.is_dir():
+            for stale in self.directory.glob("events.out.tfevents.*"):
+                stale.unlink()
+        purge_step = None if resume_from is None else resume_from + 1
+        self.writer = SummaryWriter(str(self.directory), purge_step=purge_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        prefix = TENSORBOARD_TAG_PREFIXES.get(record.get("type"))
+        step = record.get("iter")
+        if prefix is None or not isinstance(step, int):
+            return
+        for name, value in record.items():
+            if name in TENSORBOARD_SKIPPED_FIELDS or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            self.writer.add_scalar(f"{prefix}/{name}", value, global_step=step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def _log_lines(path: Path) -> Iterator[tuple[str, Any]]:

@@ -68,7 +68,7 @@ def test_two_components_replacing_one_part_are_a_one_line_error():
     with pytest.raises(LibraError) as error:
         load_config(None, {"libra": {"iou_sampling": True, "ohem": True}})
     assert str(error.value) == "libra.iou_sampling and libra.ohem both replace the RoI sampler; switch one off"
-    with pytest.raises(LibraError, match="libra.ohem: for --arch faster_rcnn only, not retinanet"):
+    with pytest.raises(LibraError, match="libra.ohem: for --arch faster_rcnn or mask_rcnn only, not retinanet"):
         load_config(None, {"libra": {"ohem": True}, "model": {"arch": "retinanet"}})
     assert components.check_components(load_config(None, {"libra": {"bfp": True, "balanced_l1": True}})) is None
 

@@ -64,13 +64,19 @@ def build(preset: str):
     return config, build_detector(config, NUM_CLASSES, **stats)
 
 
-def training_step_losses(model) -> dict[str, torch.Tensor]:
+def training_step_losses(model, with_masks: bool = False) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 128, 160, generator=generator), torch.rand(3, 112, 128, generator=generator)]
     targets = [
         {"boxes": torch.tensor([[10.0, 12.0, 70.0, 90.0], [60.0, 30.0, 150.0, 110.0]]), "labels": torch.tensor([1, 3])},
         {"boxes": torch.tensor([[5.0, 5.0, 60.0, 40.0]]), "labels": torch.tensor([5])},
     ]
+    if with_masks:  # each object's mask: its box filled
+        for image, target in zip(images, targets, strict=True):
+            masks = torch.zeros(len(target["boxes"]), *image.shape[-2:], dtype=torch.uint8)
+            for mask, (x1, y1, x2, y2) in zip(masks, target["boxes"].int().tolist(), strict=True):
+                mask[y1:y2, x1:x2] = 1
+            target["masks"] = masks
     model.train()
     torch.manual_seed(0)
     losses = model(images, targets)

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from libra_cli.components import TWO_STAGE
 from libra_cli.config import RunConfig
 from libra_cli.data.build import build_eval_dataset
 from libra_cli.data.coco import collate
@@ -139,13 +140,16 @@ def image_batches(
 
 
 def require_faster_rcnn(arch: str, analysis: str, reason: str) -> None:
-    if arch != "faster_rcnn":
-        raise LibraError(f"libra analyze {analysis}: needs a Faster R-CNN run; this run is {arch} ({reason})")
+    """A one-line LibraError unless ``arch`` is a two-stage detector (Faster R-CNN or Mask R-CNN)."""
+    if arch not in TWO_STAGE:
+        raise LibraError(
+            f"libra analyze {analysis}: needs a Faster R-CNN run (or Mask R-CNN); this run is {arch} ({reason})"
+        )
 
 
 def pyramid_level_names(arch: str, num_levels: int) -> list[str]:
-    """P2..P6 for Faster R-CNN (strides 4..64), P3..P7 for RetinaNet (strides 8..128)."""
-    first = 2 if arch == "faster_rcnn" else 3
+    """P2..P6 for Faster / Mask R-CNN (strides 4..64), P3..P7 for RetinaNet (strides 8..128)."""
+    first = 2 if arch in TWO_STAGE else 3
     return [f"P{first + index}" for index in range(num_levels)]
 
 

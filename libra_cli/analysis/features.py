@@ -36,6 +36,7 @@ from libra_cli.analysis.common import (
     pyramid_level_names,
     write_analysis_files,
 )
+from libra_cli.components import TWO_STAGE
 
 # Columns of a level's running sums: number of values, Σx, Σx², Σ|x|.
 COUNT, SUM, SUM_SQ, SUM_ABS = range(4)
@@ -182,7 +183,7 @@ def analyze_features(
     )
     model, probe = inputs.model, inputs.probe
     has_bfp = probe.has_bfp
-    is_faster_rcnn = inputs.arch == "faster_rcnn"
+    is_faster_rcnn = inputs.arch in TWO_STAGE  # Faster and Mask R-CNN: an RoI head
 
     fpn_sums: torch.Tensor | None = None
     bfp_sums: torch.Tensor | None = None

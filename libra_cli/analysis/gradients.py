@@ -51,6 +51,7 @@ from libra_cli.analysis.common import (
     load_analysis_inputs,
     write_analysis_files,
 )
+from libra_cli.components import TWO_STAGE
 from libra_cli.config import resolved_component_settings
 from libra_cli.losses import balanced_l1_grad, balanced_l1_loss, smooth_l1_grad, smooth_l1_loss_elementwise
 from libra_cli.models.roi_heads import TORCHVISION_SMOOTH_L1_BETA, LibraRoIHeads
@@ -275,7 +276,7 @@ def run_box_loss(inputs: AnalysisInputs) -> str:
     """The box-regression loss the run trains with, as a short label."""
     if inputs.config.libra.balanced_l1:
         return "balanced_l1"
-    return "smooth_l1" if inputs.arch == "faster_rcnn" else "l1"
+    return "smooth_l1" if inputs.arch in TWO_STAGE else "l1"
 
 
 def analyze_gradients(
@@ -304,7 +305,7 @@ def analyze_gradients(
     )
     inputs.model.requires_grad_(False)  # gradients are taken with respect to features only
     collector = _Collector()
-    if inputs.arch == "faster_rcnn":
+    if inputs.arch in TWO_STAGE:
         _collect_faster_rcnn(inputs, batch_size, collector, progress)
         shared_features = "box head output (the input of the box predictor)"
     else:

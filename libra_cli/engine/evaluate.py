@@ -1,8 +1,10 @@
 """Inference over a dataset and the official COCO / LVIS metrics for it.
 
 ``predict`` turns a detector's outputs into COCO results records (image_id, the dataset's own
-category_id, bbox [x, y, w, h], score); ``evaluate_model`` writes them to a run's ``eval/detections.json``
-and the metrics to ``eval/metrics.json``.
+category_id, bbox [x, y, w, h], score) and, for Mask R-CNN, each detection's mask into a segmentation
+record (the same fields with a compressed-RLE ``segmentation`` instead of the box); ``evaluate_model``
+writes them to a run's ``eval/detections.json`` (and ``eval/segmentations.json``) and the box metrics (and
+the mask metrics, under ``"segm"``) to ``eval/metrics.json``.
 """
 
 from __future__ import annotations
@@ -11,13 +13,23 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 from torch import nn
 
 from libra_cli.data.coco import DetectionDataset, collate
 from libra_cli.engine.distributed import broadcast_object, gather_object, get_rank, get_world_size
-from libra_cli.engine.metrics import LVIS_MAX_DETS, evaluate_detections
+from libra_cli.engine.metrics import (
+    LVIS_MAX_DETS,
+    detect_annotation_format,
+    evaluate_coco,
+    evaluate_detections,
+    evaluate_lvis,
+)
 from libra_cli.rundir import RunLayout
+
+MASK_THRESHOLD = 0.5  # a pixel belongs to a detection's mask when its probability exceeds this
 
 
 def _detections_per_image(model: nn.Module) -> tuple[Any, str]:
@@ -26,6 +38,24 @@ def _detections_per_image(model: nn.Module) -> tuple[Any, str]:
     if roi_heads is not None:
         return roi_heads, "detections_per_img"
     return model, "detections_per_img"
+
+
+def has_mask_branch(model: nn.Module) -> bool:
+    """Whether ``model`` predicts instance masks (a Mask R-CNN's RoI heads)."""
+    roi_heads = getattr(model, "roi_heads", None)
+    return roi_heads is not None and bool(roi_heads.has_mask())
+
+
+def encode_masks(probabilities: torch.Tensor) -> list[dict[str, Any]]:
+    """Compressed RLEs of the masks ``probabilities`` [N, 1, H, W] (pasted into the image), each thresholded
+    at :data:`MASK_THRESHOLD`: ``{"size": [H, W], "counts": str}`` as pycocotools' ``mask.encode`` writes them,
+    with the counts decoded to text for JSON."""
+    if probabilities.shape[0] == 0:
+        return []
+    binary = (probabilities[:, 0] > MASK_THRESHOLD).to(torch.uint8).cpu()
+    # pycocotools reads column-major [H, W, N] arrays.
+    rles = mask_utils.encode(np.asfortranarray(binary.permute(1, 2, 0).numpy()))
+    return [{"size": [int(side) for side in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
 
 
 @torch.no_grad()
@@ -40,12 +70,16 @@ def predict(
     autocast_dtype: torch.dtype | None = None,
     progress: Callable[[int, int], None] | None = None,
     indices: Sequence[int] | None = None,
-) -> list[dict[str, Any]]:
-    """Run ``model`` over ``dataset`` (or its items at ``indices``) and return COCO-format detections.
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """Run ``model`` over ``dataset`` (or its items at ``indices``) and return COCO-format results:
+    (detections, segmentations).
 
     Boxes are in original pixels; the list follows the dataset's order, each image's detections in the
-    model's order.
+    model's order. ``segmentations`` is None unless the model has a mask branch (Mask R-CNN); then it holds
+    one record per detection, in the same order, with the mask as a compressed RLE (:func:`encode_masks`)
+    and no box: the evaluators would otherwise take the box's area for the mask's.
     """
+    segmentations: list[dict[str, Any]] | None = [] if has_mask_branch(model) else None
     owner, attribute = _detections_per_image(model)
     saved_cap = getattr(owner, attribute)
     if max_detections is not None:
@@ -87,13 +121,23 @@ def predict(
                             "score": score,
                         }
                     )
+                if segmentations is not None:
+                    for rle, score, label in zip(encode_masks(output["masks"]), scores, labels, strict=True):
+                        segmentations.append(
+                            {
+                                "image_id": target["image_id"],
+                                "category_id": dataset.label_to_category_id(label),
+                                "segmentation": rle,
+                                "score": score,
+                            }
+                        )
             done += len(images)
             if progress is not None:
                 progress(done, len(items))
     finally:
         setattr(owner, attribute, saved_cap)
         model.train(was_training)
-    return results
+    return results, segmentations
 
 
 def evaluate_model(
@@ -107,8 +151,13 @@ def evaluate_model(
     autocast_dtype: torch.dtype | None = None,
     extra: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    evaluator: str = "auto",
 ) -> dict[str, Any]:
     """Predict, write the run's ``eval/detections.json`` and ``eval/metrics.json``, return the metrics.
+    ``evaluator`` chooses who scores box AP (``libra_cli.engine.metrics.EVALUATORS``; the metrics name it).
+
+    For a model with a mask branch (Mask R-CNN) the masks also go to ``eval/segmentations.json`` and their
+    metrics (mask AP, the same structure as the box metrics) into the metrics under ``"segm"``.
 
     Under torchrun each rank predicts every W-th image (rank r takes r, r + W, …), rank 0 gathers the
     detections back into the dataset's order, scores them and writes the files, and every rank returns
@@ -131,10 +180,16 @@ def evaluate_model(
     gathered = gather_object(local)
     metrics: dict[str, Any] | None = None
     if gathered is not None:
-        detections = merge_in_dataset_order(gathered, dataset)
+        detections = merge_in_dataset_order([boxes for boxes, _ in gathered], dataset)
+        segmentations = None
+        if gathered[0][1] is not None:
+            segmentations = merge_in_dataset_order([masks for _, masks in gathered], dataset)
         inference_s = time.perf_counter() - start
         run.write_detections(detections)
-        metrics = evaluate_detections(dataset.dataset, detections)
+        metrics = evaluate_detections(dataset.dataset, detections, evaluator=evaluator)
+        if segmentations is not None:
+            run.write_segmentations(segmentations)
+            metrics["segm"] = evaluate_segmentations(dataset.dataset, segmentations)
         metrics.update(
             {
                 "ann_file": str(dataset.ann_file),
@@ -147,6 +202,14 @@ def evaluate_model(
         )
         run.write_metrics(metrics)
     return broadcast_object(metrics)
+
+
+def evaluate_segmentations(gt: dict, segmentations: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mask AP of segmentation results: LVIS's protocol for LVIS ground truth, COCO's otherwise (ground truth
+    without ``segmentation`` fields, e.g. converted from Pascal VOC boxes, is a one-line LibraError)."""
+    if detect_annotation_format(gt) == "lvis":
+        return evaluate_lvis(gt, segmentations, iou_type="segm")
+    return evaluate_coco(gt, segmentations, iou_type="segm")
 
 
 def merge_in_dataset_order(per_rank: list[list[dict[str, Any]]], dataset: DetectionDataset) -> list[dict[str, Any]]:

@@ -1,13 +1,13 @@
-"""``build_detector``: compose a torchvision Faster R-CNN or RetinaNet from a run config.
+"""``build_detector``: compose a torchvision Faster R-CNN, Mask R-CNN or RetinaNet from a run config.
 
 Every part is a torchvision module passed in by constructor injection; the switched-on components of
 ``libra_cli.components.COMPONENTS`` supply the parts they replace (``detector_parts``), and this module
 puts them in:
 
 - a backbone wrapper (``--bfp``: ``BackboneWithBFP``, pyramid in, balanced pyramid out);
-- Faster R-CNN: a RoI sampler (``--iou-sampling``, ``--ohem``), a box loss (``--balanced-l1``) or a
-  classifier (``--eql``) make the RoI heads ``LibraRoIHeads``, a ``RoIHeads`` subclass with the same
-  pooler, box head and matcher that receives them;
+- Faster R-CNN and Mask R-CNN: a RoI sampler (``--iou-sampling``, ``--ohem``), a box loss (``--balanced-l1``)
+  or a classifier (``--eql``) make the RoI heads ``LibraRoIHeads``, a ``RoIHeads`` subclass with the same
+  pooler, box head, mask branch and matcher that receives them;
 - RetinaNet: a change to the head (``--balanced-l1``: the regression head's loss becomes balanced L1).
 
 The reference code's other training choices are named options, each off (torchvision's behaviour) by
@@ -31,15 +31,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet
-from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from libra_cli.components import DetectorParts, TrainingStats, detector_parts, iou_balanced_sampler
+from libra_cli.components import (
+    MASK_RCNN,
+    TWO_STAGE,
+    DetectorParts,
+    TrainingStats,
+    detector_parts,
+    iou_balanced_sampler,
+)
 from libra_cli.config import RunConfig
 from libra_cli.errors import LibraError
 from libra_cli.io import load_tensors_safely
@@ -60,6 +68,12 @@ IMAGENET_WEIGHTS_ENUM = {
 }
 # Set (to anything but "" or "0") to never download: a missing ImageNet file is then an error at once.
 OFFLINE_ENV = "LIBRA_OFFLINE"
+# Mask R-CNN's mask branch, torchvision's defaults: 14×14 RoIAlign with 2×2 sampling points per bin, four
+# 3×3 convolutions of 256 channels, then a 2× deconvolution of 256 channels (28×28 masks, one per class).
+MASK_POOL_SIZE = 14
+MASK_SAMPLING_RATIO = 2
+MASK_HEAD_LAYERS = (256, 256, 256, 256)
+MASK_PREDICTOR_CHANNELS = 256
 
 
 def norm_layer(kind: str):
@@ -142,8 +156,8 @@ def freeze_stages(body: nn.Module, frozen_stages: int) -> None:
 
 
 def build_backbone(config: RunConfig, wrap: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:
-    """ResNet body + FPN, then ``wrap`` (the BFP neck of ``--bfp``) if given. Faster R-CNN uses P2–P6,
-    RetinaNet P3–P7 (Libra R-CNN §3.2)."""
+    """ResNet body + FPN, then ``wrap`` (the BFP neck of ``--bfp``) if given. Faster and Mask R-CNN use
+    P2–P6, RetinaNet P3–P7 (Libra R-CNN §3.2)."""
     model_cfg = config.model
     body = getattr(resnet, model_cfg.backbone)(weights=None, norm_layer=norm_layer(model_cfg.norm))
     if model_cfg.backbone_weights:
@@ -161,7 +175,7 @@ def build_backbone(config: RunConfig, wrap: Callable[[nn.Module], nn.Module] | N
     freeze_stages(body, model_cfg.frozen_stages)
     stage_channels = RESNET_OUT_CHANNELS[model_cfg.backbone] // 8
     channels = model_cfg.fpn_channels
-    if model_cfg.arch == "faster_rcnn":
+    if model_cfg.arch in TWO_STAGE:
         returned, extra = [1, 2, 3, 4], LastLevelMaxPool()
     elif model_cfg.retinanet_p6 == "c5":
         returned, extra = [2, 3, 4], P6FromC5P7NoReLU(stage_channels * 8, channels)
@@ -195,7 +209,7 @@ def build_detector(
         max_size=model_cfg.max_size,
         detections_per_img=model_cfg.detections_per_image,
     )
-    if model_cfg.arch == "faster_rcnn":
+    if model_cfg.arch in TWO_STAGE:
         model = _build_faster_rcnn(config, parts, backbone, num_classes, anchor_sizes)
     else:
         # Three scales per level (x, x·2^(1/3), x·2^(2/3)), as in RetinaNet.
@@ -222,9 +236,11 @@ def build_detector(
         )
     # Under autocast the heads' outputs are decoded into boxes, scored and put into the losses in
     # float32: decoding half-precision deltas rounds box coordinates to 8 significant bits.
-    if model_cfg.arch == "faster_rcnn":
+    if model_cfg.arch in TWO_STAGE:
         float32_outputs(model.rpn.head)
         float32_outputs(model.roi_heads.box_predictor)
+        if model.roi_heads.has_mask():
+            float32_outputs(model.roi_heads.mask_predictor)
     else:
         float32_outputs(model.head)
     if model_cfg.weights:
@@ -244,6 +260,8 @@ def _build_faster_rcnn(
     num_classes: int,
     anchor_sizes: tuple[tuple[int, ...], ...],
 ) -> FasterRCNN:
+    """Faster R-CNN, or Mask R-CNN (``model.arch: mask_rcnn``: the same detector plus torchvision's mask
+    branch), with the RoI heads of the switched-on components."""
     model_cfg = config.model
     channels = backbone.out_channels
     anchors = AnchorGenerator(anchor_sizes, (tuple(model_cfg.aspect_ratios),) * len(anchor_sizes))
@@ -255,7 +273,21 @@ def _build_faster_rcnn(
     )
     box_head = TwoMLPHead(channels * 7 * 7, model_cfg.box_head_dim)
     predictor = FastRCNNPredictor(model_cfg.box_head_dim, num_classes + 1)
-    model = FasterRCNN(
+    detector: type[FasterRCNN] = FasterRCNN
+    mask_branch: dict[str, nn.Module] = {}
+    if model_cfg.arch == MASK_RCNN:
+        detector = MaskRCNN
+        mask_branch = dict(
+            mask_roi_pool=FastMultiScaleRoIAlign(
+                ["0", "1", "2", "3"],
+                output_size=MASK_POOL_SIZE,
+                sampling_ratio=MASK_SAMPLING_RATIO,
+                implementation=model_cfg.roi_align,
+            ),
+            mask_head=MaskRCNNHeads(channels, MASK_HEAD_LAYERS, dilation=1),
+            mask_predictor=MaskRCNNPredictor(MASK_HEAD_LAYERS[-1], MASK_PREDICTOR_CHANNELS, num_classes + 1),
+        )
+    model = detector(
         backbone,
         num_classes=None,
         min_size=model_cfg.min_size,
@@ -273,6 +305,7 @@ def _build_faster_rcnn(
         box_detections_per_img=model_cfg.detections_per_image,
         box_batch_size_per_image=model_cfg.roi_batch_size_per_image,
         box_positive_fraction=model_cfg.roi_positive_fraction,
+        **mask_branch,
     )
     if model_cfg.rpn_neg_pos_ub is not None:
         from libra_cli.sampling import NegPosCappedSampler

@@ -74,7 +74,8 @@ class SampledRoIs:
 
 
 class DetectorProbe:
-    """Intermediate results of a torchvision ``FasterRCNN`` or ``RetinaNet`` as built by ``build_detector``.
+    """Intermediate results of a torchvision ``FasterRCNN``, ``MaskRCNN`` or ``RetinaNet`` as built by
+    ``build_detector`` (a Mask R-CNN is probed as the Faster R-CNN it extends: its mask branch is not).
 
     Args:
         model: the detector (plain or with Libra components), normally in eval mode.
@@ -148,7 +149,14 @@ class DetectorProbe:
 
     def sample(self, proposals: list[torch.Tensor], targets: Targets) -> SampledRoIs:
         """The RoIs the RoI head's sampler picks (GT boxes added, its sampler's random draws)."""
-        boxes, _, labels, regression_targets = self.model.roi_heads.select_training_samples(proposals, targets)
+        heads = self.model.roi_heads
+        if heads.has_mask():
+            # A mask head's target check asks for masks that sampling never reads: empty ones stand in.
+            targets = [
+                t if "masks" in t else {**t, "masks": t["boxes"].new_zeros((len(t["boxes"]), 0, 0), dtype=torch.uint8)}
+                for t in targets
+            ]
+        boxes, _, labels, regression_targets = heads.select_training_samples(proposals, targets)
         return SampledRoIs(boxes, labels, regression_targets)
 
     def box_head(self, batch: ProbeBatch, boxes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

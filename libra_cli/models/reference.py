@@ -12,10 +12,11 @@ from functools import partial
 
 from torch import nn
 from torchvision.models import resnet
-from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
@@ -40,6 +41,24 @@ def torchvision_faster_rcnn(config: RunConfig, num_classes: int) -> FasterRCNN:
     m = config.model
     if m.arch != "faster_rcnn":
         raise LibraError(f"model.arch: expected faster_rcnn, got {m.arch!r}")
+    return FasterRCNN(**_two_stage_arguments(config, num_classes))
+
+
+def torchvision_mask_rcnn(config: RunConfig, num_classes: int) -> MaskRCNN:
+    """Mask R-CNN: the Faster R-CNN of :func:`torchvision_faster_rcnn` plus torchvision's default mask branch
+    (14×14 RoIAlign with sampling ratio 2, four 256-channel convolutions, the 28×28 mask predictor)."""
+    m = config.model
+    if m.arch != "mask_rcnn":
+        raise LibraError(f"model.arch: expected mask_rcnn, got {m.arch!r}")
+    # The mask RoI pool and mask head are left to torchvision's defaults; the predictor must be given
+    # (torchvision builds it only together with the box predictor, whose input width it fixes at 1024).
+    mask_predictor = MaskRCNNPredictor(256, 256, num_classes + 1)
+    return MaskRCNN(**_two_stage_arguments(config, num_classes), mask_predictor=mask_predictor)
+
+
+def _two_stage_arguments(config: RunConfig, num_classes: int) -> dict:
+    """The constructor arguments of torchvision's ``FasterRCNN`` (and ``MaskRCNN``) for ``config.model``."""
+    m = config.model
     body = getattr(resnet, m.backbone)(weights=None, norm_layer=_norm_layer(m.norm))
     width = 64 if m.backbone in ("resnet18", "resnet34") else 256  # channels of layer1 (basic / bottleneck)
     backbone = BackboneWithFPN(
@@ -50,8 +69,8 @@ def torchvision_faster_rcnn(config: RunConfig, num_classes: int) -> FasterRCNN:
         extra_blocks=LastLevelMaxPool(),
     )
     anchors = AnchorGenerator(tuple((s,) for s in m.anchor_sizes), (tuple(m.aspect_ratios),) * len(m.anchor_sizes))
-    return FasterRCNN(
-        backbone,
+    return dict(
+        backbone=backbone,
         num_classes=None,
         min_size=m.min_size,
         max_size=m.max_size,

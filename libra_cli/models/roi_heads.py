@@ -1,4 +1,4 @@
-"""``LibraRoIHeads``: torchvision's Faster R-CNN RoI heads with the Libra R-CNN and EQL components.
+"""``LibraRoIHeads``: torchvision's Faster R-CNN / Mask R-CNN RoI heads with the Libra R-CNN and EQL components.
 
 Each component changes exactly one step of torchvision's ``RoIHeads`` and is off unless given:
 
@@ -14,7 +14,10 @@ Each component changes exactly one step of torchvision's ``RoIHeads`` and is off
   loss with the tail mask above).
 
 Everything else (pooling, box head, matching thresholds, box coding, NMS) is torchvision's, reached
-through ``super()``. Only the box branch is supported: Faster R-CNN, no mask or keypoint heads.
+through ``super()``. A Mask R-CNN mask branch (``mask_roi_pool``, ``mask_head``, ``mask_predictor``) runs as
+in torchvision's ``RoIHeads``: in training on the positives of whichever sampler chose the RoIs, at test time
+on the detections, each mask taken from the channel of the detection's label (with EQL, the label of its
+sigmoid score). OHEM ranks the candidates by their box-branch losses alone. Keypoint heads are not supported.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_loss
 from torchvision.ops import boxes as box_ops
 
 from libra_cli.losses import balanced_l1_loss, equalization_loss, init_eql_classifier
@@ -117,7 +120,7 @@ def match_proposals(
 class LibraRoIHeads(RoIHeads):
     """torchvision ``RoIHeads`` with IoU-balanced sampling, balanced L1 and/or the equalization loss.
 
-    Build it with :meth:`from_plain` from the ``RoIHeads`` torchvision's ``FasterRCNN`` made. With every
+    Build it with :meth:`from_plain` from the ``RoIHeads`` torchvision's ``FasterRCNN`` or ``MaskRCNN`` made. With every
     component off it computes exactly what the plain head computes.
 
     Args:
@@ -144,6 +147,8 @@ class LibraRoIHeads(RoIHeads):
         class_loss: ``class_loss(logits [R, K], labels [R], reduction="mean")`` -> the classification loss
             (``reduction="none"``: per RoI, [R]); None → cross-entropy, or the equalization loss with
             ``eql_tail_mask`` when that is given.
+        mask_roi_pool, mask_head, mask_predictor: Mask R-CNN's mask branch, as torchvision's ``RoIHeads``;
+            None (the default): a box-only head.
     """
 
     def __init__(
@@ -168,6 +173,9 @@ class LibraRoIHeads(RoIHeads):
         eql_tail_mask: torch.Tensor | None = None,
         eql_prior: float | None = None,
         class_loss: Callable[..., torch.Tensor] | None = None,
+        mask_roi_pool: nn.Module | None = None,
+        mask_head: nn.Module | None = None,
+        mask_predictor: nn.Module | None = None,
     ) -> None:
         if sampler is not None and iou_sampler is not None:
             raise ValueError("give either sampler or iou_sampler (its older name), not both")
@@ -196,6 +204,9 @@ class LibraRoIHeads(RoIHeads):
             score_thresh,
             nms_thresh,
             detections_per_img,
+            mask_roi_pool=mask_roi_pool,
+            mask_head=mask_head,
+            mask_predictor=mask_predictor,
         )
         self.num_classes = num_classes
         self.sampler = sampler if sampler is not None else iou_sampler
@@ -224,16 +235,17 @@ class LibraRoIHeads(RoIHeads):
     ) -> LibraRoIHeads:
         """The Libra head that reuses ``plain``'s modules (shared, not copied) and settings.
 
-        Reused: box_roi_pool, box_head, box_predictor (unless EQL replaces it), the matcher's IoU
+        Reused: box_roi_pool, box_head, box_predictor (unless EQL replaces it), the mask branch (Mask
+        R-CNN's mask_roi_pool, mask_head and mask_predictor, when ``plain`` has one), the matcher's IoU
         thresholds, the sampler's batch size and positive fraction, the box coder's weights, the score
         and NMS thresholds and the detections per image.
 
         Raises:
-            ValueError: ``plain`` has mask or keypoint heads (only the box branch is supported), or its
-                predictor does not score C + 1 classes.
+            ValueError: ``plain`` has keypoint heads (not supported), or its predictor does not score
+                C + 1 classes.
         """
-        if plain.has_mask() or plain.has_keypoint():
-            raise ValueError("LibraRoIHeads supports the box branch only (no mask or keypoint heads)")
+        if plain.has_keypoint():
+            raise ValueError("LibraRoIHeads supports the box and mask branches only (no keypoint heads)")
         cls_score = getattr(plain.box_predictor, "cls_score", None)
         if isinstance(cls_score, nn.Linear) and cls_score.out_features != num_classes + 1:
             raise ValueError(
@@ -260,6 +272,9 @@ class LibraRoIHeads(RoIHeads):
             eql_tail_mask=eql_tail_mask,
             eql_prior=eql_prior,
             class_loss=class_loss,
+            mask_roi_pool=plain.mask_roi_pool,
+            mask_head=plain.mask_head,
+            mask_predictor=plain.mask_predictor,
         )
 
     @property
@@ -405,17 +420,52 @@ class LibraRoIHeads(RoIHeads):
             targets: per image, {"boxes", "labels"}; required in training.
 
         Returns:
-            (detections, losses): in training ([], {"loss_classifier", "loss_box_reg"}); in evaluation
-            (per image {"boxes" [D, 4], "labels" [D], "scores" [D]}, {}).
+            (detections, losses): in training ([], {"loss_classifier", "loss_box_reg"}, plus "loss_mask"
+            with a mask branch); in evaluation (per image {"boxes" [D, 4], "labels" [D], "scores" [D]},
+            plus "masks" [D, 1, 28, 28] probabilities with a mask branch, {}).
         """
         if not (self.training and (self.changes_loss or self.ranks_by_loss)):
             return super().forward(features, proposals, image_shapes, targets)
-        proposals, _, labels, regression_targets = self.select_training_samples(
+        proposals, matched_gt, labels, regression_targets = self.select_training_samples(
             proposals, targets, features, image_shapes
         )
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
-        return [], self.box_losses(class_logits, box_regression, labels, regression_targets)
+        losses = self.box_losses(class_logits, box_regression, labels, regression_targets)
+        if self.has_mask():
+            losses["loss_mask"] = self.mask_loss(features, proposals, image_shapes, targets, labels, matched_gt)
+        return [], losses
+
+    def mask_loss(
+        self,
+        features: dict[str, torch.Tensor],
+        proposals: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: list[dict[str, torch.Tensor]],
+        labels: list[torch.Tensor],
+        matched_gt: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """Mask R-CNN's mask loss on the sampled positives, computed as torchvision's ``RoIHeads.forward`` does.
+
+        Only the positives (label > 0) of the sampled RoIs are pooled, each predicting the mask of its
+        matched GT box: torchvision's ``maskrcnn_loss`` crops that GT mask to the RoI, resizes it to the
+        predictor's output size and takes the binary cross-entropy of the logits of the GT class.
+
+        Args:
+            features, image_shapes: as in :meth:`forward`.
+            proposals, labels, matched_gt: the sampled RoIs per image (:meth:`select_training_samples`).
+            targets: per image, also {"masks": UInt8Tensor[G_i, H, W]} at the resized image's size.
+        """
+        positive_proposals, positive_matched_gt = [], []
+        for proposals_in_image, labels_in_image, matched_in_image in zip(proposals, labels, matched_gt, strict=True):
+            positive = torch.where(labels_in_image > 0)[0]
+            positive_proposals.append(proposals_in_image[positive])
+            positive_matched_gt.append(matched_in_image[positive])
+        mask_features = self.mask_head(self.mask_roi_pool(features, positive_proposals, image_shapes))
+        mask_logits = self.mask_predictor(mask_features)
+        gt_masks = [t["masks"] for t in targets]
+        gt_labels = [t["labels"] for t in targets]
+        return maskrcnn_loss(mask_logits, positive_proposals, gt_masks, gt_labels, positive_matched_gt)
 
     def box_losses(
         self,

@@ -52,8 +52,8 @@ BFPS = (
 )
 BL1 = ({}, {"balanced_l1": True})
 EQL = ({}, {"eql": True, "eql_lambda": 0.5})
-FASTER_RCNN = [{**s, **b, **l, **e} for s, b, l, e in itertools.product(SAMPLERS, BFPS, BL1, EQL)]
-RETINANET = [{**b, **l} for b, l in itertools.product(BFPS, BL1)]
+FASTER_RCNN = [{**s, **b, **bl1, **e} for s, b, bl1, e in itertools.product(SAMPLERS, BFPS, BL1, EQL)]
+RETINANET = [{**b, **bl1} for b, bl1 in itertools.product(BFPS, BL1)]
 CASES = [("faster_rcnn", s) for s in FASTER_RCNN] + [("retinanet", s) for s in RETINANET]
 
 
@@ -179,3 +179,71 @@ def test_the_cases_are_every_switch_combination() -> None:
     keys = {tuple(sorted(c.items())) for c in FASTER_RCNN}
     assert len(keys) == 48  # no combination twice
     assert not any(c.get("iou_sampling") and c.get("ohem") for c in FASTER_RCNN)
+
+
+# ---- Mask R-CNN --------------------------------------------------------------------------------------------
+# The mask branch under bf16 autocast: its loss and the test-time mask probabilities are float32 (the mask
+# predictor's logits are cast like the box predictor's), with the switches off and in two combinations.
+MASK_RCNN_CASES = [
+    {},
+    {"iou_sampling": True, "bfp": True, "balanced_l1": True},
+    {"eql": True, "eql_lambda": 0.5, "ohem": True},
+]
+
+
+def _with_masks(targets):
+    """``targets`` with each box's instance mask: the box's pixels, uint8 [N, H, W]."""
+    rows, cols = torch.arange(IMAGE)[:, None] + 0.5, torch.arange(IMAGE)[None, :] + 0.5
+    with_masks = []
+    for target in targets:
+        masks = [
+            ((cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2)) for x1, y1, x2, y2 in target["boxes"].tolist()
+        ]
+        with_masks.append({**target, "masks": torch.stack(masks).to(torch.uint8)})
+    return with_masks
+
+
+@pytest.mark.parametrize("switches", MASK_RCNN_CASES, ids=lambda s: _label(("mask_rcnn", s)))
+def test_bf16_autocast_mask_rcnn_trains_and_evaluates_in_float32(tiny_benchmark, tmp_path, monkeypatch, switches):
+    # Two 16-channel mask convolutions instead of torchvision's four of 256: the same code path, faster.
+    monkeypatch.setattr("libra_cli.models.build.MASK_HEAD_LAYERS", (16, 16))
+    monkeypatch.setattr("libra_cli.models.build.MASK_PREDICTOR_CHANNELS", 16)
+    overrides = {f"libra__{key}": value for key, value in switches.items()}
+    config = tiny_config(
+        tiny_benchmark,
+        tmp_path,
+        model__arch="mask_rcnn",
+        model__min_size=IMAGE,
+        model__max_size=IMAGE,
+        model__fpn_channels=16,
+        model__box_head_dim=32,
+        model__anchor_sizes=[8, 16, 32, 64, 128],
+        model__rpn_pre_nms_top_n_train=100,
+        model__rpn_post_nms_top_n_train=50,
+        model__roi_batch_size_per_image=32,
+        **overrides,
+    )
+    torch.manual_seed(0)
+    model = build_detector(config, NUM_CLASSES, images_per_class=torch.tensor([8, 3, 1]), num_images=8)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    step = TrainStep(model.train(), optimizer, torch.amp.GradScaler("cpu", enabled=False), BF16)
+    torch.manual_seed(1)
+    losses = forward_backward(step, IMAGES, _with_masks(TARGETS))
+    assert "loss_mask" in losses
+    for name, value in losses.items():
+        assert value.dtype == torch.float32, (name, value.dtype)
+        assert math.isfinite(float(value.detach())), (name, float(value.detach()))
+    mask_weight = model.roi_heads.mask_predictor.mask_fcn_logits.weight
+    assert mask_weight.grad is not None and mask_weight.grad.dtype == torch.float32
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            assert bool(torch.isfinite(parameter.grad).all()), f"non-finite gradient of {name}"
+
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=BF16):
+        detections = model(IMAGES)
+    for found in detections:
+        assert found["masks"].dtype == torch.float32
+        assert found["masks"].shape == (len(found["boxes"]), 1, IMAGE, IMAGE)
+        assert bool(((found["masks"] >= 0) & (found["masks"] <= 1)).all())
