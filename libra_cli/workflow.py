@@ -211,10 +211,12 @@ def evaluate_run(
     checkpoint: str = "best",
     device: str | None = None,
     batch_size: int | None = None,
+    evaluator: str | None = None,
     display: Display = QUIET,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint on its val split (or on ``ann``/``images``) into ``RUN_DIR/eval``;
-    returns the metrics (with the checkpoint's path and iteration)."""
+    returns the metrics (with the checkpoint's path and iteration). ``evaluator``: who scores box AP
+    (default: the run's ``train.evaluator``)."""
     from libra_cli.data.build import build_eval_dataset
     from libra_cli.engine.evaluate import evaluate_model
     from libra_cli.engine.run import load_trained_model
@@ -238,6 +240,7 @@ def evaluate_run(
             autocast_dtype=amp_dtype(config, target),
             extra=meta,
             progress=count,
+            evaluator=evaluator or config.train.evaluator,
         )
 
 
@@ -257,12 +260,13 @@ def analyse_run(
     return result, analysis.write(result)
 
 
-def report_runs(run_dirs: Sequence[str | Path], out: str | Path, **options: Any) -> Path:
+def report_runs(run_dirs: Sequence[str | Path], out: str | Path, *, detections: Any = None, **options: Any) -> Path:
     """``report.md`` (and with ``html=True`` ``report.html``) of the runs in ``out``; see
-    :func:`libra_cli.report.build_report` for the options (baseline, title, html)."""
+    :func:`libra_cli.report.build_report` for the options (baseline, title, html). ``detections`` (a
+    :class:`libra_cli.report.detections.DetectionOptions`) sets the figure of drawn detections."""
     from libra_cli.report import build_report
 
-    return build_report(list(run_dirs), out, **options)
+    return build_report(list(run_dirs), out, drawing=detections, **options)
 
 
 # --- several runs ---------------------------------------------------------------------------------------
@@ -308,7 +312,8 @@ def train_grid(
 
 
 DEMO_RUNS = (("baseline", "baseline"), ("libra", "libra"))  # (run name, preset)
-DEMO_ANALYSES = ("sampling", "features", "gradients")
+DEMO_ANALYSES = ("sampling", "features", "gradients")  # run the model on analysis_images images
+DEMO_ERRORS = "errors"  # the error decomposition of each run's evaluated detections
 DEMO_ANALYSIS_IMAGES = 50  # images per analysis: enough for stable shares, seconds per analysis on a CPU
 
 
@@ -337,8 +342,8 @@ def demo(
 ) -> DemoResult:
     """The demo: generate the benchmark if absent, train and evaluate the baseline and (``with_libra``)
     the full Libra run — reusing finished runs, resuming stopped ones — run the three Libra R-CNN
-    analyses on each and write the report. ``jobs``: runs trained at once (default: two side by side on
-    a multi-core CPU, one on a GPU)."""
+    analyses and the error analysis on each and write the report. ``jobs``: runs trained at once
+    (default: two side by side on a multi-core CPU, one on a GPU)."""
     from libra_cli.data.build import default_synth_spec, ensure_benchmark
     from libra_cli.data.synth import benchmark_exists
     from libra_cli.engine.parallel import default_parallel_jobs
@@ -376,6 +381,8 @@ def demo(
         for analysis in DEMO_ANALYSES:
             if not RunLayout(out / name).has_analysis(analysis):
                 analyse_run(out / name, analysis, display=display, num_images=analysis_images, device=device, seed=seed)
+        if not RunLayout(out / name).has_analysis(DEMO_ERRORS):
+            analyse_run(out / name, DEMO_ERRORS, display=display)  # reads the detections; no model
     report = report_runs([out / name for name, _ in runs], report_dir, title="libra demo")
     return DemoResult(
         metrics={name: metrics[name] for name, _ in runs},

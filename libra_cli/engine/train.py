@@ -197,6 +197,9 @@ class NoLog:
     def write(self, record: dict[str, Any]) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 # The EQL paper's λ = 1.76e-3 gives a tail ratio of 9.08 % on LVIS v0.5 (EQL paper §4). A λ whose TR is
 # under a third or over twice that is far from what the paper tuned: the user is warned at start.
@@ -364,11 +367,10 @@ def training_step(
 def batch_to_device(
     images: list[torch.Tensor], targets: list[dict[str, Any]], device: torch.device
 ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """The images and the targets' boxes and labels on ``device``."""
+    """The images and the targets' boxes and labels (and instance masks, for Mask R-CNN) on ``device``."""
     images = [image.to(device, non_blocking=True) for image in images]
     targets = [
-        {"boxes": t["boxes"].to(device, non_blocking=True), "labels": t["labels"].to(device, non_blocking=True)}
-        for t in targets
+        {key: t[key].to(device, non_blocking=True) for key in ("boxes", "labels", "masks") if key in t} for t in targets
     ]
     return images, targets
 
@@ -449,7 +451,7 @@ def open_checkpoint(config: RunConfig, layout: RunLayout, ctx: DistributedContex
 
 def load_training_data(config: RunConfig) -> TrainingData:
     paths = resolve_data_paths(config.data)
-    train_set = build_train_dataset(config.data, paths)
+    train_set = build_train_dataset(config.data, paths, with_masks=config.model.arch == "mask_rcnn")
     val_set = build_eval_dataset(paths.val_ann, paths.val_images, train_set.category_ids, config.data.on_bad_sample)
     # Every image file is checked before any work starts; "skip" drops bad ones and counts them.
     train_set.verify_images()
@@ -730,6 +732,7 @@ def run_evaluation(run: TrainingRun, iteration: int) -> dict[str, Any]:
         num_workers=run.config.data.num_workers,
         autocast_dtype=run.step.autocast,
         extra={"iteration": iteration, "checkpoint": "training"},
+        evaluator=run.config.train.evaluator,
     )
     ap = metrics["summary"].get("AP")
     run.log.write({"type": "eval", "iter": iteration, **{k: v for k, v in metrics["summary"].items()}})
@@ -809,10 +812,17 @@ def train(
         save_last(run, run.completed)
     except KeyboardInterrupt:
         save_on_interrupt(run)
+        run.log.close()
+        raise
+    except BaseException:
+        run.log.close()  # the TensorBoard writer's file and thread; every record is flushed already
         raise
     finally:
         interrupts.restore()
         if progress is not None:
             progress.stop()
-    metrics = finish(run)
+    try:
+        metrics = finish(run)
+    finally:
+        run.log.close()
     return TrainResult(run.layout.root, run.completed, time.perf_counter() - start_wall, metrics)

@@ -13,6 +13,7 @@ from pathlib import Path
 from libra_cli.errors import LibraError
 from libra_cli.io import atomic_write_text
 from libra_cli.report.collect import find_baseline, group_runs, load_runs
+from libra_cli.report.detections import DetectionOptions
 from libra_cli.report.html import render_html
 from libra_cli.report.markdown import render_markdown
 from libra_cli.report.sections import build_document
@@ -27,12 +28,14 @@ def build_report(
     baseline: str | None = None,
     html: bool = False,
     title: str | None = None,
+    drawing: DetectionOptions | None = None,
 ) -> Path:
     """Write ``out_dir/report.md`` (plus figures, and ``report.html`` when ``html``) and return its path.
 
     ``baseline`` names the run (label or directory) that Δ values are measured against; by default it is
     the configuration with no component switched on. A path that is not a run directory raises a
-    one-line LibraError before anything is written.
+    one-line LibraError before anything is written. ``drawing`` sets the figure of drawn detections
+    (whether to draw, the score threshold, the seed that picks the images).
     """
     runs = load_runs(list(run_dirs))
     groups = group_runs(runs)
@@ -41,7 +44,7 @@ def build_report(
     if out.exists() and not out.is_dir():
         raise LibraError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    document = build_document(groups, out, baseline=reference, title=title or DEFAULT_TITLE)
+    document = build_document(groups, out, baseline=reference, title=title or DEFAULT_TITLE, drawing=drawing)
     report = out / "report.md"
     atomic_write_text(report, render_markdown(document))
     if html:

@@ -79,9 +79,16 @@ class RunGroup:
     def components(self) -> list[str]:
         return self.runs[0].components
 
-    def summary_values(self, name: str) -> list[float | None]:
-        """One summary metric (e.g. "AP") of every run of the group; None where a run has none."""
-        return [(run.metrics or {}).get("summary", {}).get(name) for run in self.runs]
+    def summary_values(self, name: str, iou_type: str = "bbox") -> list[float | None]:
+        """One summary metric (e.g. "AP") of every run of the group; None where a run has none.
+        ``iou_type`` "segm": the mask metrics a Mask R-CNN run keeps under ``"segm"`` in its metrics."""
+        values = []
+        for run in self.runs:
+            metrics = run.metrics or {}
+            if iou_type == "segm":
+                metrics = metrics.get("segm") or {}
+            values.append(metrics.get("summary", {}).get(name))
+        return values
 
 
 def flatten_config(config: dict[str, Any]) -> dict[str, Any]:

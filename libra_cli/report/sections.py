@@ -1,6 +1,7 @@
-"""The report's sections, in reading order: runs, metrics, ablation, LVIS, per-category AP, training,
-analyses. Each section function appends blocks to the document and draws its figures into the report
-folder (figures are referenced by file name, so links in ``report.md`` are relative and resolve).
+"""The report's sections, in reading order: runs, metrics, ablation, LVIS, per-category AP, where the errors
+go, detections drawn, training, analyses. Each section function appends blocks to the document and draws its
+figures into the report folder (figures are referenced by file name, so links in ``report.md`` are relative and
+resolve).
 """
 
 from __future__ import annotations
@@ -8,12 +9,14 @@ from __future__ import annotations
 import math
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
-from libra_cli.report import analysis_tables, plots, tables
+from libra_cli.errors import LibraError
+from libra_cli.report import analysis_tables, detections, plots, tables
 from libra_cli.report.collect import RunGroup, RunRecord, loss_terms, split_loss_terms, train_records
-from libra_cli.report.document import BulletList, Code, Document, Figure, Heading, Strong, para
-from libra_cli.rundir import ANALYSIS, METRICS
+from libra_cli.report.document import BulletList, Code, Document, Figure, Heading, Strong, Table, para, table
+from libra_cli.rundir import ANALYSIS, METRICS, RunLayout
 
 # What to look at in each figure `libra analyze` writes (one sentence each).
 ANALYSIS_CAPTIONS = {
@@ -110,6 +113,38 @@ def add_metrics(document: Document, groups: list[RunGroup]) -> None:
     if missing:
         document.add(para("Not evaluated (no ", Code(METRICS), "): " + ", ".join(missing) + "."))
     document.add(tables.metrics_table(groups))
+    add_masks_and_voc(document, groups)
+
+
+def add_masks_and_voc(document: Document, groups: list[RunGroup]) -> None:
+    """Mask R-CNN runs: box and mask AP side by side. Pascal VOC runs: the VOC mAP beside the COCO-style AP."""
+    masked = [group for group in groups if tables.has_masks(group)]
+    if masked:
+        document.add(Heading(3, "Box and mask AP"))
+        document.add(
+            para(
+                "Mask R-CNN runs: the box metrics above next to the mask metrics (COCOeval or LVISEval with "
+                "iouType segm on ",
+                Code("eval/segmentations.json"),
+                "). Fractions in [0, 1].",
+            )
+        )
+        document.add(tables.box_and_mask_table(masked))
+        lvis_masked = [group for group in masked if tables.is_lvis(group)]
+        if lvis_masked:
+            names = ("AP", "APr", "APc", "APf")
+            document.add(tables.box_and_mask_table(lvis_masked, names))
+    voc = [group for group in groups if tables.is_voc(group)]
+    if voc:
+        document.add(Heading(3, "Pascal VOC mAP"))
+        document.add(
+            para(
+                "At IoU 0.5, difficult objects ignored: mAP is the area under the precision–recall curve "
+                "(VOC2010+), mAP_07 the VOC2007 11-point metric; AP50 and AP are the COCO-style numbers of "
+                "the same detections."
+            )
+        )
+        document.add(tables.metrics_table(voc, tables.VOC_METRICS))
 
 
 def add_ablation(document: Document, groups: list[RunGroup], baseline: RunGroup | None) -> None:
@@ -391,8 +426,299 @@ def _copy_figure(
     document.add(Figure(file, f"{path.stem} of {run.label}", caption))
 
 
-def build_document(groups: list[RunGroup], out_dir: Path, *, baseline: RunGroup | None, title: str) -> Document:
-    """The whole report; figures are written to ``out_dir``."""
+# --- where the errors go (RUN_DIR/analysis/errors.json) ---------------------------------------------------
+
+ERRORS = "errors"
+ERROR_FIGURE = "errors.png"
+# The COCO error decomposition's curves, each one fixing one more error kind (area "all", 100 detections).
+ERROR_CURVES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
+# Successive curves (upper, lower) and the error kind whose fixing gains the AP between them.
+ERROR_GAPS = (
+    ("C50", "C75", "localisation at strict IoU"),
+    ("Loc", "C50", "poor localisation"),
+    ("Sim", "Loc", "confusion with similar classes"),
+    ("Oth", "Sim", "confusion with other classes"),
+    ("BG", "Oth", "background false positives"),
+    ("FN", "BG", "missed objects"),
+)
+TIDE_KINDS = ("cls", "loc", "both", "dupe", "bkg", "miss")
+# Error kinds compared with the baseline: (name, COCO gap upper − lower, the matching TIDE ΔAP).
+ERROR_CHANGES = (
+    ("localisation", "Loc", "C75", "loc"),
+    ("class confusion", "Oth", "Loc", "cls"),
+    ("background", "BG", "Oth", "bkg"),
+    ("missed", "FN", "BG", "miss"),
+)
+# The error kind each component aims at (Libra R-CNN §3, EQL §3).
+COMPONENT_TARGETS = {
+    "balanced_l1": "localisation",
+    "iou_sampling": "background",
+    "bfp": "every kind, objects of every size",
+    "eql": "class confusion (rare classes)",
+}
+
+
+def errors_analysis(run: RunRecord) -> tuple[dict | None, str | None]:
+    """A run's ``analysis/errors.json`` and None, or None and why it cannot be used (None, None: no file)."""
+    data = run.analyses.get(ERRORS)
+    if ERRORS in run.analysis_errors:
+        return None, run.analysis_errors[ERRORS]
+    if data is None:
+        layout = RunLayout(run.path)
+        if not layout.has_analysis(ERRORS):
+            return None, None
+        try:
+            data = layout.read_analysis(ERRORS)
+        except LibraError as exc:
+            return None, str(exc)
+    where = RunLayout(run.path).analysis_json(ERRORS)
+    for section, key in (("coco", "overall"), ("tide", "delta_ap")):
+        if not isinstance((data.get(section) or {}).get(key), dict):
+            return None, f"{where}: missing the '{section}.{key}' object"
+    return data, None
+
+
+def _number_or_none(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def error_gap(overall: dict, upper: str, lower: str) -> float | None:
+    """AP gained by fixing the errors between two curves, ``upper − lower``. Without supercategories Sim
+    is not defined: Sim − Loc is then None and Oth − Sim falls back to Oth − Loc (all class confusion)."""
+    if lower == "Sim" and _number_or_none(overall.get("Sim")) is None:
+        lower = "Loc"
+    high, low = _number_or_none(overall.get(upper)), _number_or_none(overall.get(lower))
+    return None if high is None or low is None else high - low
+
+
+def _tide(data: dict, kind: str) -> float | None:
+    return _number_or_none(data["tide"]["delta_ap"].get(kind))
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return sum(present) / len(present) if present else None
+
+
+def errors_tables(analysed: list[tuple[RunRecord, dict]]) -> list[Table]:
+    """The decomposition's curve areas, its error-kind gaps and TIDE's ΔAP, one row per run."""
+    areas, gaps, tide = [], [], []
+    for run, data in analysed:
+        overall = data["coco"]["overall"]
+        areas.append([run.label, *(tables.format_number(_number_or_none(overall.get(k))) for k in ERROR_CURVES)])
+        gaps.append([run.label, *(tables.format_number(error_gap(overall, up, low)) for up, low, _ in ERROR_GAPS)])
+        tide.append(
+            [
+                run.label,
+                tables.format_number(_number_or_none(data["tide"].get("ap50"))),
+                *(tables.format_number(_tide(data, kind)) for kind in TIDE_KINDS),
+            ]
+        )
+    return [
+        table(
+            ["run", *ERROR_CURVES],
+            areas,
+            [False] + [True] * len(ERROR_CURVES),
+            "Area under each precision–recall curve of the COCO error decomposition (area all, 100 detections).",
+        ),
+        table(
+            ["run", *(f"{name}: {up} − {low}" for up, low, name in ERROR_GAPS)],
+            gaps,
+            [False] + [True] * len(ERROR_GAPS),
+            "Error kind: AP gained by fixing it (the area between successive curves).",
+        ),
+        table(
+            ["run", "TIDE AP50", *(f"ΔAP {kind}" for kind in TIDE_KINDS)],
+            tide,
+            [False] + [True] * (1 + len(TIDE_KINDS)),
+            "TIDE at IoU 0.5: AP50 gained by fixing each error type on its own.",
+        ),
+    ]
+
+
+def errors_change_table(analysed: list[tuple[RunRecord, dict]], baseline: RunGroup) -> Table | None:
+    """Per run, the change of each error kind against the baseline's mean (COCO gap and TIDE ΔAP), or None
+    when no baseline run has ``errors.json``."""
+    base_runs = {id(run) for run in baseline.runs}
+    base = [data for run, data in analysed if id(run) in base_runs]
+    others = [(run, data) for run, data in analysed if id(run) not in base_runs]
+    if not base or not others:
+        return None
+    reference = {
+        name: (
+            _mean([error_gap(data["coco"]["overall"], up, low) for data in base]),
+            _mean([_tide(data, kind) for data in base]),
+        )
+        for name, up, low, kind in ERROR_CHANGES
+    }
+    rows = []
+    for run, data in others:
+        row: list = [
+            run.label,
+            ", ".join(COMPONENT_TARGETS[c] for c in run.components if c in COMPONENT_TARGETS) or "—",
+        ]
+        for name, up, low, kind in ERROR_CHANGES:
+            gap, tide = error_gap(data["coco"]["overall"], up, low), _tide(data, kind)
+            base_gap, base_tide = reference[name]
+            row.append(tables.format_delta(None if gap is None or base_gap is None else gap - base_gap))
+            row.append(tables.format_delta(None if tide is None or base_tide is None else tide - base_tide))
+        rows.append(row)
+    headers = ["run", "its components target"]
+    for name, up, low, kind in ERROR_CHANGES:
+        headers += [f"Δ {name} ({up} − {low})", f"Δ TIDE {kind}"]
+    return table(headers, rows, [False, False] + [True] * (2 * len(ERROR_CHANGES)))
+
+
+def add_errors(
+    document: Document, groups: list[RunGroup], baseline: RunGroup | None, out_dir: Path, names: FigureNames
+) -> set[Path]:
+    """The "Where the errors go" section from the runs' ``errors.json``; returns the figures it showed."""
+    runs = [run for group in groups for run in group.runs]
+    loaded = [(run, *errors_analysis(run)) for run in runs]
+    analysed = [(run, data) for run, data, _ in loaded if data is not None]
+    problems = [(run, problem) for run, _, problem in loaded if problem is not None]
+    if not analysed and not problems:
+        return set()
+    document.add(Heading(2, "Where the errors go"))
+    document.add(
+        para(
+            "From ",
+            Code(f"{ANALYSIS}/{ERRORS}.json"),
+            " (",
+            Code("libra analyze errors"),
+            "). The COCO error decomposition draws one precision–recall curve per step, each fixing one more "
+            "kind of error: C75 and C50 are plain PR at IoU 0.75 and 0.5, Loc ignores localisation errors "
+            "(IoU 0.1), Sim and Oth remove confusion with similar (same supercategory) and any other classes, "
+            "BG removes the remaining (background) false positives and FN the missed objects. The area between "
+            "two successive curves is the AP that fixing that error kind would gain; TIDE's ΔAP says the same at "
+            "IoU 0.5, fixing each error type on its own. All values are fractions in [0, 1].",
+        )
+    )
+    for run, problem in problems:
+        document.add(para(f"{run.label}: errors analysis skipped: {problem}"))
+    for run, data in analysed:
+        if data.get("note"):
+            document.add(para(f"{run.label}: {data['note']}"))
+    if not analysed:
+        return set()
+    document.add(*errors_tables(analysed))
+    if any(_number_or_none(data["coco"]["overall"].get("Sim")) is None for _, data in analysed):
+        document.add(
+            para(
+                "Sim is undefined where the categories carry fewer than two supercategories: Sim − Loc then "
+                "prints — and Oth − Sim is Oth − Loc, all class confusion."
+            )
+        )
+    if baseline is not None:
+        change = errors_change_table(analysed, baseline)
+        if change is not None:
+            document.add(
+                para(
+                    f"Change of each error kind against the baseline {baseline.label!r} (mean over its runs): "
+                    "localisation Loc − C75 with TIDE loc, class confusion Oth − Loc with TIDE cls, background "
+                    "BG − Oth with TIDE bkg, missed FN − BG with TIDE miss. A negative Δ means the run loses "
+                    "less AP to that kind. What to look for: balanced L1 should shrink the localisation error; "
+                    "IoU-balanced sampling the background (hard negative) error; BFP helps objects of every "
+                    "size, so expect small gains spread over the kinds (compare APs, APm and APl above) rather "
+                    "than one; EQL should reduce class confusion on the rare classes (see the per-category "
+                    "entries of errors.json for the tail)."
+                )
+            )
+            document.add(change)
+    shown: set[Path] = set()
+    for run, _ in analysed:
+        for path in run.figures:
+            if path.name == ERROR_FIGURE:
+                caption = (
+                    f"{run.label}: the COCO error decomposition's precision–recall curves over all categories; "
+                    "each band between two curves is the AP gained by fixing one error kind: look at which "
+                    "band is widest."
+                )
+                _copy_figure(document, run, path, out_dir, names, caption)
+                shown.add(path)
+    return shown
+
+
+def _without_errors(groups: list[RunGroup], shown: set[Path]) -> list[RunGroup]:
+    """The groups with the errors analysis and its figures taken out of the runs' records, for the
+    generic analyses section (the errors section has shown them already)."""
+    return [
+        RunGroup(
+            group.label,
+            [
+                replace(
+                    run,
+                    analyses={name: data for name, data in run.analyses.items() if name != ERRORS},
+                    analysis_errors={name: text for name, text in run.analysis_errors.items() if name != ERRORS},
+                    figures=[path for path in run.figures if path not in shown],
+                )
+                for run in group.runs
+            ],
+        )
+        for group in groups
+    ]
+
+
+# --- detections drawn ---------------------------------------------------------------------------------------
+
+
+def add_detections(
+    document: Document,
+    groups: list[RunGroup],
+    baseline: RunGroup | None,
+    out_dir: Path,
+    names: FigureNames,
+    options: detections.DetectionOptions,
+) -> None:
+    """Ground truth and each run's detections on a few validation images (``detections.py``)."""
+    if not options.enabled:
+        return
+    runs = [run for group in groups for run in group.runs]
+    evaluated = [run for run in runs if RunLayout(run.path).detections.is_file()]
+    if not evaluated:
+        return
+    document.add(Heading(2, "Detections"))
+    ordered = [run for run in (baseline.runs if baseline else []) if any(run is done for done in evaluated)]
+    reference = (ordered or evaluated)[0]
+    missing = detections.missing_validation(reference)
+    if missing is not None:
+        document.add(para(f"Not drawn: {missing} (the validation images of {reference.label})."))
+        return
+    file = names("detections")
+    try:
+        drawn = detections.detections_figure(runs, reference, out_dir / file, options)
+    except LibraError as exc:
+        document.add(para(f"Not drawn: {exc}"))
+        return
+    for note in drawn.skipped:
+        document.add(para(f"No column for {note}."))
+    worst = sum(choice.reason == "most missed" for choice in drawn.chosen)
+    drawn_by_seed = len(drawn.chosen) - worst
+    document.add(
+        Figure(
+            file,
+            "ground truth and detections on validation images",
+            f"Ground truth (first column) and each run's detections with score ≥ {options.score_thr:g} on "
+            f"{len(drawn.chosen)} validation images, one colour per category: the {worst} images where "
+            f"{drawn.reference} misses the most objects at IoU {detections.MATCH_IOU:g} (ties: smaller image id), "
+            f"then {drawn_by_seed} drawn from the rest with seed {options.seed}; look at which objects each run "
+            "finds that the others miss, and at how tightly the boxes fit.",
+        )
+    )
+
+
+def build_document(
+    groups: list[RunGroup],
+    out_dir: Path,
+    *,
+    baseline: RunGroup | None,
+    title: str,
+    drawing: detections.DetectionOptions | None = None,
+) -> Document:
+    """The whole report; figures are written to ``out_dir``. ``drawing`` sets the detections figure
+    (default: :class:`detections.DetectionOptions`' defaults)."""
     document = Document(title)
     names = FigureNames()
     add_overview(document, groups)
@@ -401,6 +727,8 @@ def build_document(groups: list[RunGroup], out_dir: Path, *, baseline: RunGroup 
     add_ablation(document, groups, baseline)
     add_lvis(document, groups)
     add_categories(document, groups, out_dir, names)
+    shown_errors = add_errors(document, groups, baseline, out_dir, names)
+    add_detections(document, groups, baseline, out_dir, names, drawing or detections.DetectionOptions())
     add_training(document, groups, out_dir, names)
-    add_analyses(document, groups, out_dir, names)
+    add_analyses(document, _without_errors(groups, shown_errors), out_dir, names)
     return document

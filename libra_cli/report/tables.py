@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from libra_cli import components
+from libra_cli.config import RunConfig, resolved_component_settings
 from libra_cli.report.collect import (
     IGNORED_KEYS,
     SEED_KEYS,
@@ -22,6 +23,7 @@ from libra_cli.report.collect import (
     train_records,
 )
 from libra_cli.report.document import Code, Table, table
+from libra_cli.report.significance import CONFIDENCE, DeltaInterval, IntervalFinder
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 ABLATION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -101,8 +103,8 @@ def format_share(value: Any) -> str:
     return DASH if not isinstance(value, int | float) else f"{100 * value:.1f}%"
 
 
-def group_stat(group: RunGroup, name: str) -> Stat | None:
-    return summarize(group.summary_values(name))
+def group_stat(group: RunGroup, name: str, iou_type: str = "bbox") -> Stat | None:
+    return summarize(group.summary_values(name, iou_type))
 
 
 def evaluated_runs(group: RunGroup) -> int:
@@ -130,6 +132,33 @@ def _setting(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
+# Data settings whose null means the default synthetic benchmark (config.py, ``DataConfig.train_ann``).
+SYNTHETIC_DATA_KEYS = ("data.train_ann", "data.train_images", "data.val_ann", "data.val_images")
+
+
+def resolved_setting(config: RunConfig, key: str) -> str:
+    """A flattened setting as the run used it, for display: a null the detector builder or the data
+    loader fills in later reads as what it becomes.
+
+    ``libra.bfp_refine_level`` and ``libra.bl1_beta`` resolve per architecture
+    (``resolved_component_settings``: refine level 2 for Faster / Mask R-CNN, 1 for RetinaNet — P4 in
+    both pyramids; β 1.0 and 0.11), the data files to the synthetic benchmark in ``data.synth_dir``.
+    A resolved default is marked "(default)"; every other value prints as it is saved.
+    """
+    section, name = key.split(".", 1)
+    value = getattr(getattr(config, section), name)
+    resolved = resolved_component_settings(config)
+    if key == "libra.bfp_refine_level":
+        level = resolved["bfp_refine_level"]
+        first = 3 if config.model.arch == components.RETINANET else 2  # P3–P7 or P2–P6
+        return f"{level} (P{first + level}{', default' if value is None else ''})"
+    if key == "libra.bl1_beta" and value is None:
+        return f"{resolved['bl1_beta']:g} (default)"
+    if key in SYNTHETIC_DATA_KEYS and value is None:
+        return f"synthetic benchmark in {config.data.synth_dir} (default)"
+    return _setting(tuple(value) if isinstance(value, list) else value)
+
+
 def runs_table(groups: list[RunGroup]) -> Table:
     """One row per configuration: switches, architecture, seeds, iterations and the settings that differ."""
     differing = config_differences(groups)
@@ -154,7 +183,7 @@ def runs_table(groups: list[RunGroup]) -> Table:
                 f"{config.model.arch} {config.model.backbone}",
                 *("✓" if getattr(config.libra, name) else DASH for name in COMPONENTS),
                 ", ".join(str(it) for it in iterations) or DASH,
-                *(Code(_setting(group.flat_config.get(key))) for key in differing),
+                *(Code(resolved_setting(config, key)) for key in differing),
             ]
         )
     numeric = [False, True, False, False, *(False for _ in COMPONENTS), True, *(False for _ in differing)]
@@ -177,6 +206,35 @@ def metrics_table(groups: list[RunGroup], names: tuple[str, ...] = COCO_METRICS)
     return table(["run", "n", *columns], rows, [False, True, *(True for _ in columns)])
 
 
+BOX_AND_MASK = ("AP", "AP50", "AP75")
+VOC_METRICS = ("mAP", "mAP_07", "AP50", "AP")
+
+
+def has_masks(group: RunGroup) -> bool:
+    """A group with mask metrics (Mask R-CNN runs evaluated with their segmentations)."""
+    return any((run.metrics or {}).get("segm") for run in group.runs)
+
+
+def is_voc(group: RunGroup) -> bool:
+    return any("mAP" in (run.metrics or {}).get("summary", {}) for run in group.runs)
+
+
+def box_and_mask_table(groups: list[RunGroup], names: tuple[str, ...] = BOX_AND_MASK) -> Table:
+    """Box and mask metrics side by side, mean ± std over seeds when any group has several."""
+    spread = show_spread(groups)
+    rows = [
+        [
+            group.label,
+            str(evaluated_runs(group)),
+            *(format_stat(group_stat(group, name), spread) for name in names),
+            *(format_stat(group_stat(group, name, "segm"), spread) for name in names),
+        ]
+        for group in groups
+    ]
+    headers = [f"box {name}" for name in names] + [f"mask {name}" for name in names]
+    return table(["run", "n", *headers], rows, [False, True, *(True for _ in headers)])
+
+
 def lvis_metric_names(groups: list[RunGroup]) -> tuple[str, ...]:
     """LVIS_METRICS plus the AR entry LVISEval names after its detection limit (``AR@300``)."""
     extra = []
@@ -196,7 +254,9 @@ def cumulative_settings(groups: list[RunGroup], baseline: RunGroup) -> list[tupl
     """Rows in the paper's Table 2 order when the runs are its cumulative ablation.
 
     That is the case when the baseline has no component on and every group's components are a distinct
-    prefix of (IoU sampling, BFP, balanced L1); the row names then follow the paper.
+    prefix of (IoU sampling, BFP, balanced L1); the row names then follow the paper: each row names every
+    component it adds to the row above, so rows that skip steps read e.g.
+    "+ IoU-balanced sampling + BFP + balanced L1" for full Libra straight after the baseline.
     """
     if baseline.components:
         return None
@@ -206,16 +266,24 @@ def cumulative_settings(groups: list[RunGroup], baseline: RunGroup) -> list[tupl
         if components != CUMULATIVE_ORDER[: len(components)] or components in prefixes:
             return None
         prefixes[components] = group
-    names = ["baseline", *(f"+ {COMPONENT_TITLES[name]}" for name in CUMULATIVE_ORDER)]
-    return [(names[len(components)], prefixes[components]) for components in sorted(prefixes, key=len)]
+    rows, previous = [], 0
+    for components in sorted(prefixes, key=len):
+        added = CUMULATIVE_ORDER[previous : len(components)]
+        rows.append((" ".join(f"+ {COMPONENT_TITLES[name]}" for name in added) or "baseline", prefixes[components]))
+        previous = len(components)
+    return rows
 
 
 def describe_components(group: RunGroup) -> str:
     return " + ".join(COMPONENT_TITLES[name] for name in group.components) or "no components"
 
 
-def ablation_table(groups: list[RunGroup], baseline: RunGroup) -> tuple[Table, bool]:
-    """The paper's Table 2 layout: AP … APl with Δ against the baseline (difference of group means).
+def ablation_table(
+    groups: list[RunGroup], baseline: RunGroup, intervals: IntervalFinder | None = None
+) -> tuple[Table, bool]:
+    """The paper's Table 2 layout: AP … APl with Δ against the baseline (difference of group means), and
+    next to ΔAP its 95 % confidence interval and verdict (``significance.py``; the caption names the
+    method of each row).
 
     Returns the table and whether its rows are the paper's cumulative order.
     """
@@ -225,20 +293,55 @@ def ablation_table(groups: list[RunGroup], baseline: RunGroup) -> tuple[Table, b
         others = [group for group in groups if group is not baseline]
         ordered = [(f"baseline ({describe_components(baseline)})", baseline)]
         ordered += [(describe_components(group), group) for group in others]
+    finder = intervals or IntervalFinder(baseline)
     spread = show_spread(groups)
     headers = ["setting", "run", "n"]
     for name in ABLATION_METRICS:
-        headers += [name, f"Δ{name}"]
-    rows = []
+        headers += [name, f"Δ{name}", *(INTERVAL_HEADERS if name == INTERVAL_METRIC else ())]
+    rows, shown = [], []
     for setting, group in ordered:
         row: list[Any] = [setting, group.label, str(evaluated_runs(group))]
         for name in ABLATION_METRICS:
             stat, reference = group_stat(group, name), group_stat(baseline, name)
             delta = None if group is baseline or stat is None or reference is None else stat.mean - reference.mean
             row += [format_stat(stat, spread), format_delta(delta)]
+            if name == INTERVAL_METRIC:
+                interval = None if group is baseline else finder.interval(group, name)
+                row += [format_interval(interval), (interval.verdict if interval else None) or DASH]
+                if interval is not None:
+                    shown.append((group.label, interval))
         rows.append(row)
-    numeric = [False, False, True, *(True for _ in range(2 * len(ABLATION_METRICS)))]
-    return table(headers, rows, numeric), cumulative
+    numeric = [False, False, True, *(header != "verdict" for header in headers[3:])]
+    return table(headers, rows, numeric, interval_caption(shown)), cumulative
+
+
+# The metric whose Δ gets a confidence interval: the bootstrap recomputes COCO's AP, and one interval
+# column keeps the table readable.
+INTERVAL_METRIC = "AP"
+INTERVAL_HEADERS = ("95 % CI", "verdict")
+
+
+def format_interval(interval: DeltaInterval | None, digits: int = 3) -> str:
+    if interval is None or interval.low is None or interval.high is None:
+        return DASH
+    return f"[{interval.low:+.{digits}f}, {interval.high:+.{digits}f}]"
+
+
+def interval_caption(rows: list[tuple[str, DeltaInterval]]) -> str | None:
+    """Which interval each row's "95 % CI" is, rows with the same method named together."""
+    if not rows:
+        return None
+    methods: dict[str, list[str]] = {}
+    for label, interval in rows:
+        key = interval.detail if interval.low is not None else f"none ({interval.detail})"
+        methods.setdefault(key, []).append(label)
+    parts = "; ".join(f"{method}: {', '.join(labels)}" for method, labels in methods.items())
+    return (
+        f"{100 * CONFIDENCE:g} % CI of Δ{INTERVAL_METRIC} — {parts}. Welch's t interval over the seeds of both "
+        "groups, or a paired bootstrap over the validation images for one run against one run (percentiles "
+        '2.5 and 97.5 of the resampled differences); the verdict is "better" or "worse" when the interval '
+        'excludes 0 on that side, "within noise" otherwise.'
+    )
 
 
 def paper_table2() -> Table:

@@ -1,0 +1,348 @@
+"""Confidence intervals of a Δ: the Student-t quantile, Welch's interval, the fast COCO AP and the paired
+bootstrap over validation images, and their place in the ablation table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from libra_cli.report.collect import find_baseline, group_runs, load_runs
+from libra_cli.report.significance import (
+    BETTER,
+    WITHIN_NOISE,
+    WORSE,
+    bootstrap_differences,
+    bootstrap_interval,
+    coco_match_table,
+    student_t_cdf,
+    student_t_quantile,
+    verdict,
+    weighted_ap,
+    welch_interval,
+)
+from libra_cli.report.tables import ablation_table
+from tests.report import coco_summary, make_run
+from tests.report.test_tables import rows_of
+
+# --- the Student-t quantile ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("df", "expected"),
+    # Two-sided 95 % critical values from standard t tables.
+    [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (10, 2.2281), (30, 2.0423), (120, 1.9799)],
+)
+def test_t_quantile_matches_tables(df, expected):
+    assert student_t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
+    assert student_t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("t", [-3.0, -0.4, 0.0, 0.7, 2.5, 40.0])
+def test_t_cdf_matches_the_closed_forms_for_one_and_two_degrees_of_freedom(t):
+    # df = 1 is the Cauchy distribution: F(t) = 1/2 + atan(t)/π; df = 2: F(t) = 1/2 + t / (2 √(2 + t²)).
+    assert student_t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-12)
+    assert student_t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-12)
+
+
+def reference_t_quantile(p: float, df: float) -> float:
+    """The quantile from the t density itself: Simpson's rule for ∫₀ᵗ f, then bisection."""
+
+    def density(x: float) -> float:
+        norm = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+        return norm * (1 + x * x / df) ** (-(df + 1) / 2)
+
+    def cdf(t: float, steps: int = 4000) -> float:
+        h = t / steps
+        inner = sum((4 if k % 2 else 2) * density(k * h) for k in range(1, steps))
+        return 0.5 + h / 3 * (density(0) + inner + density(t))
+
+    low, high = 0.0, 20.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) < p else (low, middle)
+    return (low + high) / 2
+
+
+def test_t_quantile_for_fractional_degrees_of_freedom():
+    # Welch's ν is rarely an integer: 50/17 is the one of the [1, 2, 3] vs [2, 4, 6] example below.
+    for df in (50 / 17, 7.3):
+        assert student_t_quantile(0.975, df) == pytest.approx(reference_t_quantile(0.975, df), abs=1e-7)
+
+
+# --- Welch's interval over seeds -------------------------------------------------------------------------
+
+
+def test_welch_with_equal_spreads_has_integer_degrees_of_freedom():
+    # Baseline [1, 2, 3] and run [3, 4, 5]: Δ = 4 − 2 = 2; s² = 1 on both sides, so the standard error is
+    # √(1/3 + 1/3) = 0.816497 and ν = (2/3)² / ((1/3)²/2 + (1/3)²/2) = 4; t(0.975, 4) = 2.776445:
+    # half-width 2.776445 · 0.816497 = 2.266958, interval [−0.266958, 4.266958], which holds 0.
+    interval = welch_interval([1.0, 2.0, 3.0], [3.0, 4.0, 5.0])
+    assert interval.delta == pytest.approx(2.0)
+    assert (interval.low, interval.high) == pytest.approx((-0.266958, 4.266958), abs=1e-5)
+    assert interval.verdict == WITHIN_NOISE
+    assert "Welch over 3 vs 3 seeds" in interval.detail
+
+
+def test_welch_with_unequal_spreads():
+    # Baseline [1, 2, 3] (s² = 1), run [2, 4, 6] (s² = 4), n = 3 each: Δ = 4 − 2 = 2, standard error
+    # √(1/3 + 4/3) = √(5/3) = 1.290994; ν = (5/3)² / ((1/3)²/2 + (4/3)²/2) = (25/9) / (17/18) = 50/17.
+    interval = welch_interval([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
+    half = reference_t_quantile(0.975, 50 / 17) * math.sqrt(5 / 3)
+    assert (interval.low, interval.high) == pytest.approx((2 - half, 2 + half), abs=1e-6)
+    assert "df 2.9" in interval.detail
+
+
+def test_welch_verdicts_better_and_worse():
+    # AP 0.30/0.31/0.32 vs 0.40/0.41/0.42: Δ = 0.1, s² = 0.0001 each, se = √(2 · 0.0001 / 3) = 0.0081650,
+    # ν = 4: half-width 2.776445 · 0.0081650 = 0.022669 → [0.077331, 0.122669], above 0.
+    better = welch_interval([0.30, 0.31, 0.32], [0.40, 0.41, 0.42])
+    assert (better.low, better.high) == pytest.approx((0.077331, 0.122669), abs=1e-5)
+    assert better.verdict == BETTER
+    worse = welch_interval([0.40, 0.41, 0.42], [0.30, 0.31, 0.32])
+    assert (worse.low, worse.high) == pytest.approx((-0.122669, -0.077331), abs=1e-5)
+    assert worse.verdict == WORSE
+
+
+def test_verdict_reads_the_interval():
+    assert verdict(0.01, 0.2) == BETTER
+    assert verdict(-0.2, -0.01) == WORSE
+    assert verdict(-0.01, 0.2) == WITHIN_NOISE
+    assert verdict(0.0, 0.2) == WITHIN_NOISE  # an interval that reaches 0 does not exclude it
+
+
+# --- the fast COCO AP ------------------------------------------------------------------------------------
+
+
+def random_dataset(seed: int, num_images: int = 12, num_categories: int = 3):
+    """Ground truth with crowd regions, an image without objects, and noisy, partly wrong detections."""
+    rng = np.random.default_rng(seed)
+    images = [{"id": 10 + i, "width": 200, "height": 200, "file_name": f"{i}.png"} for i in range(num_images)]
+    categories = [{"id": c + 1, "name": f"c{c}"} for c in range(num_categories)]
+    annotations, detections = [], []
+    for image in images[1:]:  # the first image has no ground truth
+        for _ in range(rng.integers(1, 5)):
+            x, y, w, h = rng.uniform(0, 120, 2).tolist() + rng.uniform(8, 70, 2).tolist()
+            category = int(rng.integers(1, num_categories + 1))
+            crowd = int(rng.random() < 0.1)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image["id"],
+                    "category_id": category,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": crowd,
+                }
+            )
+            for _ in range(rng.integers(0, 3)):  # hits of varying quality, some with the wrong class
+                jitter = rng.normal(0, 0.15 * min(w, h), 4)
+                detections.append(
+                    {
+                        "image_id": image["id"],
+                        "category_id": category if rng.random() < 0.8 else int(rng.integers(1, num_categories + 1)),
+                        "bbox": [x + jitter[0], y + jitter[1], max(w + jitter[2], 1.0), max(h + jitter[3], 1.0)],
+                        "score": float(rng.random()),
+                    }
+                )
+    for image in images:  # background detections
+        for _ in range(rng.integers(0, 3)):
+            x, y = rng.uniform(0, 150, 2).tolist()
+            detections.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": int(rng.integers(1, num_categories + 1)),
+                    "bbox": [x, y, 30.0, 30.0],
+                    "score": float(rng.random()),
+                }
+            )
+    return {"images": images, "annotations": annotations, "categories": categories}, detections
+
+
+def cocoeval_ap(ground_truth: dict, detections: list[dict]) -> float:
+    gt = COCO()
+    gt.dataset = json.loads(json.dumps(ground_truth))
+    gt.createIndex()
+    evaluator = COCOeval(gt, gt.loadRes(json.loads(json.dumps(detections))), iouType="bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return float(evaluator.stats[0])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_ap_equals_cocoeval_on_the_full_image_set(seed, capsys):
+    ground_truth, detections = random_dataset(seed)
+    table = coco_match_table(ground_truth, detections)
+    fast = weighted_ap(table, np.ones(len(table.image_ids)))
+    assert fast == pytest.approx(cocoeval_ap(ground_truth, detections), abs=1e-9)
+
+
+def test_a_weight_of_two_is_the_image_twice(capsys):
+    # Scores are continuous (no ties), so COCOeval on a set with two images copied under new ids gives the
+    # AP of the weighted set: weights 2 for those images, 0 for one left out.
+    ground_truth, detections = random_dataset(4)
+    table = coco_match_table(ground_truth, detections)
+    weights = np.ones(len(table.image_ids))
+    copied, dropped = (11, 13), 15
+    weights[[table.image_ids.index(i) for i in copied]] = 2
+    weights[table.image_ids.index(dropped)] = 0
+    images = [image for image in ground_truth["images"] if image["id"] != dropped]
+    annotations = [ann for ann in ground_truth["annotations"] if ann["image_id"] != dropped]
+    kept = [det for det in detections if det["image_id"] != dropped]
+    for original in copied:
+        images.append({"id": 1000 + original, "width": 200, "height": 200, "file_name": "copy.png"})
+        annotations += [
+            {**ann, "id": 10_000 + ann["id"], "image_id": 1000 + original}
+            for ann in ground_truth["annotations"]
+            if ann["image_id"] == original
+        ]
+        kept += [{**det, "image_id": 1000 + original} for det in detections if det["image_id"] == original]
+    expanded = {**ground_truth, "images": images, "annotations": annotations}
+    assert weighted_ap(table, weights) == pytest.approx(cocoeval_ap(expanded, kept), abs=1e-9)
+
+
+# --- the paired bootstrap --------------------------------------------------------------------------------
+
+
+def two_image_dataset():
+    """Images 1 and 2, one 20 × 20 box of category 1 each."""
+    images = [{"id": i, "width": 64, "height": 64, "file_name": f"{i}.png"} for i in (1, 2)]
+    annotations = [
+        {"id": i, "image_id": i, "category_id": 1, "bbox": [10.0, 10.0, 20.0, 20.0], "area": 400.0, "iscrowd": 0}
+        for i in (1, 2)
+    ]
+    return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "box"}]}
+
+
+def hit(image_id: int, score: float) -> dict:
+    return {"image_id": image_id, "category_id": 1, "bbox": [10.0, 10.0, 20.0, 20.0], "score": score}
+
+
+def miss(image_id: int, score: float) -> dict:
+    return {"image_id": image_id, "category_id": 1, "bbox": [40.0, 40.0, 20.0, 20.0], "score": score}
+
+
+def test_bootstrap_differences_are_the_enumerated_ones():
+    # Run: both boxes found exactly, AP 1 on every resample. Baseline: finds image 1's box only.
+    # A resample of 2 images draws (image 1, image 2) counts (2, 0), (1, 1) or (0, 2):
+    #   (2, 0): the baseline finds every box in the resample: AP 1, difference 0;
+    #   (1, 1): one hit of 2 boxes: recall 0.5 at precision 1, so recall points 0.00 … 0.50 (51 of 101)
+    #           score 1 and the rest 0: AP 51/101, difference 50/101;
+    #   (0, 2): no detection at all: AP 0, difference 1.
+    ground_truth = two_image_dataset()
+    run = coco_match_table(ground_truth, [hit(1, 0.9), hit(2, 0.8)])
+    baseline = coco_match_table(ground_truth, [hit(1, 0.9)])
+    differences, counts = bootstrap_differences(baseline, run, resamples=1000, seed=0)
+    expected = {(2, 0): 0.0, (1, 1): 50 / 101, (0, 2): 1.0}
+    assert counts.shape == (1000, 2)
+    assert differences == pytest.approx([expected[tuple(row)] for row in counts.tolist()], abs=1e-12)
+    # Each of (2, 0) and (0, 2) has probability 1/4, far above the 2.5 % in each tail: the interval
+    # runs from the smallest difference, 0, to the largest, 1, and holds 0.
+    assert {tuple(row) for row in counts.tolist()} == set(expected)
+    interval = bootstrap_interval(baseline, run, resamples=1000, seed=0)
+    assert (interval.low, interval.high) == (0.0, 1.0)
+    assert interval.delta == pytest.approx(1 - 51 / 101)
+    assert interval.verdict == WITHIN_NOISE
+    assert interval.detail == "bootstrap over 2 images, 1000 resamples, seed 0"
+
+
+def test_bootstrap_of_a_constant_difference_is_better():
+    # The baseline puts a false positive (score 0.9) before each hit (0.8): whatever the resample, its
+    # detections sorted by score are all false positives, then all hits, so precision reaches 1/2 at
+    # recall 1 and the interpolated precision is 1/2 at every recall point: AP 0.5, the run's 1 → Δ 0.5.
+    ground_truth = two_image_dataset()
+    run = coco_match_table(ground_truth, [hit(1, 0.9), hit(2, 0.8)])
+    baseline = coco_match_table(ground_truth, [miss(1, 0.9), hit(1, 0.8), miss(2, 0.9), hit(2, 0.8)])
+    interval = bootstrap_interval(baseline, run, resamples=200, seed=3)
+    assert (interval.low, interval.high) == pytest.approx((0.5, 0.5), abs=1e-12)
+    assert interval.verdict == BETTER
+
+
+# --- in the ablation table -------------------------------------------------------------------------------
+
+
+def write_evaluation(run_dir, ann_file, detections, ap: float) -> None:
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    metrics["ann_file"] = str(ann_file)
+    metrics["summary"]["AP"] = ap
+    (run_dir / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    (run_dir / "eval" / "detections.json").write_text(json.dumps(detections))
+
+
+def test_ablation_table_shows_the_bootstrap_interval_of_a_single_pair(tmp_path):
+    ann_file = tmp_path / "val.json"
+    ann_file.write_text(json.dumps(two_image_dataset()))
+    plain = make_run(tmp_path, "plain", summary=coco_summary(0.5))
+    bfp = make_run(tmp_path, "bfp", libra={"bfp": True}, summary=coco_summary(0.5))
+    # The baseline finds image 1's box (AP 51/101 on both images), the BFP run both (AP 1): the
+    # differences of the enumerated test above, interval [0, 1].
+    write_evaluation(plain, ann_file, [hit(1, 0.9)], 51 / 101)
+    write_evaluation(bfp, ann_file, [hit(1, 0.9), hit(2, 0.8)], 1.0)
+    groups = group_runs(load_runs([plain, bfp]))
+    table, _ = ablation_table(groups, find_baseline(groups, None))
+    rows = rows_of(table)
+    assert [(row["run"], row["ΔAP"], row["95 % CI"], row["verdict"]) for row in rows] == [
+        ("plain", "—", "—", "—"),
+        ("bfp", "+0.495", "[+0.000, +1.000]", WITHIN_NOISE),  # 1 − 51/101 = 0.4950
+    ]
+    assert "bootstrap over 2 images, 1000 resamples, seed 0: bfp" in table.caption
+
+
+def test_ablation_table_uses_welch_over_seeds_and_says_when_neither_applies(tmp_path):
+    runs = [
+        make_run(tmp_path / "plain", f"seed{s}", seed=s, summary=coco_summary(ap))
+        for s, ap in enumerate((0.30, 0.31, 0.32))
+    ]
+    runs += [
+        make_run(tmp_path / "iou", f"seed{s}", seed=s, libra={"iou_sampling": True}, summary=coco_summary(ap))
+        for s, ap in enumerate((0.40, 0.41, 0.42))
+    ]
+    runs.append(make_run(tmp_path, "bfp", libra={"bfp": True}, summary=coco_summary(0.5)))
+    groups = group_runs(load_runs(runs))
+    table, _ = ablation_table(groups, find_baseline(groups, None))
+    rows = {row["run"]: row for row in rows_of(table)}
+    # The Welch example above: [0.077331, 0.122669].
+    assert (rows["iou"]["95 % CI"], rows["iou"]["verdict"]) == ("[+0.077, +0.123]", BETTER)
+    # One run against three seeds: neither interval applies.
+    assert (rows["bfp"]["95 % CI"], rows["bfp"]["verdict"]) == ("—", "—")
+    assert "Welch over 3 vs 3 seeds (df 4.0): iou" in table.caption
+    assert "none (1 vs 3 evaluated runs: neither Welch nor bootstrap): bfp" in table.caption
+
+
+def test_lvis_runs_are_resampled_under_the_coco_protocol(tmp_path):
+    # LVIS annotations carry no iscrowd (read as non-crowd) and no area (box area); the caption says which
+    # AP the interval is of. Same detections as above: Δ 1 − 51/101, interval [0, 1].
+    dataset = two_image_dataset()
+    dataset["annotations"] = [
+        {k: v for k, v in ann.items() if k not in ("iscrowd", "area")} for ann in dataset["annotations"]
+    ]
+    dataset["categories"][0]["frequency"] = "f"
+    ann_file = tmp_path / "lvis_val.json"
+    ann_file.write_text(json.dumps(dataset))
+    plain = make_run(tmp_path, "plain", summary=coco_summary(0.5), metrics_format="lvis")
+    eql = make_run(tmp_path, "eql", libra={"eql": True}, summary=coco_summary(0.5), metrics_format="lvis")
+    write_evaluation(plain, ann_file, [hit(1, 0.9)], 0.3)
+    write_evaluation(eql, ann_file, [hit(1, 0.9), hit(2, 0.8)], 0.6)
+    groups = group_runs(load_runs([plain, eql]))
+    table, _ = ablation_table(groups, find_baseline(groups, None))
+    row = rows_of(table)[1]
+    assert (row["run"], row["95 % CI"], row["verdict"]) == ("eql", "[+0.000, +1.000]", WITHIN_NOISE)
+    assert "bootstrap over 2 images, 1000 resamples, seed 0, COCO-protocol AP of the LVIS runs: eql" in table.caption
+
+
+def test_runs_of_another_protocol_get_no_bootstrap(tmp_path):
+    ann_file = tmp_path / "val.json"
+    ann_file.write_text(json.dumps(two_image_dataset()))
+    plain = make_run(tmp_path, "plain", summary=coco_summary(0.5), metrics_format="voc")
+    bfp = make_run(tmp_path, "bfp", libra={"bfp": True}, summary=coco_summary(0.6), metrics_format="voc")
+    write_evaluation(plain, ann_file, [hit(1, 0.9)], 0.5)
+    write_evaluation(bfp, ann_file, [hit(1, 0.9), hit(2, 0.8)], 0.6)
+    groups = group_runs(load_runs([plain, bfp]))
+    table, _ = ablation_table(groups, find_baseline(groups, None))
+    assert (rows_of(table)[1]["95 % CI"], rows_of(table)[1]["ΔAP"]) == ("—", "+0.100")
+    assert "none (the bootstrap scores COCO / LVIS runs, not voc ones): bfp" in table.caption
