@@ -12,6 +12,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from libra_cli.analysis.tide import TIDE_KINDS
 from libra_cli.errors import LibraError
 from libra_cli.report import analysis_tables, detections, plots, tables
 from libra_cli.report.collect import RunGroup, RunRecord, loss_terms, split_loss_terms, train_records
@@ -441,7 +442,6 @@ ERROR_GAPS = (
     ("BG", "Oth", "background false positives"),
     ("FN", "BG", "missed objects"),
 )
-TIDE_KINDS = ("cls", "loc", "both", "dupe", "bkg", "miss")
 # Error kinds compared with the baseline: (name, COCO gap upper − lower, the matching TIDE ΔAP).
 ERROR_CHANGES = (
     ("localisation", "Loc", "C75", "loc"),

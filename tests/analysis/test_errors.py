@@ -18,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from libra_cli.analysis import ANALYSES
-from libra_cli.analysis.errors import COCO_KINDS, TIDE_KINDS, analyze_errors, average_precision, write_errors
+from libra_cli.analysis.errors import COCO_KINDS, analyze_errors, write_errors
+from libra_cli.analysis.tide import TIDE_KINDS, average_precision
 from libra_cli.cli import app
 from libra_cli.engine.metrics import evaluate_coco
 from libra_cli.errors import LibraError
