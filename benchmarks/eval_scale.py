@@ -230,26 +230,17 @@ def _none_if_missing(value: float) -> float | None:
 def run_coco(evaluator: str, dataset: dict, detections: list[dict]) -> dict:
     """Score with pycocotools (``official``) or faster-coco-eval (``faster``), stage by stage, the way
     ``libra_cli.engine.metrics.evaluate_coco`` drives pycocotools."""
-    from libra_cli.engine.metrics import _checked_detections, _silenced, _with_coco_defaults
+    from libra_cli.engine.metrics import _checked_detections, _silenced, _with_coco_defaults, coco_apis
 
     timer = StageTimer()
     dataset = _with_coco_defaults(dataset)
     results = _checked_detections(detections, dataset)
     timer.lap("prepare")
     if evaluator == "official":
-        from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
         with _silenced(True):
-            gt_api = COCO()
-            gt_api.dataset = dataset
-            gt_api.createIndex()
-            if results:
-                dt_api = gt_api.loadRes(results)
-            else:
-                dt_api = COCO()
-                dt_api.dataset = {**dataset, "annotations": []}
-                dt_api.createIndex()
+            gt_api, dt_api = coco_apis(dataset, results)
             timer.lap("load")
             scorer = COCOeval(gt_api, dt_api, iouType="bbox")
             scorer.evaluate()

@@ -155,23 +155,29 @@ def evaluate_coco(
     return {"format": "coco", "summary": summary, "per_category": per_category, "evaluator": scored_by}
 
 
+def coco_apis(dataset: dict, results: list[dict]) -> tuple[Any, Any]:
+    """pycocotools' ``COCO`` indexes of the ground truth and of the (checked) results."""
+    from pycocotools.coco import COCO
+
+    gt_api = COCO()
+    gt_api.dataset = dataset
+    gt_api.createIndex()
+    if results:
+        return gt_api, gt_api.loadRes(results)
+    # ``loadRes`` reads the first record to learn the result type, so it cannot take an empty list; an
+    # index over no annotations is what it would have built.
+    dt_api = COCO()
+    dt_api.dataset = {**dataset, "annotations": []}
+    dt_api.createIndex()
+    return gt_api, dt_api
+
+
 def _official_coco_eval(dataset: dict, results: list[dict], iou_type: str, *, quiet: bool) -> Any:
     """pycocotools' ``COCOeval`` after ``evaluate``, ``accumulate`` and ``summarize``."""
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     with _silenced(quiet):
-        gt_api = COCO()
-        gt_api.dataset = dataset
-        gt_api.createIndex()
-        if results:
-            dt_api = gt_api.loadRes(results)
-        else:
-            # ``loadRes`` reads the first record to learn the result type, so it cannot take an empty
-            # list; an index over no annotations is what it would have built.
-            dt_api = COCO()
-            dt_api.dataset = {**dataset, "annotations": []}
-            dt_api.createIndex()
+        gt_api, dt_api = coco_apis(dataset, results)
         scorer = COCOeval(gt_api, dt_api, iouType=iou_type)
         scorer.evaluate()
         scorer.accumulate()
@@ -415,13 +421,7 @@ def _checked_detections(detections: Sequence[dict], dataset: dict, iou_type: str
         if iou_type == "segm":
             checked.append(_checked_segmentation(detection, where, image_ids, category_ids))
             continue
-        missing = [key for key in ("image_id", "category_id", "bbox", "score") if key not in detection]
-        if missing:
-            raise LibraError(f"{where}: missing {', '.join(missing)}")
-        if detection["image_id"] not in image_ids:
-            raise LibraError(f"{where}: image_id {detection['image_id']!r} is not an image of the ground truth")
-        if detection["category_id"] not in category_ids:
-            raise LibraError(f"{where}: category_id {detection['category_id']!r} is not a category of the ground truth")
+        _check_fields_and_ids(detection, where, "bbox", image_ids, category_ids)
         bbox = detection["bbox"]
         if not isinstance(bbox, list | tuple) or len(bbox) != 4:
             raise LibraError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
@@ -435,15 +435,20 @@ def _checked_detections(detections: Sequence[dict], dataset: dict, iou_type: str
     return checked
 
 
-def _checked_segmentation(detection: dict, where: str, image_ids: set, category_ids: set) -> dict:
-    """A copy of one mask result (without any ``bbox``) after checking its ids, score and compressed RLE."""
-    missing = [key for key in ("image_id", "category_id", "segmentation", "score") if key not in detection]
+def _check_fields_and_ids(detection: dict, where: str, shape: str, image_ids: set, category_ids: set) -> None:
+    """One result record has its fields (``shape``: "bbox" or "segmentation") and ids of the ground truth."""
+    missing = [key for key in ("image_id", "category_id", shape, "score") if key not in detection]
     if missing:
         raise LibraError(f"{where}: missing {', '.join(missing)}")
     if detection["image_id"] not in image_ids:
         raise LibraError(f"{where}: image_id {detection['image_id']!r} is not an image of the ground truth")
     if detection["category_id"] not in category_ids:
         raise LibraError(f"{where}: category_id {detection['category_id']!r} is not a category of the ground truth")
+
+
+def _checked_segmentation(detection: dict, where: str, image_ids: set, category_ids: set) -> dict:
+    """A copy of one mask result (without any ``bbox``) after checking its ids, score and compressed RLE."""
+    _check_fields_and_ids(detection, where, "segmentation", image_ids, category_ids)
     rle = detection["segmentation"]
     size = rle.get("size") if isinstance(rle, dict) else None
     if (
