@@ -230,6 +230,19 @@ def test_report_draws_the_figure_with_a_caption_stating_the_rule(tmp_path, datas
         assert png.size == (round(3 * 3.2 * 110), round(4 * 3.4 * 110))  # truth + 2 runs; 2 + 2 images
 
 
+def test_a_configuration_over_several_seeds_gets_one_column_its_lowest_seed(tmp_path, dataset):
+    ann, images = dataset
+    runs = [
+        evaluated_run(tmp_path / "runs" / "baseline", f"seed{seed}", BASELINE, ann, images, seed=seed)
+        for seed in (0, 1)
+    ]
+    runs.append(evaluated_run(tmp_path / "runs", "bl1", OTHER, ann, images, libra={"balanced_l1": True}))
+    markdown = build_report(runs, tmp_path / "report").read_text()
+    assert "each configuration's first run (lowest seed)" in markdown
+    with Image.open(tmp_path / "report" / "detections.png") as png:  # truth + 2 configurations, not 3 runs
+        assert png.size == (round(3 * 3.2 * 110), round(4 * 3.4 * 110))
+
+
 def test_report_notes_in_one_line_when_the_images_are_not_available(tmp_path, dataset):
     runs = two_runs(tmp_path, dataset)
     ann, _ = dataset
