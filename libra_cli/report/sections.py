@@ -502,73 +502,96 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def errors_tables(analysed: list[tuple[RunRecord, dict]]) -> list[Table]:
-    """The decomposition's curve areas, its error-kind gaps and TIDE's ΔAP, one row per run."""
+def grouped_errors(groups: list[RunGroup], analysed: list[tuple[RunRecord, dict]]) -> list[tuple[RunGroup, list[dict]]]:
+    """Each configuration with the ``errors.json`` of its runs that have one (configurations without any left out)."""
+    by_run = {id(run): data for run, data in analysed}
+    grouped = []
+    for group in groups:
+        found = [by_run[id(run)] for run in group.runs if id(run) in by_run]
+        if found:
+            grouped.append((group, found))
+    return grouped
+
+
+def _stat_cell(values: list[float | None], spread: bool) -> str:
+    return tables.format_stat(tables.summarize(values), spread)
+
+
+def errors_tables(grouped: list[tuple[RunGroup, list[dict]]]) -> list[Table]:
+    """The decomposition's curve areas, its error-kind gaps and TIDE's ΔAP, one row per configuration (mean ±
+    sample std over its seeds when any configuration has several)."""
+    spread = any(len(found) > 1 for _, found in grouped)
     areas, gaps, tide = [], [], []
-    for run, data in analysed:
-        overall = data["coco"]["overall"]
-        areas.append([run.label, *(tables.format_number(_number_or_none(overall.get(k))) for k in ERROR_CURVES)])
-        gaps.append([run.label, *(tables.format_number(error_gap(overall, up, low)) for up, low, _ in ERROR_GAPS)])
+    for group, found in grouped:
+        head = [group.label, str(len(found))]
+        overall = [data["coco"]["overall"] for data in found]
+        areas.append([*head, *(_stat_cell([_number_or_none(o.get(k)) for o in overall], spread) for k in ERROR_CURVES)])
+        gaps.append(
+            [*head, *(_stat_cell([error_gap(o, up, low) for o in overall], spread) for up, low, _ in ERROR_GAPS)]
+        )
         tide.append(
             [
-                run.label,
-                tables.format_number(_number_or_none(data["tide"].get("ap50"))),
-                *(tables.format_number(_tide(data, kind)) for kind in TIDE_KINDS),
+                *head,
+                _stat_cell([_number_or_none(data["tide"].get("ap50")) for data in found], spread),
+                *(_stat_cell([_tide(data, kind) for data in found], spread) for kind in TIDE_KINDS),
             ]
         )
     return [
         table(
-            ["run", *ERROR_CURVES],
+            ["run", "n", *ERROR_CURVES],
             areas,
-            [False] + [True] * len(ERROR_CURVES),
+            [False, True] + [True] * len(ERROR_CURVES),
             "Area under each precision–recall curve of the COCO error decomposition (area all, 100 detections).",
         ),
         table(
-            ["run", *(f"{name}: {up} − {low}" for up, low, name in ERROR_GAPS)],
+            ["run", "n", *(f"{name}: {up} − {low}" for up, low, name in ERROR_GAPS)],
             gaps,
-            [False] + [True] * len(ERROR_GAPS),
+            [False, True] + [True] * len(ERROR_GAPS),
             "Error kind: AP gained by fixing it (the area between successive curves).",
         ),
         table(
-            ["run", "TIDE AP50", *(f"ΔAP {kind}" for kind in TIDE_KINDS)],
+            ["run", "n", "TIDE AP50", *(f"ΔAP {kind}" for kind in TIDE_KINDS)],
             tide,
-            [False] + [True] * (1 + len(TIDE_KINDS)),
+            [False, True] + [True] * (1 + len(TIDE_KINDS)),
             "TIDE at IoU 0.5: AP50 gained by fixing each error type on its own.",
         ),
     ]
 
 
-def errors_change_table(analysed: list[tuple[RunRecord, dict]], baseline: RunGroup) -> Table | None:
-    """Per run, the change of each error kind against the baseline's mean (COCO gap and TIDE ΔAP), or None
-    when no baseline run has ``errors.json``."""
-    base_runs = {id(run) for run in baseline.runs}
-    base = [data for run, data in analysed if id(run) in base_runs]
-    others = [(run, data) for run, data in analysed if id(run) not in base_runs]
+def errors_change_table(grouped: list[tuple[RunGroup, list[dict]]], baseline: RunGroup) -> Table | None:
+    """Per configuration, the change of each error kind (COCO gap and TIDE ΔAP, means over seeds) against the
+    baseline's mean, or None when the baseline has no ``errors.json``."""
+    base = next((found for group, found in grouped if group is baseline), None)
+    others = [(group, found) for group, found in grouped if group is not baseline]
     if not base or not others:
         return None
-    reference = {
-        name: (
-            _mean([error_gap(data["coco"]["overall"], up, low) for data in base]),
-            _mean([_tide(data, kind) for data in base]),
-        )
-        for name, up, low, kind in ERROR_CHANGES
-    }
+
+    def means(found: list[dict]) -> dict[str, tuple[float | None, float | None]]:
+        return {
+            name: (
+                _mean([error_gap(data["coco"]["overall"], up, low) for data in found]),
+                _mean([_tide(data, kind) for data in found]),
+            )
+            for name, up, low, kind in ERROR_CHANGES
+        }
+
+    reference = means(base)
     rows = []
-    for run, data in others:
+    for group, found in others:
         row: list = [
-            run.label,
-            ", ".join(COMPONENT_TARGETS[c] for c in run.components if c in COMPONENT_TARGETS) or "—",
+            group.label,
+            str(len(found)),
+            ", ".join(COMPONENT_TARGETS[c] for c in group.components if c in COMPONENT_TARGETS) or "—",
         ]
-        for name, up, low, kind in ERROR_CHANGES:
-            gap, tide = error_gap(data["coco"]["overall"], up, low), _tide(data, kind)
+        for name, (gap, tide) in means(found).items():
             base_gap, base_tide = reference[name]
             row.append(tables.format_delta(None if gap is None or base_gap is None else gap - base_gap))
             row.append(tables.format_delta(None if tide is None or base_tide is None else tide - base_tide))
         rows.append(row)
-    headers = ["run", "its components target"]
+    headers = ["run", "n", "its components target"]
     for name, up, low, kind in ERROR_CHANGES:
         headers += [f"Δ {name} ({up} − {low})", f"Δ TIDE {kind}"]
-    return table(headers, rows, [False, False] + [True] * (2 * len(ERROR_CHANGES)))
+    return table(headers, rows, [False, True, False] + [True] * (2 * len(ERROR_CHANGES)))
 
 
 def add_errors(
@@ -603,7 +626,8 @@ def add_errors(
             document.add(para(f"{run.label}: {data['note']}"))
     if not analysed:
         return set()
-    document.add(*errors_tables(analysed))
+    grouped = grouped_errors(groups, analysed)
+    document.add(*errors_tables(grouped))
     if any(_number_or_none(data["coco"]["overall"].get("Sim")) is None for _, data in analysed):
         document.add(
             para(
@@ -612,11 +636,11 @@ def add_errors(
             )
         )
     if baseline is not None:
-        change = errors_change_table(analysed, baseline)
+        change = errors_change_table(grouped, baseline)
         if change is not None:
             document.add(
                 para(
-                    f"Change of each error kind against the baseline {baseline.label!r} (mean over its runs): "
+                    f"Change of each error kind against the baseline {baseline.label!r} (means over seeds): "
                     "localisation Loc − C75 with TIDE loc, class confusion Oth − Loc with TIDE cls, background "
                     "BG − Oth with TIDE bkg, missed FN − BG with TIDE miss. A negative Δ means the run loses "
                     "less AP to that kind. What to look for: balanced L1 should shrink the localisation error; "
@@ -628,8 +652,13 @@ def add_errors(
             )
             document.add(change)
     shown: set[Path] = set()
+    # One figure per configuration: its first analysed run (the lowest seed).
+    firsts = {id(next(run for run in group.runs if any(run is done for done, _ in analysed))) for group, _ in grouped}
     for run, _ in analysed:
         for path in run.figures:
+            if path.name == ERROR_FIGURE and id(run) not in firsts:
+                shown.add(path)  # not drawn, and kept out of the generic analyses section too
+                continue
             if path.name == ERROR_FIGURE:
                 caption = (
                     f"{run.label}: the COCO error decomposition's precision–recall curves over all categories; "

@@ -69,14 +69,25 @@ def report(tmp_path_factory) -> tuple[str, str, list[Path], Path]:
 
 
 def number(cell: str) -> float | None:
-    return None if cell == "—" else float(cell)
+    """A table cell's value: the mean of "mean ± std" cells (configurations over seeds)."""
+    mean = cell.split(" ± ")[0]
+    return None if mean == "—" else float(mean)
 
 
 def test_curve_areas_are_printed_per_run(report):
     markdown, _, _, _ = report
     rows = {row["run"]: row for row in parse_table(markdown, HEADING, 0)}
-    assert list(rows) == ["baseline/seed0", "baseline/seed1", "bl1", "eql"]
-    assert [rows["bl1"][kind] for kind in CURVES] == ["0.380", "0.540", "0.620", "0.640", "0.680", "0.840", "1.000"]
+    assert list(rows) == ["baseline", "bl1", "eql"]  # one row per configuration, over its seeds
+    # bl1 is one run among configurations with seeds: its std is "—".
+    assert [rows["bl1"][kind] for kind in CURVES] == [
+        f"{value} ± —" for value in ("0.380", "0.540", "0.620", "0.640", "0.680", "0.840", "1.000")
+    ]
+    # The baseline's two seeds: C75 0.30 and 0.28 → mean 0.29, sample std √(2 × 0.01²) = 0.0141; C50 0.50 twice.
+    assert (rows["baseline"]["n"], rows["baseline"]["C75"], rows["baseline"]["C50"]) == (
+        "2",
+        "0.290 ± 0.014",
+        "0.500 ± 0.000",
+    )
     assert rows["eql"]["Sim"] == "—"
 
 
@@ -103,15 +114,11 @@ def test_error_kind_gaps_are_the_differences_of_successive_curves(report):
 def test_tide_delta_ap_is_printed_per_run(report):
     markdown, _, _, _ = report
     rows = {row["run"]: row for row in parse_table(markdown, HEADING, 2)}
-    assert rows["bl1"]["TIDE AP50"] == "0.540"
-    assert [rows["bl1"][f"ΔAP {kind}"] for kind in ("cls", "loc", "both", "dupe", "bkg", "miss")] == [
-        "0.050",
-        "0.050",
-        "0.010",
-        "0.000",
-        "0.090",
-        "0.140",
-    ]
+    assert rows["bl1"]["TIDE AP50"] == "0.540 ± —"
+    kinds = ("cls", "loc", "both", "dupe", "bkg", "miss")
+    assert [number(rows["bl1"][f"ΔAP {kind}"]) for kind in kinds] == [0.05, 0.05, 0.01, 0.0, 0.09, 0.14]
+    # The baseline's TIDE loc over its seeds: 0.08 and 0.10 → 0.090 ± 0.014.
+    assert rows["baseline"]["ΔAP loc"] == "0.090 ± 0.014"
 
 
 def test_change_against_the_baseline_mean(report):
@@ -149,10 +156,14 @@ def test_change_against_the_baseline_mean(report):
     assert "eql: LVIS note" in section
 
 
-def test_each_runs_errors_figure_is_copied_once(report):
+def test_each_configurations_errors_figure_is_copied_once(report):
     markdown, _, runs, out = report
+    # One figure per configuration, its lowest seed's: baseline/seed1's is neither copied nor shown elsewhere.
     for run, label in zip(runs, ("baseline-seed0", "baseline-seed1", "bl1", "eql"), strict=False):
         copied = out / f"{label}_errors.png"
+        if label == "baseline-seed1":
+            assert not copied.exists() and f"({label}_errors.png)" not in markdown
+            continue
         assert copied.read_bytes() == (run / "analysis" / "errors.png").read_bytes()
         assert markdown.count(f"({label}_errors.png)") == 1
     assert "## Analyses" not in markdown  # the errors figure is not shown again among "other" figures
@@ -170,7 +181,7 @@ def test_html_shows_the_same_tables_and_figures(report):
 def test_without_a_baseline_there_is_no_change_table(tmp_path):
     markdown = build_report(make_runs(tmp_path / "runs", with_baseline=False), tmp_path / "out").read_text()
     section = markdown.split(HEADING, 1)[1].split("\n## ", 1)[0]
-    assert section.count("| run |") == 3 and "against the baseline" not in section
+    assert section.count("| run | n |") == 3 and "against the baseline" not in section
 
 
 def test_a_broken_errors_file_is_a_note_not_a_failure(tmp_path):
