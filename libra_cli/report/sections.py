@@ -17,6 +17,7 @@ from libra_cli.errors import LibraError
 from libra_cli.report import analysis_tables, detections, plots, tables
 from libra_cli.report.collect import RunGroup, RunRecord, loss_terms, split_loss_terms, train_records
 from libra_cli.report.document import BulletList, Code, Document, Figure, Heading, Strong, Table, para, table
+from libra_cli.report.significance import IntervalFinder
 from libra_cli.rundir import ANALYSIS, METRICS, RunLayout
 
 # What to look at in each figure `libra analyze` writes (one sentence each).
@@ -167,7 +168,8 @@ def add_ablation(document: Document, groups: list[RunGroup], baseline: RunGroup 
             )
         )
         return
-    result, cumulative = tables.ablation_table(groups, baseline)
+    finder = IntervalFinder(baseline)
+    result, cumulative = tables.ablation_table(groups, baseline, finder)
     order = (
         "rows add the components cumulatively in the paper's order"
         if cumulative
@@ -175,6 +177,9 @@ def add_ablation(document: Document, groups: list[RunGroup], baseline: RunGroup 
     )
     document.add(para(f"Δ is the difference of means from the baseline {baseline.label!r}; {order}."))
     document.add(result)
+    every_interval = tables.intervals_table(groups, baseline, finder)
+    if every_interval is not None:
+        document.add(every_interval)
     if not libra_steps:
         return
     document.add(

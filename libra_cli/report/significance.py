@@ -10,11 +10,11 @@ Two intervals, chosen by what the runs hold:
 * **One run against one run**: a paired bootstrap over validation images. Image ids are drawn with
   replacement (a fixed seed), both runs' AP is recomputed on every resample and the interval is the
   2.5 / 97.5 percentiles of the difference. pycocotools' ``COCOeval.evaluate()`` runs once per run;
-  its per-image match tables then give the AP of any resample — an image drawn k times weighs k — with
-  COCO's accumulation (101 recall points, interpolated precision, IoU 0.50:0.95, area "all", 100
-  detections, mean over the categories with ground truth) done in NumPy. On the full image set this is
-  COCOeval's AP. LVIS runs are resampled under the COCO protocol (every category exhaustively labelled
-  in every image), not LVIS's federated one.
+  its per-image match tables then give AP, AP50, AP75, APs, APm and APl of any resample — an image drawn k
+  times weighs k — with COCO's accumulation (101 recall points, interpolated precision, 100 detections,
+  mean over the categories with ground truth) done in NumPy. On the full image set these are COCOeval's.
+  LVIS runs are resampled under the COCO protocol (every category exhaustively labelled in every image),
+  not LVIS's federated one.
 
 The verdict reads the interval: "better" or "worse" when it excludes 0 on that side (a higher AP is
 better), "within noise" otherwise.
@@ -183,17 +183,36 @@ class CategoryMatches:
     num_gt: np.ndarray
 
 
+# The summary metrics the bootstrap recomputes: (COCOeval area range label, IoU threshold or None for the
+# mean over 0.50:0.95), as COCOeval.summarize reads them (100 detections per image).
+METRIC_SLICES = {
+    "AP": ("all", None),
+    "AP50": ("all", 0.5),
+    "AP75": ("all", 0.75),
+    "APs": ("small", None),
+    "APm": ("medium", None),
+    "APl": ("large", None),
+}
+
+
 @dataclass(frozen=True)
 class MatchTable:
-    """What COCOeval's accumulation needs from one run's evaluation, per category."""
+    """What COCOeval's accumulation needs from one run's evaluation, per area range and category."""
 
     image_ids: tuple
-    categories: tuple[CategoryMatches, ...]
+    areas: dict[str, tuple[CategoryMatches, ...]]  # COCOeval's area range label → per category
     recall_thresholds: np.ndarray  # COCO's 101 points 0, 0.01, …, 1
+    iou_thresholds: np.ndarray  # COCO's 0.50, 0.55, …, 0.95
+
+    @property
+    def categories(self) -> tuple[CategoryMatches, ...]:
+        """Area "all", the slice of the headline AP."""
+        return self.areas["all"]
 
 
 def coco_match_table(ground_truth: dict, detections: list[dict]) -> MatchTable:
-    """Run ``COCOeval.evaluate()`` once (boxes, area "all", 100 detections per image) and keep its matches.
+    """Run ``COCOeval.evaluate()`` once (boxes, 100 detections per image) and keep its matches for every area
+    range (all, small, medium, large).
 
     ``ground_truth`` is a COCO-style dict (LVIS files too: annotations without ``iscrowd`` are non-crowd,
     without ``area`` have the box area); ``detections`` COCO results.
@@ -218,14 +237,26 @@ def coco_match_table(ground_truth: dict, detections: list[dict]) -> MatchTable:
         evaluator = COCOeval(gt_api, dt_api, iouType="bbox")
         evaluator.evaluate()
     params = evaluator.params
+    areas = {label: _category_matches(evaluator, area_index) for area_index, label in enumerate(params.areaRngLbl)}
+    return MatchTable(
+        tuple(params.imgIds),
+        areas,
+        np.asarray(params.recThrs, dtype=float),
+        np.asarray(params.iouThrs, dtype=float),
+    )
+
+
+def _category_matches(evaluator, area_index: int) -> tuple[CategoryMatches, ...]:
+    """Per category, the detections of one area range in COCOeval's accumulation order (``evalImgs`` is
+    ordered category, area range, image; COCOeval marks objects and unmatched detections outside the range
+    ignored)."""
+    params = evaluator.params
     max_det = params.maxDets[-1]
     num_images, num_areas = len(params.imgIds), len(params.areaRng)
-    area_all = params.areaRngLbl.index("all")
     num_thresholds = len(params.iouThrs)
     categories = []
     for k in range(len(params.catIds)):
-        # evalImgs is ordered category, area range, image (COCOeval.evaluate).
-        start = k * num_areas * num_images + area_all * num_images
+        start = k * num_areas * num_images + area_index * num_images
         scores, images, matched, ignored = [], [], [], []
         num_gt = np.zeros(num_images, dtype=np.int64)
         for i, result in enumerate(evaluator.evalImgs[start : start + num_images]):
@@ -244,20 +275,26 @@ def coco_match_table(ground_truth: dict, detections: list[dict]) -> MatchTable:
             match = ignore = np.zeros((num_thresholds, 0), dtype=bool)
             image = np.zeros(0, dtype=np.int64)
         categories.append(CategoryMatches(image, match & ~ignore, ~match & ~ignore, num_gt))
-    return MatchTable(tuple(params.imgIds), tuple(categories), np.asarray(params.recThrs, dtype=float))
+    return tuple(categories)
 
 
-def weighted_ap(table: MatchTable, weights: np.ndarray) -> float:
-    """COCO AP of the image set in which image i appears ``weights[i]`` times (all ones: COCOeval's AP).
+def weighted_ap(table: MatchTable, weights: np.ndarray, metric: str = "AP") -> float:
+    """COCO ``metric`` (one of :data:`METRIC_SLICES`) of the image set in which image i appears
+    ``weights[i]`` times (all ones: COCOeval's number).
 
     Per category and IoU threshold: cumulative true / false positives over the detections sorted by
     score (each counted ``weight`` times), precision made monotone from the right, read at the 101
     recall points (0 beyond the last recall reached); categories without ground truth in the set are
     left out. NaN when no category has any.
     """
+    area, iou = METRIC_SLICES[metric]
+    thresholds = slice(None) if iou is None else [int(np.argmin(np.abs(table.iou_thresholds - iou)))]
     weights = np.asarray(weights, dtype=float)
     curves = []
-    for category in table.categories:
+    for all_thresholds in table.areas[area]:
+        category = CategoryMatches(
+            all_thresholds.image, all_thresholds.tp[thresholds], all_thresholds.fp[thresholds], all_thresholds.num_gt
+        )
         num_gt = float(weights @ category.num_gt)
         if num_gt == 0:
             continue
@@ -278,9 +315,14 @@ def weighted_ap(table: MatchTable, weights: np.ndarray) -> float:
 
 
 def bootstrap_differences(
-    baseline: MatchTable, run: MatchTable, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+    baseline: MatchTable,
+    run: MatchTable,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    metric: str = "AP",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """AP(run) − AP(baseline) on ``resamples`` paired resamples of the image set.
+    """``metric``(run) − ``metric``(baseline) on ``resamples`` paired resamples of the image set (the same
+    resamples for every metric: they depend on the seed and the number of images only).
 
     Returns the differences [B] and the resamples as image counts [B, I] (row b: how often each image
     was drawn). Both tables must cover the same images.
@@ -292,7 +334,7 @@ def bootstrap_differences(
     counts = np.stack(
         [np.bincount(rng.integers(0, num_images, num_images), minlength=num_images) for _ in range(resamples)]
     )
-    differences = np.array([weighted_ap(run, row) - weighted_ap(baseline, row) for row in counts])
+    differences = np.array([weighted_ap(run, row, metric) - weighted_ap(baseline, row, metric) for row in counts])
     return differences, counts
 
 
@@ -302,12 +344,14 @@ def bootstrap_interval(
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     confidence: float = CONFIDENCE,
+    metric: str = "AP",
 ) -> DeltaInterval:
-    """The paired-bootstrap interval: percentiles (1 − c)/2 and (1 + c)/2 of the resampled differences."""
-    differences, _ = bootstrap_differences(baseline, run, resamples, seed)
+    """The paired-bootstrap interval of ``metric``: percentiles (1 − c)/2 and (1 + c)/2 of the resampled
+    differences."""
+    differences, _ = bootstrap_differences(baseline, run, resamples, seed, metric)
     finite = differences[np.isfinite(differences)]
     ones = np.ones(len(run.image_ids))
-    delta = weighted_ap(run, ones) - weighted_ap(baseline, ones)
+    delta = weighted_ap(run, ones, metric) - weighted_ap(baseline, ones, metric)
     detail = f"bootstrap over {len(run.image_ids)} images, {resamples} resamples, seed {seed}"
     if not finite.size:
         return DeltaInterval(delta, None, None, "", f"{detail}: no resample has ground truth")
@@ -346,6 +390,7 @@ class IntervalFinder:
     def __init__(self, baseline: RunGroup, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> None:
         self.baseline, self.resamples, self.seed = baseline, resamples, seed
         self._tables: dict[Path, tuple[MatchTable | None, str]] = {}
+        self._intervals: dict[tuple[int, str], DeltaInterval] = {}
 
     def _table(self, run: RunRecord) -> tuple[MatchTable | None, str]:
         if run.path not in self._tables:
@@ -353,8 +398,15 @@ class IntervalFinder:
         return self._tables[run.path]
 
     def interval(self, group: RunGroup, metric: str = "AP") -> DeltaInterval:
-        """Welch over seeds when both groups have ≥ 2 values of ``metric``; the paired bootstrap (AP only)
-        when each is one evaluated run; otherwise no interval, with the reason."""
+        """The interval of ``group``'s Δ``metric`` (computed once per group and metric; see :meth:`_interval`)."""
+        key = (id(group), metric)
+        if key not in self._intervals:
+            self._intervals[key] = self._interval(group, metric)
+        return self._intervals[key]
+
+    def _interval(self, group: RunGroup, metric: str) -> DeltaInterval:
+        """Welch over seeds when both groups have ≥ 2 values of ``metric``; the paired bootstrap (the metrics of
+        :data:`METRIC_SLICES`) when each is one evaluated run; otherwise no interval, with the reason."""
         base_values = _present(self.baseline.summary_values(metric))
         values = _present(group.summary_values(metric))
         if len(base_values) >= 2 and len(values) >= 2:
@@ -368,8 +420,8 @@ class IntervalFinder:
                 "",
                 f"{len(values)} vs {len(base_values)} evaluated runs: neither Welch nor bootstrap",
             )
-        if metric != "AP":
-            return DeltaInterval(delta, None, None, "", f"the bootstrap recomputes AP only, not {metric}")
+        if metric not in METRIC_SLICES:
+            return DeltaInterval(delta, None, None, "", f"the bootstrap does not recompute {metric}")
         base_run, run = _evaluated_run(self.baseline, metric), _evaluated_run(group, metric)
         other = next((r for r in (run, base_run) if metric_format(r) not in BOOTSTRAP_FORMATS), None)
         if other is not None:
@@ -382,7 +434,7 @@ class IntervalFinder:
             return DeltaInterval(delta, None, None, "", base_where if base_table is None else where)
         if where != base_where or table.image_ids != base_table.image_ids:
             return DeltaInterval(delta, None, None, "", f"{run.label} and {base_run.label} were scored on other images")
-        result = bootstrap_interval(base_table, table, self.resamples, self.seed)
+        result = bootstrap_interval(base_table, table, self.resamples, self.seed, metric=metric)
         if "lvis" in (metric_format(run), metric_format(base_run)):
             detail = f"{result.detail}, COCO-protocol AP of the LVIS runs"
             return DeltaInterval(result.delta, result.low, result.high, result.method, detail)

@@ -287,12 +287,7 @@ def ablation_table(
 
     Returns the table and whether its rows are the paper's cumulative order.
     """
-    ordered = cumulative_settings(groups, baseline)
-    cumulative = ordered is not None
-    if ordered is None:
-        others = [group for group in groups if group is not baseline]
-        ordered = [(f"baseline ({describe_components(baseline)})", baseline)]
-        ordered += [(describe_components(group), group) for group in others]
+    ordered, cumulative = ablation_rows(groups, baseline)
     finder = intervals or IntervalFinder(baseline)
     spread = show_spread(groups)
     headers = ["setting", "run", "n"]
@@ -315,8 +310,46 @@ def ablation_table(
     return table(headers, rows, numeric, interval_caption(shown)), cumulative
 
 
-# The metric whose Δ gets a confidence interval: the bootstrap recomputes COCO's AP, and one interval
-# column keeps the table readable.
+def ablation_rows(groups: list[RunGroup], baseline: RunGroup) -> tuple[list[tuple[str, RunGroup]], bool]:
+    """The ablation's (setting, group) rows, baseline first, and whether they are the paper's cumulative order."""
+    ordered = cumulative_settings(groups, baseline)
+    if ordered is not None:
+        return ordered, True
+    others = [group for group in groups if group is not baseline]
+    rows = [(f"baseline ({describe_components(baseline)})", baseline)]
+    return rows + [(describe_components(group), group) for group in others], False
+
+
+def intervals_table(groups: list[RunGroup], baseline: RunGroup, intervals: IntervalFinder) -> Table | None:
+    """Every Δ of the ablation table with its 95 % confidence interval and verdict, one column per metric
+    (``Δ [low, high] verdict``); None when no row has an interval."""
+    ordered, _ = ablation_rows(groups, baseline)
+    rows, shown = [], []
+    for setting, group in ordered:
+        if group is baseline:
+            continue
+        row: list[Any] = [setting, group.label]
+        for name in ABLATION_METRICS:
+            interval = intervals.interval(group, name)
+            shown.append(interval)
+            stat, reference = group_stat(group, name), group_stat(baseline, name)
+            cell = format_delta(None if stat is None or reference is None else stat.mean - reference.mean)
+            if interval.low is not None and interval.high is not None:
+                cell += f" {format_interval(interval)} {interval.verdict}"
+            row.append(cell)
+        rows.append(row)
+    if not any(interval.low is not None for interval in shown):
+        return None
+    caption = (
+        f"Every Δ against the baseline with its {100 * CONFIDENCE:g} % confidence interval and verdict, by the "
+        "method the ΔAP caption names for each row (the bootstrap resamples the same images for every metric)."
+    )
+    headers = ["setting", "run", *(f"Δ{name}" for name in ABLATION_METRICS)]
+    return table(headers, rows, [False, False] + [True] * len(ABLATION_METRICS), caption)
+
+
+# The metric whose Δ gets its confidence interval in the ablation table itself (every metric's is in
+# intervals_table): one interval column keeps that table readable.
 INTERVAL_METRIC = "AP"
 INTERVAL_HEADERS = ("95 % CI", "verdict")
 

@@ -16,6 +16,7 @@ from libra_cli.report.significance import (
     BETTER,
     WITHIN_NOISE,
     WORSE,
+    IntervalFinder,
     bootstrap_differences,
     bootstrap_interval,
     coco_match_table,
@@ -25,7 +26,7 @@ from libra_cli.report.significance import (
     weighted_ap,
     welch_interval,
 )
-from libra_cli.report.tables import ablation_table
+from libra_cli.report.tables import ablation_table, intervals_table
 from tests.report import coco_summary, make_run
 from tests.report.test_tables import rows_of
 
@@ -163,7 +164,7 @@ def random_dataset(seed: int, num_images: int = 12, num_categories: int = 3):
     return {"images": images, "annotations": annotations, "categories": categories}, detections
 
 
-def cocoeval_ap(ground_truth: dict, detections: list[dict]) -> float:
+def cocoeval_stats(ground_truth: dict, detections: list[dict]) -> np.ndarray:
     gt = COCO()
     gt.dataset = json.loads(json.dumps(ground_truth))
     gt.createIndex()
@@ -171,15 +172,27 @@ def cocoeval_ap(ground_truth: dict, detections: list[dict]) -> float:
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-    return float(evaluator.stats[0])
+    return evaluator.stats
+
+
+def cocoeval_ap(ground_truth: dict, detections: list[dict]) -> float:
+    return float(cocoeval_stats(ground_truth, detections)[0])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fast_ap_equals_cocoeval_on_the_full_image_set(seed, capsys):
+def test_fast_metrics_equal_cocoeval_on_the_full_image_set(seed, capsys):
+    """AP, AP50, AP75, APs, APm, APl: COCOeval.summarize's first six numbers."""
     ground_truth, detections = random_dataset(seed)
     table = coco_match_table(ground_truth, detections)
-    fast = weighted_ap(table, np.ones(len(table.image_ids)))
-    assert fast == pytest.approx(cocoeval_ap(ground_truth, detections), abs=1e-9)
+    stats = cocoeval_stats(ground_truth, detections)
+    ones = np.ones(len(table.image_ids))
+    for index, metric in enumerate(("AP", "AP50", "AP75", "APs", "APm", "APl")):
+        expected = stats[index]
+        fast = weighted_ap(table, ones, metric)
+        if expected == -1:  # COCOeval: no ground truth in that area range
+            assert math.isnan(fast), metric
+        else:
+            assert fast == pytest.approx(expected, abs=1e-9), metric
 
 
 def test_a_weight_of_two_is_the_image_twice(capsys):
@@ -293,6 +306,26 @@ def test_ablation_table_shows_the_bootstrap_interval_of_a_single_pair(tmp_path):
     assert "bootstrap over 2 images, 1000 resamples, seed 0: bfp" in table.caption
 
 
+def test_every_delta_gets_its_interval_from_the_same_resamples(tmp_path):
+    """The two-image pair above: the boxes are found exactly (IoU 1) and are 20 × 20 = 400 px² (COCO's
+    "small"), so AP50, AP75 and APs resample exactly as AP does: Δ 50/101 with the interval [0, 1]. No object
+    is medium or large: APm and APl have nothing to measure and get no interval."""
+    ann_file = tmp_path / "val.json"
+    ann_file.write_text(json.dumps(two_image_dataset()))
+    empty = {"APm": None, "APl": None}
+    plain = make_run(tmp_path, "plain", summary={**coco_summary(51 / 101, step=0), **empty})
+    bfp = make_run(tmp_path, "bfp", libra={"bfp": True}, summary={**coco_summary(1.0, step=0), **empty})
+    write_evaluation(plain, ann_file, [hit(1, 0.9)], 51 / 101)
+    write_evaluation(bfp, ann_file, [hit(1, 0.9), hit(2, 0.8)], 1.0)
+    groups = group_runs(load_runs([plain, bfp]))
+    baseline = find_baseline(groups, None)
+    table = intervals_table(groups, baseline, IntervalFinder(baseline))
+    (row,) = rows_of(table)
+    for name in ("AP", "AP50", "AP75", "APs"):
+        assert row[f"Δ{name}"] == "+0.495 [+0.000, +1.000] within noise", name
+    assert (row["ΔAPm"], row["ΔAPl"]) == ("—", "—")
+
+
 def test_ablation_table_uses_welch_over_seeds_and_says_when_neither_applies(tmp_path):
     runs = [
         make_run(tmp_path / "plain", f"seed{s}", seed=s, summary=coco_summary(ap))
@@ -312,6 +345,14 @@ def test_ablation_table_uses_welch_over_seeds_and_says_when_neither_applies(tmp_
     assert (rows["bfp"]["95 % CI"], rows["bfp"]["verdict"]) == ("—", "—")
     assert "Welch over 3 vs 3 seeds (df 4.0): iou" in table.caption
     assert "none (1 vs 3 evaluated runs: neither Welch nor bootstrap): bfp" in table.caption
+    # Every metric: coco_summary shifts each by the same step in both groups, so each Δ and its Welch
+    # interval are AP's; the single BFP run gets Δs without intervals.
+    baseline = find_baseline(groups, None)
+    every = {row["run"]: row for row in rows_of(intervals_table(groups, baseline, IntervalFinder(baseline)))}
+    assert {every["iou"][f"Δ{name}"] for name in ("AP", "AP50", "AP75", "APs", "APm", "APl")} == {
+        "+0.100 [+0.077, +0.123] better"
+    }
+    assert every["bfp"]["ΔAP50"] == "+0.190"  # 0.51 − (0.31 + 0.32 + 0.33) / 3
 
 
 def test_lvis_runs_are_resampled_under_the_coco_protocol(tmp_path):
