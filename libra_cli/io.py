@@ -1,4 +1,5 @@
-"""File I/O that every layer shares: atomic writes and safe loading of tensor files.
+"""File I/O that every layer shares: atomic writes, JSON reading with one-line errors and safe loading of
+tensor files.
 
 Every file libra keeps is written to a temporary file in the same folder, flushed, fsync-ed and renamed
 over the target, so a crash at any moment leaves either the old file or the new one, never a torn one.
@@ -9,6 +10,7 @@ type, so ``config.py``, ``models/build.py``, ``engine/checkpoint.py`` and ``rund
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -90,3 +92,22 @@ def load_tensors_safely(path: Path, what: str) -> Any:
         raise LibraError(
             f"{path}: corrupt {what} or not a PyTorch file ({type(exc).__name__}: {first_sentence})"
         ) from exc
+
+
+def read_json(path: Path, what: str = "file", expected: type | None = None) -> Any:
+    """A JSON file's value, or LibraError in one line naming the file: ``what`` not found (e.g. "detections
+    file"), unreadable, not valid JSON, or (with ``expected``) not a JSON object (dict) / list."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise LibraError(f"{path}: {what} not found") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        detail = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise LibraError(f"{path}: not valid JSON ({detail})") from exc
+    except OSError as exc:
+        raise LibraError(f"{path}: cannot read ({exc.strerror})") from exc
+    if expected is not None and not isinstance(data, expected):
+        kind = "a JSON object" if expected is dict else f"a JSON {expected.__name__}"
+        raise LibraError(f"{path}: expected {kind}, got {type(data).__name__}")
+    return data

@@ -28,7 +28,7 @@ from typing import Any
 from libra_cli.config import RunConfig, apply_overrides, read_yaml, save_config, validate
 from libra_cli.engine.checkpoint import load_checkpoint
 from libra_cli.errors import LibraError
-from libra_cli.io import atomic_write_bytes, atomic_write_text
+from libra_cli.io import atomic_write_bytes, atomic_write_text, read_json
 
 # Every entry of a run directory, relative to it.
 CONFIG = "config.yaml"
@@ -291,12 +291,4 @@ def _log_lines(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LibraError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    except OSError as exc:
-        raise LibraError(f"{path}: cannot read ({exc.strerror})") from exc
-    if not isinstance(data, dict):
-        raise LibraError(f"{path}: expected a JSON object")
-    return data
+    return read_json(path, expected=dict)

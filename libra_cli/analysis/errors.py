@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from libra_cli.analysis.tide import MAX_DETS, tide_errors
 from libra_cli.data.coco import read_annotation_file
 from libra_cli.engine.metrics import detect_annotation_format
 from libra_cli.errors import LibraError
+from libra_cli.io import read_json
 from libra_cli.rundir import RunLayout
 
 COCO_KINDS = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
@@ -165,12 +165,7 @@ def load_ground_truth(path: Path) -> GroundTruth:
 def read_detections(path: Path, ground_truth: GroundTruth) -> list[dict[str, Any]]:
     """The run's detections, checked against the ground truth: LibraError (one line, naming the file and
     the record) for a malformed record, an image id or a category id the ground truth does not have."""
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LibraError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    except OSError as exc:
-        raise LibraError(f"{path}: cannot read ({exc.strerror})") from exc
+    records = read_json(path, "detections file")
     if not isinstance(records, list):
         raise LibraError(f"{path}: expected a JSON list of detections, got {type(records).__name__}")
     image_ids = {image["id"] for image in ground_truth.dataset["images"]}

@@ -41,6 +41,7 @@ from torchvision.utils import draw_bounding_boxes
 from libra_cli.data.build import benchmark_paths
 from libra_cli.data.coco import DetectionDataset, to_rgb8
 from libra_cli.errors import LibraError
+from libra_cli.io import read_json
 from libra_cli.report.collect import RunRecord
 from libra_cli.report.plots import DPI, PALETTE, literal
 from libra_cli.rundir import DETECTIONS, RunLayout
@@ -125,12 +126,7 @@ def read_detections(path: str | Path) -> dict[int, Boxes]:
     """A run's ``eval/detections.json`` (COCO results: image_id, category_id, bbox [x, y, w, h], score)
     grouped by image id, boxes as xyxy."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise LibraError(f"{path}: detections file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise LibraError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    data = read_json(path, "detections file")
     if not isinstance(data, list):
         raise LibraError(f"{path}: expected a JSON list of detections")
     grouped: dict[int, list[tuple[tuple[float, float, float, float], int, float]]] = {}
