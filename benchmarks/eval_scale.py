@@ -58,6 +58,17 @@ LVIS_FREQUENCY_COUNTS = (("r", 337), ("c", 461), ("f", 405))
 # ------------------------------------------------------------------------------------------- data
 
 
+def _box_annotation(annotation_id: int, image_id: int, category_id: Any, box: np.ndarray) -> dict[str, Any]:
+    """A ground-truth record of an xywh box, its area the box's."""
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": int(category_id),
+        "bbox": box.tolist(),
+        "area": round(float(box[2] * box[3]), 2),
+    }
+
+
 def _image_sizes(rng: np.random.Generator, count: int) -> list[tuple[int, int]]:
     """(width, height) pairs around COCO's typical 640 × 480."""
     widths = rng.integers(480, 641, size=count)
@@ -93,16 +104,8 @@ def coco_ground_truth(num_images: int, boxes_per_image: float, seed: int) -> dic
         count = int(rng.poisson(boxes_per_image))
         categories = rng.choice(COCO_CATEGORY_IDS, size=count)
         for box, category_id in zip(_random_boxes(rng, count, width, height), categories, strict=True):
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": int(category_id),
-                    "bbox": box.tolist(),
-                    "area": round(float(box[2] * box[3]), 2),
-                    "iscrowd": int(rng.uniform() < 0.01),
-                }
-            )
+            crowd = int(rng.uniform() < 0.01)
+            annotations.append({**_box_annotation(len(annotations) + 1, image_id, category_id, box), "iscrowd": crowd})
     categories = [{"id": i, "name": f"class_{i}", "supercategory": "thing"} for i in COCO_CATEGORY_IDS]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -137,15 +140,7 @@ def lvis_ground_truth(num_images: int, boxes_per_image: float, seed: int) -> dic
             }
         )
         for box, category_id in zip(_random_boxes(rng, count, width, height), labels, strict=True):
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": int(category_id),
-                    "bbox": box.tolist(),
-                    "area": round(float(box[2] * box[3]), 2),
-                }
-            )
+            annotations.append(_box_annotation(len(annotations) + 1, image_id, category_id, box))
     return {"images": images, "annotations": annotations, "categories": categories}
 
 

@@ -21,6 +21,7 @@ from libra_cli.losses import balanced_l1_loss, equalization_loss
 from libra_cli.models.bfp import NonLocal2d
 from libra_cli.models.build import build_detector
 from tests.conftest import tiny_config
+from tests.models.test_mask_rcnn import narrow_mask_head, tiny_mask_config  # noqa: F401 (a fixture)
 
 BF16 = torch.bfloat16
 NUM_CLASSES = 3
@@ -204,25 +205,8 @@ def _with_masks(targets):
 
 
 @pytest.mark.parametrize("switches", MASK_RCNN_CASES, ids=lambda s: _label(("mask_rcnn", s)))
-def test_bf16_autocast_mask_rcnn_trains_and_evaluates_in_float32(tiny_benchmark, tmp_path, monkeypatch, switches):
-    # Two 16-channel mask convolutions instead of torchvision's four of 256: the same code path, faster.
-    monkeypatch.setattr("libra_cli.models.build.MASK_HEAD_LAYERS", (16, 16))
-    monkeypatch.setattr("libra_cli.models.build.MASK_PREDICTOR_CHANNELS", 16)
-    overrides = {f"libra__{key}": value for key, value in switches.items()}
-    config = tiny_config(
-        tiny_benchmark,
-        tmp_path,
-        model__arch="mask_rcnn",
-        model__min_size=IMAGE,
-        model__max_size=IMAGE,
-        model__fpn_channels=16,
-        model__box_head_dim=32,
-        model__anchor_sizes=[8, 16, 32, 64, 128],
-        model__rpn_pre_nms_top_n_train=100,
-        model__rpn_post_nms_top_n_train=50,
-        model__roi_batch_size_per_image=32,
-        **overrides,
-    )
+def test_bf16_autocast_mask_rcnn_trains_and_evaluates_in_float32(tmp_path, narrow_mask_head, switches):  # noqa: F811
+    config = tiny_mask_config(tmp_path, **{f"libra__{key}": value for key, value in switches.items()})
     torch.manual_seed(0)
     model = build_detector(config, NUM_CLASSES, images_per_class=torch.tensor([8, 3, 1]), num_images=8)
 
