@@ -2,7 +2,7 @@
 
 A run is described by four sections — ``data``, ``model``, ``libra`` (the balanced-learning switches)
 and ``train`` — each a dataclass whose fields carry a comment saying what they do. Presets in
-``experiments/*.yaml`` set any subset of fields; command-line flags override the preset; the resolved
+``libra_cli/presets/*.yaml`` set any subset of fields; command-line flags override the preset; the resolved
 config is saved as ``RUN_DIR/config.yaml`` so that every run records exactly what it did.
 
 Components never read this object: ``build_detector`` and the engine pass plain keyword arguments on.
@@ -11,6 +11,7 @@ Components never read this object: ``build_detector`` and the engine pass plain 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,10 @@ DEFAULT_SYNTH_DIR = "data/synth"
 SCIENTIFIC_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 # Box losses of the RoI head when balanced L1 is off.
 ROI_BOX_LOSSES = ("smooth_l1", "l1")
-# The repository's presets; a preset may also be given as a path to any YAML file.
-PRESET_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# The presets and grids shipped inside the package (package data, found with any install from any working
+# directory); a preset may also be given as a path to any YAML file. The source tree's ``experiments/`` is a
+# link to this folder.
+PRESET_DIR = Path(str(importlib.resources.files("libra_cli") / "presets"))
 # A setting that names a file or folder: a string in YAML, a path on the command line.
 PathStr = NewType("PathStr", str)
 
@@ -261,7 +264,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, dict[str, Any]], sou
 
 
 def resolve_preset(preset: str) -> Path:
-    """A preset is a YAML path, or a name looked up in ``experiments/`` (``baseline`` → baseline.yaml)."""
+    """A preset is a YAML path, or a name among the shipped presets (``baseline`` → libra_cli/presets/baseline.yaml)."""
     path = Path(preset)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():

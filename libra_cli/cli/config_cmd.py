@@ -37,7 +37,7 @@ def config_diff(config: RunConfig, reference: RunConfig | None = None) -> dict[s
 
 @handle_errors
 def config_command(
-    preset: str = typer.Argument(None, help="Preset name in experiments/ (e.g. baseline, libra) or a YAML path."),
+    preset: str = typer.Argument(None, help="Preset name (baseline, libra, …: libra config --list) or a YAML path."),
     *,
     image_size: int = typer.Option(
         None, "--image-size", help="Resize images to this size (sets min_size and max_size)."

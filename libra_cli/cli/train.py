@@ -128,7 +128,7 @@ def run_label(config: RunConfig) -> str:
 
 @handle_errors
 def train_command(
-    preset: str = typer.Argument(None, help="Preset name in experiments/ (e.g. baseline, libra) or a YAML path."),
+    preset: str = typer.Argument(None, help="Preset name (baseline, libra, …: libra config --list) or a YAML path."),
     *,
     image_size: int = typer.Option(
         None,

@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from torchvision.transforms.functional import pil_to_tensor
 
 from libra_cli.data.transforms import TrainAugmentation, resize_masks
 from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, is_voc_source, read_voc_spec
 from libra_cli.errors import LibraError
+from libra_cli.images import ImageReadError, image_file_problem, open_rgb
 
 
 @dataclass(frozen=True)
@@ -341,16 +341,12 @@ class DetectionDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def load_image(self, record: ImageRecord) -> torch.Tensor:
+        """float [3, H, W] in [0, 1]: the record's image upright (EXIF orientation applied), as RGB."""
         try:
-            with Image.open(record.path) as pil:
-                pil.load()
-                image = to_rgb8(pil)
-        except FileNotFoundError as exc:
-            raise LibraError(
-                f"{_with_tried(f'{record.path}: image file not found', record)} (image id {record.image_id})"
-            ) from exc
-        except (UnidentifiedImageError, OSError) as exc:
-            raise LibraError(f"{record.path}: cannot decode image (image id {record.image_id}): {exc}") from exc
+            image = open_rgb(record.path)
+        except ImageReadError as exc:
+            problem = exc.reason if exc.reason != "image file not found" else _with_tried(exc.reason, record)
+            raise LibraError(f"{record.path}: {problem} (image id {record.image_id})") from exc
         return pil_to_tensor(image).float().div_(255.0)
 
     def load_masks(self, record: ImageRecord) -> torch.Tensor:
@@ -429,33 +425,6 @@ def _with_tried(problem: str, record: ImageRecord) -> str:
     if len(record.tried) <= 1:
         return problem
     return f"{problem}; tried {', '.join(str(path) for path in record.tried)}"
-
-
-def to_rgb8(pil: Image.Image) -> Image.Image:
-    """An RGB image with 8 bits per channel, from any mode PIL reads.
-
-    Grayscale ("L", "1"), palette ("P"), "LA", "RGBA" and "CMYK" convert with PIL (alpha is dropped).
-    16-bit grayscale (modes "I;16*", and "I", which is how some PIL versions read 16-bit PNGs) is scaled
-    v ↦ round(v · 255 / 65535), so that the full 0..65535 range maps onto 0..255 instead of every value
-    above 255 saturating to white.
-    """
-    if pil.mode.startswith("I;16") or pil.mode == "I":
-        values = np.asarray(pil, dtype=np.float64)
-        pil = Image.fromarray(np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8))
-    return pil if pil.mode == "RGB" else pil.convert("RGB")
-
-
-def image_file_problem(path: Path) -> str | None:
-    """Why the image file at ``path`` cannot be used (a short phrase), or None if it looks sound."""
-    try:
-        with Image.open(path) as pil:
-            pil.verify()
-    except FileNotFoundError:
-        return "image file not found"
-    except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, … for damaged files
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"cannot decode image ({detail})"
-    return None
 
 
 # --- masks -------------------------------------------------------------------------------------------

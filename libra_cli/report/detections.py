@@ -33,14 +33,14 @@ from typing import Any
 import torch
 from matplotlib import font_manager
 from matplotlib.figure import Figure
-from PIL import Image, UnidentifiedImageError
 from torchvision.ops import box_iou
 from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import draw_bounding_boxes
 
 from libra_cli.data.build import benchmark_paths
-from libra_cli.data.coco import DetectionDataset, to_rgb8
+from libra_cli.data.coco import DetectionDataset
 from libra_cli.errors import LibraError
+from libra_cli.images import ImageReadError, open_rgb
 from libra_cli.io import read_json
 from libra_cli.report.collect import RunRecord
 from libra_cli.report.plots import DPI, PALETTE, literal
@@ -205,16 +205,12 @@ def choose_images(
 
 
 def read_image(image: ValidationImage, ann_file: Path | None = None) -> torch.Tensor:
-    """The image as a uint8 RGB tensor [3, H, W]; a missing or unreadable file is a LibraError naming it."""
+    """The image upright as a uint8 RGB tensor [3, H, W]; a missing or unreadable file is a LibraError naming it."""
     source = f" of {ann_file}" if ann_file is not None else ""
     try:
-        with Image.open(image.path) as pil:
-            pil.load()
-            rgb = to_rgb8(pil)
-    except FileNotFoundError as exc:
-        raise LibraError(f"{image.path}: image file not found (image id {image.image_id}{source})") from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise LibraError(f"{image.path}: cannot decode image (image id {image.image_id}{source}): {exc}") from exc
+        rgb = open_rgb(image.path)
+    except ImageReadError as exc:
+        raise LibraError(f"{image.path}: {exc.reason} (image id {image.image_id}{source})") from exc
     return pil_to_tensor(rgb)
 
 

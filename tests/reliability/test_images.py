@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from libra_cli.data.coco import DetectionDataset, to_rgb8
+from libra_cli.data.coco import DetectionDataset
 from libra_cli.engine.train import train
 from libra_cli.errors import LibraError
+from libra_cli.images import to_rgb8
 from tests.conftest import tiny_config
 from tests.reliability.helpers import CATEGORIES, read_log, write_split
 

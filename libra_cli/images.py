@@ -1,0 +1,92 @@
+"""Reading image files: the one place where pixels enter libra.
+
+Training, evaluation, the analyses, the report's figures, ``libra predict`` and ``libra data show`` all read
+images through :func:`open_rgb`, so that every path sees the same pixels:
+
+- EXIF orientation is applied (``PIL.ImageOps.exif_transpose``), as detectron2's and mmcv's readers do: a
+  phone photo stored sideways with orientation 6 is returned upright, in the coordinates an annotation
+  tool shows and a user annotates;
+- every mode PIL reads becomes 8-bit RGB (:func:`to_rgb8`): grayscale, palette, alpha and CMYK convert,
+  16-bit grayscale is scaled to 0..255.
+
+A missing or undecodable file raises :class:`ImageReadError`, whose message is a short phrase the caller
+puts after the file's name. This module imports nothing from libra but the error type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from libra_cli.errors import LibraError
+
+# The file suffixes libra treats as images when it lists a folder (predict, VOC's JPEGImages, …).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class ImageReadError(LibraError):
+    """An image file that cannot be used; ``reason`` is a short phrase ("image file not found", …)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def to_rgb8(pil: Image.Image) -> Image.Image:
+    """An RGB image with 8 bits per channel, from any mode PIL reads.
+
+    Grayscale ("L", "1"), palette ("P"), "LA", "RGBA" and "CMYK" convert with PIL (alpha is dropped).
+    16-bit grayscale (modes "I;16*", and "I", which is how some PIL versions read 16-bit PNGs) is scaled
+    v ↦ round(v · 255 / 65535), so that the full 0..65535 range maps onto 0..255 instead of every value
+    above 255 saturating to white.
+    """
+    if pil.mode.startswith("I;16") or pil.mode == "I":
+        values = np.asarray(pil, dtype=np.float64)
+        pil = Image.fromarray(np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8))
+    return pil if pil.mode == "RGB" else pil.convert("RGB")
+
+
+def open_rgb(path: Path | str) -> Image.Image:
+    """The image at ``path`` upright (EXIF orientation applied) as 8-bit RGB, fully loaded.
+
+    Raises ImageReadError("image file not found" / "cannot decode image (…)") for a missing or damaged file.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as pil:
+            pil.load()
+            upright = ImageOps.exif_transpose(pil)
+            return to_rgb8(upright if upright is not None else pil)
+    except FileNotFoundError as exc:
+        raise ImageReadError(path, "image file not found") from exc
+    except IsADirectoryError as exc:
+        raise ImageReadError(path, "is a folder, not an image file") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImageReadError(path, f"cannot decode image ({detail})") from exc
+
+
+def upright_size(pil: Image.Image) -> tuple[int, int]:
+    """(width, height) of ``pil`` once its EXIF orientation is applied (5–8 swap the two), without decoding."""
+    try:
+        orientation = pil.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: PIL's exif_transpose then leaves the image as stored
+        orientation = 1
+    width, height = pil.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def image_file_problem(path: Path) -> str | None:
+    """Why the image file at ``path`` cannot be used (a short phrase), or None if it looks sound."""
+    try:
+        with Image.open(path) as pil:
+            pil.verify()
+    except FileNotFoundError:
+        return "image file not found"
+    except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, … for damaged files
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot decode image ({detail})"
+    return None
