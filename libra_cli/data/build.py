@@ -88,6 +88,7 @@ def build_train_dataset(data: DataConfig, paths: DataPaths, *, with_masks: bool 
         on_bad_sample=data.on_bad_sample,
         with_masks=with_masks,
         voc_use_difficult=data.voc_use_difficult,
+        drop_unannotated=data.drop_unannotated,
     )
 
 
