@@ -46,6 +46,9 @@ class DataConfig:
     val_images: PathStr | None = None  # folder the val file names are relative to (as train_images)
     synth_dir: PathStr = DEFAULT_SYNTH_DIR  # where the default benchmark is generated when no files are given
     synth_long_tail: bool = False  # default benchmark with a Zipf-like class frequency (LVIS format)
+    # the synthetic benchmark's difficulty: "default" (the demo's) or "coco-like" (more, smaller objects, more hard
+    # negatives and classes; see libra_cli/data/synth.py DIFFICULTIES); give each its own synth_dir
+    synth_difficulty: str = "default"
     hflip_prob: float = 0.5  # horizontal-flip probability during training
     scale_jitter: tuple[float, float] | None = None  # random resize of train images by a factor in range
     batch_size: int = 4  # images per iteration (global batch)
@@ -337,6 +340,7 @@ def validate(config: RunConfig) -> None:
     _check_choice("train.schedule", t.schedule, ("step", "cosine"))
     _check_choice("train.amp_dtype", t.amp_dtype, ("bf16", "fp16"))
     _check_choice("data.on_bad_sample", d.on_bad_sample, ("error", "skip"))
+    _check_choice("data.synth_difficulty (--synth-difficulty)", d.synth_difficulty, ("default", "coco-like"))
     _check_choice("libra.iou_bins_upper", lib.iou_bins_upper, ("max-iou", "neg-thr"))
     _check_choice("libra.iou_last_bin (--iou-last-bin)", lib.iou_last_bin, ("closed", "half-open"))
     _check_choice("model.box_head_init (--box-head-init)", m.box_head_init, ("torchvision", "reference"))
