@@ -557,3 +557,13 @@ def test_synth_command_takes_a_difficulty_and_single_knobs_override_it(tmp_path)
     assert (spec["small_fraction"], spec["max_distractors"], spec["clutter_factor"]) == (0.25, 10, 3)
     bad = runner.invoke(app, ["data", "synth", str(tmp_path / "c"), "--difficulty", "hard"])
     assert bad.exit_code == 2 and "'hard' is not one of default, coco-like" in bad.output
+
+
+def test_the_config_accepts_exactly_the_named_difficulties():
+    from libra_cli.config import load_config
+    from libra_cli.data.synth import DIFFICULTIES
+
+    for name in DIFFICULTIES:
+        assert load_config(None, {"data": {"synth_difficulty": name}}).data.synth_difficulty == name
+    with pytest.raises(LibraError, match="data.synth_difficulty .*'hard' is not one of default, coco-like"):
+        load_config(None, {"data": {"synth_difficulty": "hard"}})
