@@ -94,6 +94,7 @@ def iou_balanced_sampler(config: RunConfig):
             bins_upper=lib.iou_bins_upper,
             neg_iou_thr=NEGATIVE_IOU_THRESHOLD,
             pos_balance=lib.pos_balance,
+            last_bin_closed=lib.iou_last_bin == "closed",
         )
     except ValueError as exc:
         raise LibraError(f"libra: invalid IoU-balanced sampling settings ({exc})") from exc

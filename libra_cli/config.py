@@ -46,6 +46,9 @@ class DataConfig:
     val_images: PathStr | None = None  # folder the val file names are relative to (as train_images)
     synth_dir: PathStr = DEFAULT_SYNTH_DIR  # where the default benchmark is generated when no files are given
     synth_long_tail: bool = False  # default benchmark with a Zipf-like class frequency (LVIS format)
+    # the synthetic benchmark's difficulty: "default" (the demo's) or "coco-like" (more, smaller objects, more hard
+    # negatives and classes; see libra_cli/data/synth.py DIFFICULTIES); give each its own synth_dir
+    synth_difficulty: str = "default"
     hflip_prob: float = 0.5  # horizontal-flip probability during training
     scale_jitter: tuple[float, float] | None = None  # random resize of train images by a factor in range
     batch_size: int = 4  # images per iteration (global batch)
@@ -60,6 +63,9 @@ class DataConfig:
     train_split: str = "trainval"
     val_split: str = "test"  # Pascal VOC: the ImageSets/Main list read from a val_ann that names VOC year folders
     voc_use_difficult: bool = False  # Pascal VOC: train on objects marked difficult too (evaluation ignores them)
+    # drop training images without any annotation or under 32 px on a side, as the reference's dataset does
+    # (mmdetection v1 ``_filter_imgs``); false keeps them all (torchvision's references keep them too)
+    drop_unannotated: bool = False
 
 
 @dataclass
@@ -95,10 +101,19 @@ class ModelConfig:
     # RoIAlign kernel: "auto" (the grid_sample form on CPU, torchvision's on CUDA), "grid_sample" or "torchvision"
     roi_align: str = "auto"
     box_head_dim: int = 256  # width of the two-layer MLP box head (torchvision's default is 1024)
+    # box head initialisation: "torchvision" (nn.Linear's default, Kaiming-uniform a = √5) or "reference"
+    # (mmdetection v1's BBoxHead: FCs Xavier-uniform, classifier N(0, 0.01²), box regressor N(0, 0.001²), biases 0)
+    box_head_init: str = "torchvision"
+    # RPN: a ground truth's best anchor is positive only if its IoU is at least this (reference: 0.3);
+    # null: every GT's best anchor is positive, however low (torchvision's low-quality matches); in [0, 1]
+    rpn_min_pos_iou: float | None = None
+    # RPN loss divisor: "sampled" (torchvision: Σᵢ (posᵢ + negᵢ), the batch's sampled anchors) or
+    # "reference" (Σᵢ max(1, posᵢ) + Σᵢ max(1, negᵢ), mmdetection v1's anchor_target)
+    rpn_loss_norm: str = "sampled"
     roi_box_loss: str = "smooth_l1"  # RoI-head box loss unless --balanced-l1: "smooth_l1" (β below) or "l1"
     roi_smooth_l1_beta: float = 1 / 9  # smooth L1's β in the RoI head: 1/9 torchvision, 1.0 the paper's baseline
     # RetinaNet loss divisor: "image" (torchvision: each image by its positives, then the mean) or "batch"
-    # (reference: the batch's summed loss by the batch's positives)
+    # (reference: the batch's summed loss by Σᵢ max(1, positivesᵢ))
     retinanet_loss_norm: str = "image"
     retinanet_p6: str = "p5"  # "p5" (torchvision: P6 from P5, ReLU before P7) or "c5" (reference: from C5, no ReLU)
     score_thresh: float = 0.05  # detections below this score are dropped at inference
@@ -116,6 +131,9 @@ class LibraConfig:
     iou_floor_thr: float = 0.0
     iou_floor_fraction: float = 0.0  # share of negatives drawn from the floor set
     iou_bins_upper: str = "max-iou"  # "max-iou" (reference code) or "neg-thr" (paper text)
+    # the last IoU bin: "closed" [hi − w, hi] (a candidate at the upper end is binned) or "half-open"
+    # [hi − w, hi) (the reference code; differs only when no GT box is among the proposals)
+    iou_last_bin: str = "closed"
     pos_balance: bool = True  # instance-balanced positives together with IoU sampling
     bfp: bool = False  # Balanced Feature Pyramid after the FPN
     bfp_refine: str = "non_local"  # "non_local", "conv" or "none"
@@ -322,7 +340,11 @@ def validate(config: RunConfig) -> None:
     _check_choice("train.schedule", t.schedule, ("step", "cosine"))
     _check_choice("train.amp_dtype", t.amp_dtype, ("bf16", "fp16"))
     _check_choice("data.on_bad_sample", d.on_bad_sample, ("error", "skip"))
+    _check_choice("data.synth_difficulty (--synth-difficulty)", d.synth_difficulty, ("default", "coco-like"))
     _check_choice("libra.iou_bins_upper", lib.iou_bins_upper, ("max-iou", "neg-thr"))
+    _check_choice("libra.iou_last_bin (--iou-last-bin)", lib.iou_last_bin, ("closed", "half-open"))
+    _check_choice("model.box_head_init (--box-head-init)", m.box_head_init, ("torchvision", "reference"))
+    _check_choice("model.rpn_loss_norm (--rpn-loss-norm)", m.rpn_loss_norm, ("sampled", "reference"))
     _check_choice("libra.bfp_refine", lib.bfp_refine, ("non_local", "conv", "none"))
     _check_choice("model.roi_box_loss (--roi-box-loss)", m.roi_box_loss, ROI_BOX_LOSSES)
     _check_choice("model.retinanet_loss_norm (--retinanet-loss-norm)", m.retinanet_loss_norm, ("image", "batch"))
@@ -337,6 +359,11 @@ def validate(config: RunConfig) -> None:
     if m.rpn_neg_pos_ub is not None and m.rpn_neg_pos_ub < 0:
         raise LibraError(
             f"model.rpn_neg_pos_ub (--rpn-neg-pos-ub): must be >= 0 (or null for no cap), got {m.rpn_neg_pos_ub}"
+        )
+    if m.rpn_min_pos_iou is not None and not 0 <= m.rpn_min_pos_iou <= 1:
+        raise LibraError(
+            "model.rpn_min_pos_iou (--rpn-min-pos-iou): must lie in [0, 1] (or null for no floor), "
+            f"got {m.rpn_min_pos_iou}"
         )
     if not m.roi_smooth_l1_beta > 0:
         raise LibraError(f"model.roi_smooth_l1_beta (--roi-smooth-l1-beta): must be > 0, got {m.roi_smooth_l1_beta}")

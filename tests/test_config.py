@@ -100,8 +100,20 @@ def test_reference_and_paper_presets_name_their_readings():
     assert iou_sampler_from_config(load_config(None, {"libra": {"iou_sampling": True}})).reading == "reference"
 
 
-def test_baseline_presets_differ_in_the_roi_box_loss_only():
+def test_baseline_presets_differ_in_the_roi_box_loss_and_the_reference_details_only():
     torchvision_baseline, paper_baseline = load_config("baseline"), load_config("paper_baseline")
+    # The reference's training details of SPEC §9, on in the paper's baseline and off (torchvision) in baseline.
+    reference_details = {
+        ("data", "drop_unannotated"): (True, False),
+        ("model", "box_head_init"): ("reference", "torchvision"),
+        ("model", "rpn_min_pos_iou"): (0.3, None),
+        ("model", "rpn_loss_norm"): ("reference", "sampled"),
+        ("libra", "iou_last_bin"): ("half-open", "closed"),
+    }
+    for (section, name), (paper_value, torchvision_value) in reference_details.items():
+        assert getattr(getattr(paper_baseline, section), name) == paper_value, name
+        assert getattr(getattr(torchvision_baseline, section), name) == torchvision_value, name
+        setattr(getattr(paper_baseline, section), name, torchvision_value)
     assert (torchvision_baseline.model.roi_box_loss, torchvision_baseline.model.roi_smooth_l1_beta) == (
         "smooth_l1",
         pytest.approx(1 / 9),
@@ -110,6 +122,28 @@ def test_baseline_presets_differ_in_the_roi_box_loss_only():
     paper_baseline.model.roi_smooth_l1_beta = torchvision_baseline.model.roi_smooth_l1_beta
     paper_baseline.train.out = torchvision_baseline.train.out
     assert paper_baseline == torchvision_baseline
+
+
+REFERENCE_PRESETS = [
+    "paper_baseline", "libra", "coco_faster_rcnn_r50_fpn_1x", "coco_libra_faster_rcnn_r50_fpn_1x",
+    "coco_mask_rcnn_r50_fpn_1x", "coco_libra_mask_rcnn_r50_fpn_1x", "voc_faster_rcnn_r50_fpn_1x",
+    "voc_libra_faster_rcnn_r50_fpn_1x", "lvis_faster_rcnn_r50_fpn_1x", "lvis_eql_faster_rcnn_r50_fpn_1x",
+    "lvis_mask_rcnn_r50_fpn_1x", "lvis_eql_mask_rcnn_r50_fpn_1x",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", REFERENCE_PRESETS)
+def test_reference_presets_turn_on_the_reference_training_details(preset):
+    # SPEC §9: the reference's box-head init, RPN floor (min_pos_iou 0.3) and loss divisor, the dataset filter
+    # and the half-open last IoU bin.
+    config = load_config(preset)
+    assert config.data.drop_unannotated is True
+    assert (config.model.box_head_init, config.model.rpn_min_pos_iou, config.model.rpn_loss_norm) == (
+        "reference",
+        0.3,
+        "reference",
+    )
+    assert config.libra.iou_last_bin == "half-open"
 
 
 def test_libra_retinanet_preset_uses_the_reference_normaliser_and_p6():

@@ -3,9 +3,9 @@
 It takes the flags of ``libra train`` (the generated config options, ``--image-size`` and ``--set``) and
 prints the config as YAML exactly as ``libra train`` saves it in ``RUN_DIR/config.yaml``; ``--diff`` prints
 only the settings that differ from libra's defaults (``RunConfig()``), itself a preset. An epoch schedule
-(``train.epochs``) becomes iterations from the training set's size: given the dataset flags, the printed
-config holds them as training will save them, and a closing comment gives the schedule in epochs and
-iterations; without them it says that the iterations are derived when training starts.
+(``train.epochs``) becomes iterations from the training set's size — the dataset flags' files, or the synthetic
+benchmark's (read from its folder, or its spec's image count before it is generated) — so the printed config
+holds them as training will save them, and a closing comment gives the schedule in epochs and iterations.
 """
 
 from __future__ import annotations
@@ -63,23 +63,29 @@ def config_command(
 
 
 def _epoch_schedule(config: RunConfig) -> tuple[RunConfig, str]:
-    """The config with its epochs turned into iterations when the training set is given, and a line saying
-    the schedule (or that it is derived when training starts)."""
-    if config.data.train_ann is None:
-        return config, (
-            f"train.max_iters: derived from train.epochs = {config.train.epochs} and the training set's size "
-            "when training starts (give --train-ann/--train-images/--val-ann/--val-images to see it)"
-        )
-    from libra_cli.data.build import build_train_dataset, resolve_data_paths
+    """The config with its epochs turned into iterations from the training set's size, and a line saying the
+    schedule. A synthetic benchmark not generated yet counts its spec's training images (before any
+    ``data.drop_unannotated`` filter, which the line then mentions)."""
+    from libra_cli.data.build import build_train_dataset, default_synth_spec, resolve_data_paths
+    from libra_cli.data.synth import benchmark_exists
     from libra_cli.engine.train import resolve_schedule, schedule_summary
 
-    num_images = len(build_train_dataset(config.data, resolve_data_paths(config.data)))
+    data = config.data
+    spec = default_synth_spec(data.synth_long_tail, data.synth_difficulty)
+    if data.train_ann is None and not benchmark_exists(data.synth_dir, spec):
+        num_images = spec.num_train
+        source = f"{num_images} training images of the synthetic benchmark, generated on first use"
+        if data.drop_unannotated:
+            source += ", before dropping unannotated ones"
+    else:
+        num_images = len(build_train_dataset(data, resolve_data_paths(data)))
+        source = f"{num_images} training images"
     config = resolve_schedule(config, num_images)
     summary = schedule_summary(config, num_images)
     milestones = ", ".join(map(str, summary["milestone_iters"])) or "none"
     return config, (
         f"schedule: {summary['epochs']} epochs × {summary['iters_per_epoch']} iterations "
-        f"({num_images} training images, global batch {summary['global_batch']}) = {summary['max_iters']} "
+        f"({source}, global batch {summary['global_batch']}) = {summary['max_iters']} "
         f"iterations; peak lr {summary['lr']:g}, ×0.1 at iterations {milestones}"
     )
 

@@ -10,7 +10,13 @@ import typer
 from rich.table import Table
 
 from libra_cli.cli.ui import console, count_progress, handle_errors, progress_callback
-from libra_cli.data.synth import LONG_TAIL_NUM_CLASSES, SynthSpec, generate_benchmark, split_image_counts
+from libra_cli.data.synth import (
+    LONG_TAIL_NUM_CLASSES,
+    SynthSpec,
+    difficulty_settings,
+    generate_benchmark,
+    split_image_counts,
+)
 from libra_cli.data.voc_export import export_benchmark_to_voc, voc_year_dir
 from libra_cli.errors import LibraError
 
@@ -43,6 +49,29 @@ def synth_command(
     long_tail: bool = typer.Option(False, "--long-tail", help="Zipf-like class frequency, LVIS-format files."),
     sparse_ids: bool = typer.Option(False, "--sparse-ids", help="Non-contiguous category ids."),
     distractors: bool = typer.Option(True, "--distractors/--no-distractors", help="Look-alike hard negatives."),
+    difficulty: str = typer.Option(
+        "default",
+        "--difficulty",
+        help="Named knob settings: default (the demo's benchmark) or coco-like (4-15 objects, a quarter forced "
+        "small, up to 10 look-alikes, 3× clutter, 20 classes); the options below override single knobs.",
+    ),
+    min_objects: int = typer.Option(
+        None, "--min-objects", help=f"Fewest labelled objects per image (default {DEFAULTS.min_objects})."
+    ),
+    max_objects: int = typer.Option(
+        None, "--max-objects", help=f"Most labelled objects per image (default {DEFAULTS.max_objects})."
+    ),
+    small_fraction: float = typer.Option(
+        None, "--small-fraction", help="Share of labelled objects drawn small, side 10-32 px (default 0)."
+    ),
+    max_distractors: int = typer.Option(
+        None,
+        "--max-distractors",
+        help=f"Most look-alike hard negatives per image (default {DEFAULTS.max_distractors}).",
+    ),
+    clutter_factor: int = typer.Option(
+        None, "--clutter-factor", help="Clutter lines and blobs per image, times the default's (default 1)."
+    ),
     seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Same seed, same bytes."),
     data_format: str = typer.Option(
         "coco",
@@ -52,8 +81,17 @@ def synth_command(
     ),
 ) -> None:
     """Generate a deterministic detection benchmark in real COCO (or LVIS) format."""
-    if num_classes is None:
-        num_classes = LONG_TAIL_NUM_CLASSES if long_tail else DEFAULTS.num_classes
+    knobs = difficulty_settings(difficulty, long_tail=long_tail)
+    given = {
+        "num_classes": num_classes,
+        "min_objects": min_objects,
+        "max_objects": max_objects,
+        "small_fraction": small_fraction,
+        "max_distractors": max_distractors,
+        "clutter_factor": clutter_factor,
+    }
+    knobs.update({name: value for name, value in given.items() if value is not None})
+    knobs.setdefault("num_classes", LONG_TAIL_NUM_CLASSES if long_tail else DEFAULTS.num_classes)
     # The long-tailed val split is sized per class, the COCO one in images: refuse the option that would do nothing.
     if long_tail and num_val is not None:
         raise LibraError("--num-val: a --long-tail val split is class-balanced; size it with --val-per-class")
@@ -70,11 +108,11 @@ def synth_command(
         num_val=DEFAULTS.num_val if num_val is None else num_val,
         val_instances_per_class=DEFAULTS.val_instances_per_class if val_per_class is None else val_per_class,
         image_size=image_size,
-        num_classes=num_classes,
         long_tail=long_tail,
         sparse_ids=sparse_ids,
         distractors=distractors,
         seed=seed,
+        **knobs,
     )
     if data_format == "voc":
         write_voc_benchmark(out, spec)

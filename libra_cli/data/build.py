@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from libra_cli.config import DataConfig
 from libra_cli.data.coco import DetectionDataset
-from libra_cli.data.synth import LONG_TAIL_NUM_CLASSES, SynthSpec, benchmark_exists, generate_benchmark
+from libra_cli.data.synth import (
+    LONG_TAIL_NUM_CLASSES,
+    SynthSpec,
+    benchmark_exists,
+    difficulty_settings,
+    generate_benchmark,
+)
 from libra_cli.data.transforms import TrainAugmentation
 from libra_cli.data.voc import check_split_lists, is_voc_source, parse_voc_sources, voc_image_root, voc_spec
 from libra_cli.errors import LibraError
@@ -22,9 +29,11 @@ class DataPaths:
     val_images: Path
 
 
-def default_synth_spec(long_tail: bool = False) -> SynthSpec:
-    """The benchmark ``libra demo`` uses; the long-tailed variant has 40 Zipf-distributed classes."""
-    return SynthSpec(long_tail=True, num_classes=LONG_TAIL_NUM_CLASSES) if long_tail else SynthSpec()
+def default_synth_spec(long_tail: bool = False, difficulty: str = "default") -> SynthSpec:
+    """The benchmark ``libra demo`` uses; the long-tailed variant has 40 Zipf-distributed classes. A named
+    ``difficulty`` (``DIFFICULTIES`` of ``libra_cli.data.synth``) changes its knobs, "default" none."""
+    base = SynthSpec(long_tail=True, num_classes=LONG_TAIL_NUM_CLASSES) if long_tail else SynthSpec()
+    return dataclasses.replace(base, **difficulty_settings(difficulty, long_tail=long_tail))
 
 
 def benchmark_paths(root: str | Path) -> DataPaths:
@@ -52,7 +61,8 @@ def ensure_benchmark(
 
 def resolve_data_paths(data: DataConfig, progress: Callable[[int, int], None] | None = None) -> DataPaths:
     if data.train_ann is None:
-        paths, _ = ensure_benchmark(data.synth_dir, default_synth_spec(data.synth_long_tail), progress)
+        spec = default_synth_spec(data.synth_long_tail, data.synth_difficulty)
+        paths, _ = ensure_benchmark(data.synth_dir, spec, progress)
         return paths
     assert data.val_ann is not None
     train_ann, train_images = _split_paths(data.train_ann, data.train_images, data.train_split, "train")
@@ -88,6 +98,7 @@ def build_train_dataset(data: DataConfig, paths: DataPaths, *, with_masks: bool 
         on_bad_sample=data.on_bad_sample,
         with_masks=with_masks,
         voc_use_difficult=data.voc_use_difficult,
+        drop_unannotated=data.drop_unannotated,
     )
 
 

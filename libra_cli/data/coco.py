@@ -17,7 +17,8 @@ RLE sizes and count totals) so that a bad annotation stops a run before training
 decoded per item, since a COCO-sized file holds far too many to keep decoded.
 
 Crowd annotations (``iscrowd = 1``) never become training targets; images without boxes are kept (they
-contribute negatives only). ``label_to_category_id`` maps labels back to the dataset's own ids.
+contribute negatives only) unless ``drop_unannotated`` asks for the reference's filter.
+``label_to_category_id`` maps labels back to the dataset's own ids.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from libra_cli.data.transforms import TrainAugmentation, resize_masks
 from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, is_voc_source, read_voc_spec
 from libra_cli.errors import LibraError
 from libra_cli.images import ImageReadError, image_file_problem, open_rgb
+
+# The reference's training set leaves out images under this many pixels on a side (``_filter_imgs(min_size=32)``).
+MIN_IMAGE_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,9 @@ class DetectionDataset(torch.utils.data.Dataset):
             ``verify_images``, on an unusable image file); "skip" drops it and counts it.
         with_masks: also yield ``target["masks"]`` from the annotations' ``segmentation`` (Mask R-CNN).
         voc_use_difficult: for a Pascal VOC ``ann_file``, train on objects marked difficult too.
+        drop_unannotated: leave out images that no annotation of the file names (crowd ones count) and
+            images under ``MIN_IMAGE_SIDE`` px on a side, as the reference's training set does (mmdetection
+            v1 ``CocoDataset._filter_imgs``); their number is ``dropped_images``.
     Items are indexed by ``int`` or by ``(index, augmentation_seed)`` so that augmentation is a function
     of the sample's position in the run, independent of worker processes and resumption.
     """
@@ -198,6 +205,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         on_bad_sample: str = "error",
         with_masks: bool = False,
         voc_use_difficult: bool = False,
+        drop_unannotated: bool = False,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.with_masks = with_masks
@@ -219,6 +227,12 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.skipped_boxes = 0
         self.skipped_images = 0
         self.records = self._read_records(on_bad_sample)
+        self.dropped_images = 0
+        if drop_unannotated:
+            annotated = {ann["image_id"] for ann in self.dataset["annotations"]}
+            kept = [r for r in self.records if r.image_id in annotated and min(r.width, r.height) >= MIN_IMAGE_SIDE]
+            self.dropped_images = len(self.records) - len(kept)
+            self.records = kept
 
     # --- parsing -------------------------------------------------------------------------------------
     def _read_categories(self) -> dict[int, dict]:

@@ -13,7 +13,9 @@ puts them in:
 The reference code's other training choices are named options, each off (torchvision's behaviour) by
 default: ``model.rpn_neg_pos_ub`` caps the RPN sampler's negatives; ``model.roi_box_loss`` /
 ``roi_smooth_l1_beta`` choose the RoI head's box loss (the paper's baseline: smooth L1 with β = 1);
-``model.retinanet_loss_norm`` / ``retinanet_p6`` the RetinaNet loss divisor and extra levels.
+``model.retinanet_loss_norm`` / ``retinanet_p6`` the RetinaNet loss divisor and extra levels;
+``model.box_head_init`` the box head's initialisation; ``model.rpn_min_pos_iou`` / ``rpn_loss_norm`` the RPN's
+floor on low-quality matches and its loss divisor (SPEC §9).
 
 With every switch off the result is the plain torchvision model (the tests compare losses).
 """
@@ -51,10 +53,12 @@ from libra_cli.components import (
 from libra_cli.config import RunConfig
 from libra_cli.errors import LibraError
 from libra_cli.io import load_tensors_safely
+from libra_cli.models.box_head import init_box_head_as_reference
 from libra_cli.models.precision import float32_outputs
 from libra_cli.models.retinanet import P6FromC5P7NoReLU, use_batch_normalised_losses
 from libra_cli.models.roi_align import FastMultiScaleRoIAlign
 from libra_cli.models.roi_heads import TORCHVISION_SMOOTH_L1_BETA, LibraRoIHeads
+from libra_cli.models.rpn import FlooredLowQualityMatcher, use_reference_rpn_loss
 
 RESNET_OUT_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 GROUP_NORM_GROUPS = 32
@@ -314,6 +318,13 @@ def _build_faster_rcnn(
         model.rpn.fg_bg_sampler = NegPosCappedSampler(
             plain.batch_size_per_image, plain.positive_fraction, model_cfg.rpn_neg_pos_ub
         )
+    if model_cfg.rpn_min_pos_iou is not None:
+        plain_matcher = model.rpn.proposal_matcher
+        model.rpn.proposal_matcher = FlooredLowQualityMatcher(
+            plain_matcher.high_threshold, plain_matcher.low_threshold, model_cfg.rpn_min_pos_iou
+        )
+    if model_cfg.rpn_loss_norm == "reference":
+        use_reference_rpn_loss(model.rpn)
     box_loss = parts.roi_box_loss if parts.roi_box_loss is not None else roi_box_loss(config)
     if parts.roi_sampler is not None or parts.eql_tail_mask is not None or box_loss is not None:
         model.roi_heads = LibraRoIHeads.from_plain(
@@ -324,6 +335,8 @@ def _build_faster_rcnn(
             eql_tail_mask=parts.eql_tail_mask,
             eql_prior=parts.eql_prior,
         )
+    if model_cfg.box_head_init == "reference":
+        init_box_head_as_reference(model.roi_heads.box_head, model.roi_heads.box_predictor)
     return model
 
 

@@ -1,7 +1,7 @@
 """Libra RetinaNet on torchvision's RetinaNet: balanced L1 box loss and the reference's two other choices.
 
 - :func:`use_balanced_l1` — balanced L1 in the regression head (Libra R-CNN §3.3);
-- :func:`use_batch_normalised_losses` — losses divided by the batch's positive anchors, as the reference;
+- :func:`use_batch_normalised_losses` — losses divided by the batch's Σᵢ max(1, positivesᵢ), as the reference;
 - :class:`P6FromC5P7NoReLU` — P6 from C5 and no ReLU before P7, as the reference's FPN builds them.
 
 Libra RetinaNet's box loss is balanced L1 with α = 0.5, γ = 1.5, β = 0.11 and loss weight 1.0, in place
@@ -171,10 +171,12 @@ class BatchNormalisedLoss:
     """Mixin: a RetinaNet sub-head's loss divided by the positive anchors of the whole batch (the reference).
 
     torchvision divides each image's summed loss by that image's own number of foreground anchors and
-    averages over the images; the reference divides the batch's summed loss by the batch's foreground
-    anchors, max(1, Σ_i n_i). Example: two images with 2 and 30 positives and summed losses s₁, s₂ give
-    (s₁/2 + s₂/30)/2 under torchvision and (s₁ + s₂)/32 here. The per-image sums are recovered from the
-    parent's own per-image loss (loss_i × max(1, n_i)), so the loss itself stays the parent's.
+    averages over the images; the reference (mmdetection v1's ``anchor_target``) divides the batch's summed
+    loss by Σᵢ max(1, nᵢ), every image counting at least one positive. Example: two images with 2 and 30
+    positives and summed losses s₁, s₂ give (s₁/2 + s₂/30)/2 under torchvision and (s₁ + s₂)/32 here; with
+    0 and 30 positives the divisor is 1 + 30 = 31 (not max(1, 0 + 30) = 30). The per-image sums are
+    recovered from the parent's own per-image loss (loss_i × max(1, n_i)), so the loss itself stays the
+    parent's.
     """
 
     def compute_loss(self, targets, head_outputs, *per_image_inputs):
@@ -182,15 +184,15 @@ class BatchNormalisedLoss:
         Int64Tensor[A]: matched GT index, or < 0 for background / ignored)."""
         matched_idxs = per_image_inputs[-1]
         total = 0.0
-        num_foreground = 0
+        normaliser = 0
         for i in range(len(targets)):
             outputs_i = {key: value[i : i + 1] for key, value in head_outputs.items()}
             inputs_i = [inputs[i : i + 1] for inputs in per_image_inputs]
-            n_i = int((matched_idxs[i] >= 0).sum())
+            n_i = max(1, int((matched_idxs[i] >= 0).sum()))
             loss_i = super().compute_loss(targets[i : i + 1], outputs_i, *inputs_i)  # = s_i / max(1, n_i)
-            total = total + loss_i * max(1, n_i)
-            num_foreground += n_i
-        return total / max(1, num_foreground)
+            total = total + loss_i * n_i
+            normaliser += n_i
+        return total / max(1, normaliser)
 
 
 class BatchNormalisedClassificationHead(BatchNormalisedLoss, RetinaNetClassificationHead):

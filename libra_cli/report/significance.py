@@ -1,12 +1,16 @@
 """Is a Δ real? The 95 % confidence interval of a difference from the baseline and a plain verdict.
 
-Two intervals, chosen by what the runs hold:
+Three intervals, chosen by what the runs hold:
 
-* **Over seeds** (both groups have ≥ 2 evaluated seeds): Welch's t interval for a difference of means
-  with unequal variances, ``Δ ± t(0.975, ν) · √(s₁²/n₁ + s₂²/n₂)``, where ν is the Welch–Satterthwaite
-  degrees of freedom ``(s₁²/n₁ + s₂²/n₂)² / ((s₁²/n₁)²/(n₁ − 1) + (s₂²/n₂)²/(n₂ − 1))``. The Student-t
-  quantile is computed here (bisection on the t CDF, written with the regularized incomplete beta
-  function), so the report needs no statistics library.
+* **Paired over seeds** (both groups have the same ≥ 2 evaluated seeds, as ``libra ablate --seeds`` trains
+  them): the t interval of the per-seed differences dᵢ = runᵢ − baselineᵢ, ``d̄ ± t(0.975, n − 1) · s_d / √n``.
+  A seed fixes the initial weights, the data order and the samplers of both runs alike, so what the two share
+  cancels in dᵢ.
+* **Over seeds** (both groups have ≥ 2 evaluated seeds, not the same ones): Welch's t interval for a
+  difference of means with unequal variances, ``Δ ± t(0.975, ν) · √(s₁²/n₁ + s₂²/n₂)``, where ν is the
+  Welch–Satterthwaite degrees of freedom ``(s₁²/n₁ + s₂²/n₂)² / ((s₁²/n₁)²/(n₁ − 1) + (s₂²/n₂)²/(n₂ − 1))``.
+  The Student-t quantile is computed here (bisection on the t CDF, written with the regularized incomplete
+  beta function), so the report needs no statistics library.
 * **One run against one run**: a paired bootstrap over validation images. Image ids are drawn with
   replacement (a fixed seed), both runs' AP is recomputed on every resample and the interval is the
   2.5 / 97.5 percentiles of the difference. pycocotools' ``COCOeval.evaluate()`` runs once per run;
@@ -15,6 +19,14 @@ Two intervals, chosen by what the runs hold:
   mean over the categories with ground truth) done in NumPy. On the full image set these are COCOeval's.
   LVIS runs are resampled under the COCO protocol (every category exhaustively labelled in every image),
   not LVIS's federated one.
+
+The bootstrap sees the choice of images, not the training: two runs that differ only by seed differ by
+about as much as a component's Δ at this scale. A one-run comparison is therefore widened by the seed-to-seed
+spread measured for both runs' preset and schedule (``training_noise.py``, which names the report each
+spread comes from): with the bootstrap's half-widths h and the spreads s₁, s₂ (n₁, n₂ seeds) the interval
+becomes Δ − √(h_low² + (t·σ)²) … Δ + √(h_high² + (t·σ)²), σ² = s₁² + s₂², t at the Welch–Satterthwaite
+degrees of freedom σ⁴ / (s₁⁴/(n₁ − 1) + s₂⁴/(n₂ − 1)). Where no spread was measured the interval stays the
+bootstrap's and the verdict says that training noise was not measured instead of "better" or "worse".
 
 The verdict reads the interval: "better" or "worse" when it excludes 0 on that side (a higher AP is
 better), "within noise" otherwise.
@@ -34,13 +46,16 @@ import numpy as np
 
 from libra_cli.errors import LibraError
 from libra_cli.report.collect import RunGroup, RunRecord
+from libra_cli.report.training_noise import SeedSpread, measured_seed_spread
 from libra_cli.rundir import RunLayout
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 BETTER, WORSE, WITHIN_NOISE = "better", "worse", "within noise"
-WELCH, BOOTSTRAP = "welch", "bootstrap"
+# A one-run comparison whose bootstrap interval excludes 0 but whose training noise was not measured.
+NOISE_NOT_MEASURED = "no verdict: training noise not measured"
+WELCH, PAIRED, BOOTSTRAP = "welch", "paired", "bootstrap"
 # Evaluation protocols whose annotation file the bootstrap can rescore (LVIS under the COCO protocol).
 BOOTSTRAP_FORMATS = ("coco", "lvis")
 
@@ -127,12 +142,21 @@ class DeltaInterval:
     delta: float | None
     low: float | None
     high: float | None
-    method: str  # WELCH, BOOTSTRAP or "" (none)
+    method: str  # WELCH, PAIRED, BOOTSTRAP or "" (none)
     detail: str  # how it was computed ("Welch over 3 vs 3 seeds") or why there is none
+    # BOOTSTRAP only: the seed-to-seed spreads the interval was widened by; "" = the images' noise alone
+    training_noise: str = ""
 
     @property
     def verdict(self) -> str | None:
-        return None if self.low is None or self.high is None else verdict(self.low, self.high)
+        """The interval's verdict; a bootstrap interval that weighed no training noise never says "better"
+        or "worse" (it says :data:`NOISE_NOT_MEASURED` instead)."""
+        if self.low is None or self.high is None:
+            return None
+        reading = verdict(self.low, self.high)
+        if self.method == BOOTSTRAP and not self.training_noise and reading != WITHIN_NOISE:
+            return NOISE_NOT_MEASURED
+        return reading
 
 
 def verdict(low: float, high: float) -> str:
@@ -163,6 +187,65 @@ def welch_interval(baseline: Sequence[float], values: Sequence[float], confidenc
     df = (se1 + se2) ** 2 / (se1**2 / (n1 - 1) + se2**2 / (n2 - 1))
     half = student_t_quantile(0.5 + confidence / 2, df) * spread
     return DeltaInterval(delta, delta - half, delta + half, WELCH, f"{detail} (df {df:.1f})")
+
+
+def paired_interval(
+    baseline: dict[int, float], values: dict[int, float], confidence: float = CONFIDENCE
+) -> DeltaInterval:
+    """The t interval of the per-seed differences values[s] − baseline[s] over the seeds both hold (≥ 2).
+
+    With n seeds, mean difference d̄ and their sample std s_d: d̄ ± t((1 + c)/2, n − 1) · s_d / √n; with no
+    spread the point d̄ itself.
+    """
+    seeds = sorted(baseline.keys() & values.keys())
+    if len(seeds) < 2:
+        raise ValueError("a paired interval needs at least 2 seeds held by both groups")
+    differences = [values[seed] - baseline[seed] for seed in seeds]
+    n = len(differences)
+    mean = sum(differences) / n
+    spread = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    detail = f"paired over seeds {', '.join(map(str, seeds))}"
+    if spread == 0:
+        return DeltaInterval(mean, mean, mean, PAIRED, f"{detail} (no spread)")
+    half = student_t_quantile(0.5 + confidence / 2, n - 1) * spread / math.sqrt(n)
+    return DeltaInterval(mean, mean - half, mean + half, PAIRED, detail)
+
+
+def with_training_noise(
+    interval: DeltaInterval,
+    baseline_spread: SeedSpread | None,
+    run_spread: SeedSpread | None,
+    metric: str = "AP",
+    confidence: float = CONFIDENCE,
+) -> DeltaInterval:
+    """A one-run bootstrap ``interval`` widened by both runs' measured seed-to-seed spreads of ``metric``.
+
+    σ² = s₁² + s₂² (a single run of each), t at the Welch–Satterthwaite degrees of freedom
+    σ⁴ / (s₁⁴/(n₁ − 1) + s₂⁴/(n₂ − 1)), and each side of the interval grows from its bootstrap half-width h
+    to √(h² + (t·σ)²). When either spread is unknown the interval is returned as it is, its detail saying
+    that training noise was not measured (so that its verdict is never "better" or "worse").
+    """
+    if interval.low is None or interval.high is None or interval.delta is None:
+        return interval
+    if baseline_spread is None or run_spread is None:
+        return DeltaInterval(
+            interval.delta,
+            interval.low,
+            interval.high,
+            interval.method,
+            f"{interval.detail}; training noise not measured for this preset and schedule",
+        )
+    s1, s2 = baseline_spread.std[metric], run_spread.std[metric]
+    variance = s1**2 + s2**2
+    noise = ", ".join(dict.fromkeys(spread.describe(metric) for spread in (baseline_spread, run_spread)))
+    if variance == 0:
+        return DeltaInterval(interval.delta, interval.low, interval.high, interval.method, interval.detail, noise)
+    df = variance**2 / (s1**4 / (baseline_spread.seeds - 1) + s2**4 / (run_spread.seeds - 1))
+    width = student_t_quantile(0.5 + confidence / 2, df) * math.sqrt(variance)
+    low = interval.delta - math.hypot(interval.delta - interval.low, width)
+    high = interval.delta + math.hypot(interval.high - interval.delta, width)
+    detail = f"{interval.detail}, widened by the seed-to-seed spread ({noise})"
+    return DeltaInterval(interval.delta, low, high, interval.method, detail, noise)
 
 
 # --- per-image match tables and the AP of a weighted image set --------------------------------------------
@@ -405,10 +488,14 @@ class IntervalFinder:
         return self._intervals[key]
 
     def _interval(self, group: RunGroup, metric: str) -> DeltaInterval:
-        """Welch over seeds when both groups have ≥ 2 values of ``metric``; the paired bootstrap (the metrics of
-        :data:`METRIC_SLICES`) when each is one evaluated run; otherwise no interval, with the reason."""
+        """Paired over seeds when both groups hold the same ≥ 2 seeds, Welch when they hold ≥ 2 values of
+        ``metric`` otherwise; the paired bootstrap (the metrics of :data:`METRIC_SLICES`), widened by the
+        measured training noise, when each is one evaluated run; otherwise no interval, with the reason."""
         base_values = _present(self.baseline.summary_values(metric))
         values = _present(group.summary_values(metric))
+        base_by_seed, by_seed = _by_seed(self.baseline, metric), _by_seed(group, metric)
+        if len(base_by_seed) >= 2 and base_by_seed.keys() == by_seed.keys():
+            return paired_interval(base_by_seed, by_seed)
         if len(base_values) >= 2 and len(values) >= 2:
             return welch_interval(base_values, values)
         delta = sum(values) / len(values) - sum(base_values) / len(base_values) if values and base_values else None
@@ -437,8 +524,9 @@ class IntervalFinder:
         result = bootstrap_interval(base_table, table, self.resamples, self.seed, metric=metric)
         if "lvis" in (metric_format(run), metric_format(base_run)):
             detail = f"{result.detail}, COCO-protocol AP of the LVIS runs"
-            return DeltaInterval(result.delta, result.low, result.high, result.method, detail)
-        return result
+            result = DeltaInterval(result.delta, result.low, result.high, result.method, detail)
+        spreads = (measured_seed_spread(base_run.config, metric), measured_seed_spread(run.config, metric))
+        return with_training_noise(result, *spreads, metric=metric)
 
 
 def _evaluated_run(group: RunGroup, metric: str) -> RunRecord:
@@ -449,6 +537,17 @@ def _evaluated_run(group: RunGroup, metric: str) -> RunRecord:
 def metric_format(run: RunRecord) -> str:
     """The protocol the run's metrics.json was scored with ("coco" when it does not say)."""
     return str((run.metrics or {}).get("format", "coco"))
+
+
+def _by_seed(group: RunGroup, metric: str) -> dict[int, float]:
+    """The group's evaluated values of ``metric`` by seed; empty when a seed occurs twice (nothing to pair)."""
+    pairs = [
+        (run.seed, float(value))
+        for run, value in zip(group.runs, group.summary_values(metric), strict=True)
+        if value is not None and not math.isnan(float(value))
+    ]
+    by_seed = dict(pairs)
+    return by_seed if len(by_seed) == len(pairs) else {}
 
 
 def _present(values: list[float | None]) -> list[float]:

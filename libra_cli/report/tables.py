@@ -23,7 +23,7 @@ from libra_cli.report.collect import (
     train_records,
 )
 from libra_cli.report.document import Code, Table, table
-from libra_cli.report.significance import CONFIDENCE, DeltaInterval, IntervalFinder
+from libra_cli.report.significance import CONFIDENCE, NOISE_NOT_MEASURED, DeltaInterval, IntervalFinder
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 ABLATION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -370,10 +370,13 @@ def interval_caption(rows: list[tuple[str, DeltaInterval]]) -> str | None:
         methods.setdefault(key, []).append(label)
     parts = "; ".join(f"{method}: {', '.join(labels)}" for method, labels in methods.items())
     return (
-        f"{100 * CONFIDENCE:g} % CI of Δ{INTERVAL_METRIC} — {parts}. Welch's t interval over the seeds of both "
-        "groups, or a paired bootstrap over the validation images for one run against one run (percentiles "
-        '2.5 and 97.5 of the resampled differences); the verdict is "better" or "worse" when the interval '
-        'excludes 0 on that side, "within noise" otherwise.'
+        f"{100 * CONFIDENCE:g} % CI of Δ{INTERVAL_METRIC} — {parts}. The t interval of the per-seed differences "
+        "when both groups ran the same seeds, Welch's t interval over the seeds of both groups when they did not, "
+        "or for one run against one run a paired bootstrap over the validation images (percentiles 2.5 and 97.5 "
+        "of the resampled differences) widened by the seed-to-seed spread measured for both runs' preset and "
+        'schedule; the verdict is "better" or "worse" when the interval excludes 0 on that side, "within noise" '
+        f'otherwise, and "{NOISE_NOT_MEASURED}" when a bootstrap interval excludes 0 but no seed-to-seed spread '
+        "was measured (the images' noise alone does not make a verdict)."
     )
 
 

@@ -51,21 +51,27 @@ def validate_iou_balanced_arguments(
         raise ValueError(f"floor_thr must be below 1 (use -1 for no floor set), got {floor_thr!r}")
 
 
-def iou_bin_index(ious: torch.Tensor, lo: float, hi: float, num_bins: int) -> torch.Tensor:
+def iou_bin_index(
+    ious: torch.Tensor, lo: float, hi: float, num_bins: int, *, last_bin_closed: bool = True
+) -> torch.Tensor:
     """The IoU bin of each value: K equal bins of width w = (hi − lo) / K starting at ``lo``.
 
     Edge rules: bin k covers [lo + k·w, lo + (k+1)·w), so a value equal to an inner edge belongs to
-    the upper bin; the last bin is closed, [hi − w, hi], because ``hi`` is often an IoU that occurs
-    (the largest IoU in the image) and a candidate holding it should be binned. The edges are computed
+    the upper bin. The last bin is closed, [hi − w, hi], by default, because ``hi`` is often an IoU that
+    occurs (the largest IoU in the image) and a candidate holding it should be binned; with
+    ``last_bin_closed=False`` it is half-open, [hi − w, hi), as in the reference code. The two differ
+    only for a candidate whose IoU equals ``hi``: with the GT boxes among the proposals hi = 1.0 and no
+    negative reaches it, so only an image without GT proposals tells them apart. The edges are computed
     in the dtype of ``ious`` so that a value stored at an edge compares equal to it.
 
     Args:
         ious: Tensor[M] of IoU values.
         lo, hi: the range to split; with hi < lo there is no bin.
         num_bins: K >= 1.
+        last_bin_closed: whether a value equal to ``hi`` belongs to the last bin.
 
     Returns:
-        LongTensor[M] with the bin index in [0, K), or −1 for a value outside [lo, hi].
+        LongTensor[M] with the bin index in [0, K), or −1 for a value outside [lo, hi] ([lo, hi)).
     """
     if hi < lo:
         return torch.full_like(ious, -1, dtype=torch.long)
@@ -76,7 +82,8 @@ def iou_bin_index(ious: torch.Tensor, lo: float, hi: float, num_bins: int) -> to
     # values below lo become −1 and values at or above hi become K. (Comparing against K + 1 edges is
     # also much cheaper on a busy CPU than torch.bucketize, whose thread pool dominates at this size.)
     index = (ious.unsqueeze(-1) >= edges).sum(dim=-1) - 1
-    index = torch.where(ious == edges[-1], num_bins - 1, index)
+    if last_bin_closed:
+        index = torch.where(ious == edges[-1], num_bins - 1, index)
     return torch.where((index >= 0) & (index < num_bins), index, -1)
 
 
@@ -88,6 +95,8 @@ def sample_by_iou_intervals(
     hi: float,
     num_bins: int,
     generator: torch.Generator | None = None,
+    *,
+    last_bin_closed: bool = True,
 ) -> torch.Tensor:
     """Libra R-CNN §3.1 step 4: ``num`` elements of ``pool`` drawn bin by bin, the shortfall filled at random.
 
@@ -101,12 +110,13 @@ def sample_by_iou_intervals(
         pool_ious: Tensor[M], the IoU of each pool member.
         num, lo, hi, num_bins: the number wanted and the bins' range and count.
         generator: source of randomness; None uses the global RNG.
+        last_bin_closed: see :func:`iou_bin_index`.
 
     Returns:
         LongTensor[min(num, M)], a subset of ``pool``.
     """
     local = torch.arange(pool.numel(), device=pool.device)
-    bins = iou_bin_index(pool_ious, lo, hi, num_bins)
+    bins = iou_bin_index(pool_ious, lo, hi, num_bins, last_bin_closed=last_bin_closed)
     quota = int(num / num_bins)
     # The loop runs over the K bins only; each bin is selected with a vectorised mask.
     per_bin = [sample_uniformly(local[bins == k], quota, generator) for k in range(num_bins)]
@@ -131,6 +141,7 @@ def sample_negatives_by_iou(
     neg_iou_thr: float = 0.5,
     max_iou_overall: float | None = None,
     generator: torch.Generator | None = None,
+    last_bin_closed: bool = True,
 ) -> torch.Tensor:
     """Choose ``num_expected`` negatives balanced over IoU (Libra R-CNN §3.1; Libra R-CNN §3.1 steps 1–5).
 
@@ -167,6 +178,7 @@ def sample_negatives_by_iou(
         max_iou_overall: hi for ``"max-iou"``; default ``max_iou.max()``. Pass it when ``max_iou`` does
             not hold every proposal of the image (e.g. the GT boxes added as proposals).
         generator: source of randomness; None uses the global RNG.
+        last_bin_closed: the last bin [hi − w, hi] (True) or [hi − w, hi) as the reference code (False).
 
     Returns:
         LongTensor[min(num_expected, M)]: distinct elements of ``candidates``.
@@ -201,7 +213,9 @@ def sample_negatives_by_iou(
             hi = neg_iou_thr
         else:
             hi = float(max_iou.max()) if max_iou_overall is None else float(max_iou_overall)
-        binned_sample = sample_by_iou_intervals(binned, candidate_ious[binned], n_bin, lo, hi, num_bins, generator)
+        binned_sample = sample_by_iou_intervals(
+            binned, candidate_ious[binned], n_bin, lo, hi, num_bins, generator, last_bin_closed=last_bin_closed
+        )
     else:
         binned_sample = sample_uniformly(binned, n_bin, generator)
 

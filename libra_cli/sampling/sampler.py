@@ -48,6 +48,7 @@ class IoUBalancedSampler:
         num_bins, floor_thr, floor_fraction, bins_upper, neg_iou_thr: passed to
             :func:`sample_negatives_by_iou`; ``bins_upper="max-iou"`` follows the reference code,
             ``"neg-thr"`` the paper text.
+        last_bin_closed: the last IoU bin [hi − w, hi] (True) or [hi − w, hi) as the reference code (False).
         pos_balance: sample surplus positives per GT instance (True) or uniformly (False).
     """
 
@@ -61,6 +62,7 @@ class IoUBalancedSampler:
         bins_upper: str = "max-iou",
         neg_iou_thr: float = 0.5,
         pos_balance: bool = True,
+        last_bin_closed: bool = True,
     ) -> None:
         _validate_batch(batch_size_per_image, positive_fraction)
         validate_iou_balanced_arguments(num_bins, floor_thr, floor_fraction, bins_upper, neg_iou_thr)
@@ -72,6 +74,7 @@ class IoUBalancedSampler:
         self.bins_upper = bins_upper
         self.neg_iou_thr = neg_iou_thr
         self.pos_balance = pos_balance
+        self.last_bin_closed = last_bin_closed
 
     @property
     def reading(self) -> str:
@@ -83,7 +86,8 @@ class IoUBalancedSampler:
             f"{type(self).__name__}(batch_size_per_image={self.batch_size_per_image}, "
             f"positive_fraction={self.positive_fraction}, num_bins={self.num_bins}, "
             f"floor_thr={self.floor_thr}, floor_fraction={self.floor_fraction}, "
-            f"bins_upper={self.bins_upper!r}, neg_iou_thr={self.neg_iou_thr}, pos_balance={self.pos_balance})"
+            f"bins_upper={self.bins_upper!r}, neg_iou_thr={self.neg_iou_thr}, pos_balance={self.pos_balance}, "
+            f"last_bin_closed={self.last_bin_closed})"
         )
 
     def __call__(
@@ -133,6 +137,7 @@ class IoUBalancedSampler:
                 bins_upper=self.bins_upper,
                 neg_iou_thr=self.neg_iou_thr,
                 generator=generator,
+                last_bin_closed=self.last_bin_closed,
             )
             positive_masks.append(_indices_to_mask(chosen_pos, labels_i))
             negative_masks.append(_indices_to_mask(chosen_neg, labels_i))

@@ -3,6 +3,7 @@ the defaults."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -12,24 +13,48 @@ from libra_cli.config import RunConfig, load_config
 runner = CliRunner()
 
 
-def test_prints_the_resolved_config_as_train_saves_it():
+def test_prints_the_resolved_config_as_train_saves_it(tmp_path):
+    synth_dir = str(tmp_path / "not_generated_yet")
     args = ["libra", "--backbone", "resnet50", "--epochs", "12", "--lr-milestones-epochs", "8,11"]
-    args += ["--image-size", "320"]
+    args += ["--image-size", "320", "--synth-dir", synth_dir]
     result = runner.invoke(app, ["config", *args])
     assert result.exit_code == 0, result.output
     expected = load_config(
         "libra",
         {
+            "data": {"synth_dir": synth_dir},
             "model": {"backbone": "resnet50", "min_size": 320, "max_size": 320},
             "train": {"epochs": 12, "lr_milestones_epochs": [8, 11]},
         },
     )
+    # The synthetic benchmark's 500 training images at batch 4: 125 iterations an epoch, 12 epochs = 1500,
+    # the milestones after epochs 8 and 11 at iterations 1000 and 1375.
+    expected.train.max_iters = 1500
+    expected.train.lr_milestones = (1000 / 1500, 1375 / 1500)
     assert yaml.safe_load(result.output) == expected.to_dict()
-    # What save_config writes, character for character, then a comment: without the training set the
-    # epochs cannot be counted in iterations yet.
+    # What save_config writes, character for character, then a comment with the schedule.
     body, note = result.output.rsplit("# ", 1)
     assert body == yaml.safe_dump(expected.to_dict(), sort_keys=False)
-    assert note.startswith("train.max_iters: derived from train.epochs = 12")
+    assert not (tmp_path / "not_generated_yet").exists()  # counted from the spec, nothing generated
+    assert note.startswith(
+        "schedule: 12 epochs × 125 iterations (500 training images of the synthetic benchmark, generated on first "
+        "use, before dropping unannotated ones, global batch 4) = 1500 iterations; peak lr 0.02, ×0.1 at "
+        "iterations 1000, 1375"
+    )
+
+
+@pytest.mark.parametrize("preset", ["baseline_1x", "paper_baseline_1x", "libra_1x"])
+def test_the_1x_presets_train_12_epochs_of_1500_iterations_on_the_coco_like_benchmark(preset, tmp_path):
+    # The paper's 1x: 12 epochs, ×0.1 after epochs 8 and 11. 500 images at batch 4 = 125 iterations an epoch.
+    synth_dir = str(tmp_path / "synth")
+    result = runner.invoke(app, ["config", preset, "--synth-dir", synth_dir])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load(result.output)
+    assert config["data"]["synth_difficulty"] == "coco-like"
+    assert (config["train"]["epochs"], config["train"]["max_iters"]) == (12, 1500)
+    assert [round(m * 1500) for m in config["train"]["lr_milestones"]] == [1000, 1375]
+    assert config["train"]["warmup_iters"] == 100
+    assert "= 1500 iterations" in result.output.splitlines()[-1]
 
 
 def test_with_the_dataset_flags_an_epoch_schedule_is_printed_in_iterations(tiny_benchmark):
@@ -69,7 +94,15 @@ def test_diff_lists_exactly_the_changed_fields():
         if changed:
             expected[section] = changed
     assert diff == expected
-    assert diff["model"] == {"frozen_stages": 1, "rpn_neg_pos_ub": 5}
+    # libra.yaml's model settings (the RPN cap and the reference's box-head init, RPN floor and loss divisor)
+    # plus the flag's frozen stages.
+    assert diff["model"] == {
+        "box_head_init": "reference",
+        "rpn_min_pos_iou": 0.3,
+        "rpn_loss_norm": "reference",
+        "frozen_stages": 1,
+        "rpn_neg_pos_ub": 5,
+    }
     assert diff["train"] == {"out": "runs/libra", "scale_lr": True}  # --lr 0.02 is the default: not listed
     # The diff is itself a preset giving the same config.
     assert load_config(None, diff) == config

@@ -266,3 +266,26 @@ def test_a_file_named_as_given_wins_and_a_missing_image_names_every_path_tried(t
     skipping = DetectionDataset(ann, images, on_bad_sample="skip")
     skipping.verify_images()
     assert (len(skipping), skipping.skipped_images) == (1, 1)
+
+
+def test_drop_unannotated_leaves_out_images_without_annotations_and_under_32_px(tmp_path):
+    # The reference's training set (mmdetection v1 _filter_imgs): an image is kept only if some annotation names
+    # it (a crowd one counts) and min(width, height) >= 32. Image 10 (64 × 48, crowd only) stays, 20 (64 × 48,
+    # no annotation) goes, 30 (64 × 31, annotated) goes, 40 (32 × 32, annotated) stays: 2 of 4.
+    images = [
+        {"id": 10, "file_name": "a.png", "width": 64, "height": 48},
+        {"id": 20, "file_name": "b.png", "width": 64, "height": 48},
+        {"id": 30, "file_name": "c.png", "width": 64, "height": 31},
+        {"id": 40, "file_name": "d.png", "width": 32, "height": 32},
+    ]
+    anns = [
+        {"id": 1, "image_id": 10, "category_id": 3, "bbox": [1, 2, 10, 5], "area": 50, "iscrowd": 1},
+        {"id": 2, "image_id": 30, "category_id": 3, "bbox": [1, 2, 10, 5], "area": 50, "iscrowd": 0},
+        {"id": 3, "image_id": 40, "category_id": 3, "bbox": [1, 2, 10, 5], "area": 50, "iscrowd": 0},
+    ]
+    ann_file = write_dataset(tmp_path, annotations=anns, categories=SPARSE_CATEGORIES, images=images)
+    kept_all = DetectionDataset(ann_file, tmp_path / "img")
+    filtered = DetectionDataset(ann_file, tmp_path / "img", drop_unannotated=True)
+    assert [r.image_id for r in kept_all.records] == [10, 20, 30, 40]
+    assert [r.image_id for r in filtered.records] == [10, 40]
+    assert filtered.dropped_images == 2 and kept_all.dropped_images == 0

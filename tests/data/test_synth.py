@@ -507,3 +507,63 @@ def test_a_benchmark_with_outline_polygons_is_not_reused(tmp_path, small_benchma
             record["version"] = version
         (tmp_path / "benchmark.json").write_text(json.dumps(record))
         assert read_benchmark_spec(tmp_path) is None and not benchmark_exists(tmp_path, SMALL)
+
+
+# ---------------------------------------------------------------------------------------- difficulty
+
+
+def test_coco_like_difficulty_sets_its_documented_knobs_and_a_long_tail_keeps_its_classes():
+    # DIFFICULTIES["coco-like"]: 4-15 objects, a quarter forced small, up to 10 look-alikes, 3× clutter, 20 classes.
+    spec = default_synth_spec(difficulty="coco-like")
+    assert (spec.num_classes, spec.min_objects, spec.max_objects) == (20, 4, 15)
+    assert (spec.small_fraction, spec.max_distractors, spec.clutter_factor) == (0.25, 10, 3)
+    assert default_synth_spec(difficulty="default") == SynthSpec()
+    long_tail = default_synth_spec(long_tail=True, difficulty="coco-like")
+    assert (long_tail.num_classes, long_tail.max_objects, long_tail.long_tail) == (40, 15, True)
+    with pytest.raises(LibraError, match="'hard' is not one of default, coco-like"):
+        default_synth_spec(difficulty="hard")
+
+
+def test_small_fraction_one_draws_every_labelled_object_small(tmp_path):
+    # A small object's side s is at most 32 px, its aspect at most 1.4 (w ≤ 32·√1.4 = 37.9) and its rotation at
+    # most 15°, so its box side is at most 37.9 · (cos 15° + sin 15°) + 1 px of rounding = 47.4 px. The default
+    # size draw (log-uniform up to 0.55 × 256 = 140.8 px) passes 48 px for 41 % of objects: among 4 images'
+    # objects some do.
+    small = SynthSpec(num_train=4, num_val=1, small_fraction=1.0, distractors=False)
+    generate_benchmark(tmp_path / "small", small)
+    generate_benchmark(tmp_path / "default", SynthSpec(num_train=4, num_val=1, distractors=False))
+    sides = {}
+    for name in ("small", "default"):
+        anns = _load(tmp_path / name / "annotations" / "train.json")["annotations"]
+        sides[name] = [max(a["bbox"][2], a["bbox"][3]) for a in anns if not a["iscrowd"]]
+    assert sides["small"] and max(sides["small"]) <= 47.4
+    assert max(sides["default"]) > 48
+    assert _load(tmp_path / "small" / "benchmark.json")["spec"]["small_fraction"] == 1.0
+
+
+def test_synth_command_takes_a_difficulty_and_single_knobs_override_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from libra_cli.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "b"
+    args = ["data", "synth", str(out), "--difficulty", "coco-like", "--num-train", "2", "--num-val", "1"]
+    result = runner.invoke(app, [*args, "--max-objects", "6"])
+    assert result.exit_code == 0, result.output
+    spec = _load(out / "benchmark.json")["spec"]
+    # coco-like's knobs, with --max-objects 6 in place of its 15.
+    assert (spec["num_classes"], spec["min_objects"], spec["max_objects"]) == (20, 4, 6)
+    assert (spec["small_fraction"], spec["max_distractors"], spec["clutter_factor"]) == (0.25, 10, 3)
+    bad = runner.invoke(app, ["data", "synth", str(tmp_path / "c"), "--difficulty", "hard"])
+    assert bad.exit_code == 2 and "'hard' is not one of default, coco-like" in bad.output
+
+
+def test_the_config_accepts_exactly_the_named_difficulties():
+    from libra_cli.config import load_config
+    from libra_cli.data.synth import DIFFICULTIES
+
+    for name in DIFFICULTIES:
+        assert load_config(None, {"data": {"synth_difficulty": name}}).data.synth_difficulty == name
+    with pytest.raises(LibraError, match="data.synth_difficulty .*'hard' is not one of default, coco-like"):
+        load_config(None, {"data": {"synth_difficulty": "hard"}})

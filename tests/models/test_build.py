@@ -194,8 +194,16 @@ def test_reference_options_select_their_parts(tmp_path):
             "libra__bfp": True,
             "libra__balanced_l1": True,
         },
+        {
+            "model__box_head_init": "reference",
+            "model__rpn_min_pos_iou": 0.3,
+            "model__rpn_loss_norm": "reference",
+            "data__drop_unannotated": True,
+            "libra__iou_sampling": True,
+            "libra__iou_last_bin": "half-open",
+        },
     ],
-    ids=["rpn-cap-l1-iou", "no-rpn-negatives-paper-beta-conv-bfp", "libra-retinanet-reference"],
+    ids=["rpn-cap-l1-iou", "no-rpn-negatives-paper-beta-conv-bfp", "libra-retinanet-reference", "reference-details"],
 )
 def test_reference_options_train(tiny_benchmark, tmp_path, overrides):
     config = tiny_config(

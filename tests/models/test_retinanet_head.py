@@ -232,3 +232,17 @@ def test_p6_from_c5_with_no_relu_before_p7():
     assert (p6 < 0).any()  # so a ReLU before P7 would change it
     torch.testing.assert_close(p7, block.p7(p6))
     assert not torch.allclose(p7, block.p7(torch.relu(p6)))
+
+
+def test_batch_normaliser_counts_an_image_without_positives_as_one():
+    # The reference (mmdetection v1's anchor_target) divides by Σᵢ max(1, nᵢ): with 0 and 30 positives that is
+    # 1 + 30 = 31, not max(1, 0 + 30) = 30. Image 1's L1 sum is 30 × 0.5 = 15.0 and image 0 has no foreground
+    # anchor (L1 sum 0), so the reference's box loss is 15.0 / 31 and torchvision's (0 / 1 + 15.0 / 30) / 2 = 0.25.
+    head, targets, outputs, anchors, matched = _two_images_with_2_and_30_positives()
+    matched[0][:] = -1
+    outputs["cls_logits"][0, :2, 1] = -30.0  # image 0's anchors are all background now, each nearly loss-free
+    plain = head.compute_loss(targets, outputs, anchors, matched)
+    use_batch_normalised_losses(head)
+    batch = head.compute_loss(targets, outputs, anchors, matched)
+    assert plain["bbox_regression"].item() == pytest.approx(0.25, rel=1e-6)
+    assert batch["bbox_regression"].item() == pytest.approx(15.0 / 31, rel=1e-6)

@@ -11,22 +11,29 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from libra_cli.config import load_config
 from libra_cli.report.collect import find_baseline, group_runs, load_runs
 from libra_cli.report.significance import (
     BETTER,
+    BOOTSTRAP,
+    NOISE_NOT_MEASURED,
     WITHIN_NOISE,
     WORSE,
+    DeltaInterval,
     IntervalFinder,
     bootstrap_differences,
     bootstrap_interval,
     coco_match_table,
+    paired_interval,
     student_t_cdf,
     student_t_quantile,
     verdict,
     weighted_ap,
     welch_interval,
+    with_training_noise,
 )
 from libra_cli.report.tables import ablation_table, intervals_table
+from libra_cli.report.training_noise import MEASURED_SEED_SPREADS, measured_seed_spread
 from tests.report import coco_summary, make_run
 from tests.report.test_tables import rows_of
 
@@ -264,7 +271,7 @@ def test_bootstrap_differences_are_the_enumerated_ones():
     assert interval.detail == "bootstrap over 2 images, 1000 resamples, seed 0"
 
 
-def test_bootstrap_of_a_constant_difference_is_better():
+def test_bootstrap_of_a_constant_difference_excludes_zero_but_gives_no_verdict_alone():
     # The baseline puts a false positive (score 0.9) before each hit (0.8): whatever the resample, its
     # detections sorted by score are all false positives, then all hits, so precision reaches 1/2 at
     # recall 1 and the interpolated precision is 1/2 at every recall point: AP 0.5, the run's 1 → Δ 0.5.
@@ -273,7 +280,10 @@ def test_bootstrap_of_a_constant_difference_is_better():
     baseline = coco_match_table(ground_truth, [miss(1, 0.9), hit(1, 0.8), miss(2, 0.9), hit(2, 0.8)])
     interval = bootstrap_interval(baseline, run, resamples=200, seed=3)
     assert (interval.low, interval.high) == pytest.approx((0.5, 0.5), abs=1e-12)
-    assert interval.verdict == BETTER
+    # The interval excludes 0 (verdict() of it is "better"), but it saw the images only: no training noise was
+    # weighed, so the interval's own verdict is never "better" or "worse".
+    assert verdict(interval.low, interval.high) == BETTER
+    assert interval.verdict == NOISE_NOT_MEASURED
 
 
 # --- in the ablation table -------------------------------------------------------------------------------
@@ -303,7 +313,10 @@ def test_ablation_table_shows_the_bootstrap_interval_of_a_single_pair(tmp_path):
         ("plain", "—", "—", "—"),
         ("bfp", "+0.495", "[+0.000, +1.000]", WITHIN_NOISE),  # 1 − 51/101 = 0.4950
     ]
-    assert "bootstrap over 2 images, 1000 resamples, seed 0: bfp" in table.caption
+    assert (
+        "bootstrap over 2 images, 1000 resamples, seed 0; training noise not measured for this preset and "
+        "schedule: bfp" in table.caption
+    )
 
 
 def test_every_delta_gets_its_interval_from_the_same_resamples(tmp_path):
@@ -331,9 +344,10 @@ def test_ablation_table_uses_welch_over_seeds_and_says_when_neither_applies(tmp_
         make_run(tmp_path / "plain", f"seed{s}", seed=s, summary=coco_summary(ap))
         for s, ap in enumerate((0.30, 0.31, 0.32))
     ]
+    # Seeds 3, 4, 5 against the baseline's 0, 1, 2: nothing to pair, so Welch.
     runs += [
         make_run(tmp_path / "iou", f"seed{s}", seed=s, libra={"iou_sampling": True}, summary=coco_summary(ap))
-        for s, ap in enumerate((0.40, 0.41, 0.42))
+        for s, ap in zip((3, 4, 5), (0.40, 0.41, 0.42), strict=True)
     ]
     runs.append(make_run(tmp_path, "bfp", libra={"bfp": True}, summary=coco_summary(0.5)))
     groups = group_runs(load_runs(runs))
@@ -373,7 +387,7 @@ def test_lvis_runs_are_resampled_under_the_coco_protocol(tmp_path):
     table, _ = ablation_table(groups, find_baseline(groups, None))
     row = rows_of(table)[1]
     assert (row["run"], row["95 % CI"], row["verdict"]) == ("eql", "[+0.000, +1.000]", WITHIN_NOISE)
-    assert "bootstrap over 2 images, 1000 resamples, seed 0, COCO-protocol AP of the LVIS runs: eql" in table.caption
+    assert "bootstrap over 2 images, 1000 resamples, seed 0, COCO-protocol AP of the LVIS runs; " in table.caption
 
 
 def test_runs_of_another_protocol_get_no_bootstrap(tmp_path):
@@ -387,3 +401,82 @@ def test_runs_of_another_protocol_get_no_bootstrap(tmp_path):
     table, _ = ablation_table(groups, find_baseline(groups, None))
     assert (rows_of(table)[1]["95 % CI"], rows_of(table)[1]["ΔAP"]) == ("—", "+0.100")
     assert "none (the bootstrap scores COCO / LVIS runs, not voc ones): bfp" in table.caption
+
+
+# --- paired seeds and training noise ---------------------------------------------------------------------
+
+
+def test_paired_interval_by_hand_is_narrower_than_welch():
+    # Baseline 0.30, 0.34, 0.29 and run 0.33, 0.36, 0.33 on seeds 0, 1, 2: differences 0.03, 0.02, 0.04, mean
+    # 0.03, sample std 0.01; t(0.975, 2) = 4.3027, half-width 4.3027 · 0.01 / √3 = 0.024841 → [0.005159,
+    # 0.054841], "better". Welch on the same values ignores the pairing: std 0.02646 and 0.01732, se 0.018257,
+    # df 3.45, t ≈ 3.0 → about ±0.055, which holds 0: "within noise".
+    baseline, run = {0: 0.30, 1: 0.34, 2: 0.29}, {0: 0.33, 1: 0.36, 2: 0.33}
+    paired = paired_interval(baseline, run)
+    assert paired.delta == pytest.approx(0.03)
+    assert (paired.low, paired.high) == pytest.approx((0.005159, 0.054841), abs=1e-6)
+    assert paired.verdict == BETTER and paired.detail == "paired over seeds 0, 1, 2"
+    welch = welch_interval(list(baseline.values()), list(run.values()))
+    assert welch.low < 0 < welch.high and welch.verdict == WITHIN_NOISE
+
+
+def test_ablation_table_pairs_runs_by_seed(tmp_path):
+    runs = [
+        make_run(tmp_path / "plain", f"seed{s}", seed=s, summary=coco_summary(ap))
+        for s, ap in enumerate((0.30, 0.34, 0.29))
+    ]
+    runs += [
+        make_run(tmp_path / "iou", f"seed{s}", seed=s, libra={"iou_sampling": True}, summary=coco_summary(ap))
+        for s, ap in enumerate((0.33, 0.36, 0.33))
+    ]
+    groups = group_runs(load_runs(runs))
+    table, _ = ablation_table(groups, find_baseline(groups, None))
+    (row,) = [row for row in rows_of(table) if row["run"] == "iou"]
+    # The paired interval of the test above.
+    assert (row["95 % CI"], row["verdict"]) == ("[+0.005, +0.055]", BETTER)
+    assert "paired over seeds 0, 1, 2: iou" in table.caption
+
+
+def test_training_noise_widens_a_one_run_bootstrap_interval_by_hand():
+    # Bootstrap Δ 0.05 in [0.03, 0.07]; both runs' spread std 0.016 over 3 seeds: σ² = 2 · 0.016² = 0.000512,
+    # σ = 0.022627, df = σ⁴ / (2 · 0.016⁴ / 2) = 4, t(0.975, 4) = 2.7764, tσ = 0.062822; each side grows to
+    # √(0.02² + 0.062822²) = 0.065929: [−0.015929, 0.115929], which holds 0.
+    spread = MEASURED_SEED_SPREADS[0]
+    assert spread.std["AP"] == 0.016 and spread.seeds == 3
+    interval = DeltaInterval(0.05, 0.03, 0.07, BOOTSTRAP, "bootstrap")
+    assert interval.verdict == NOISE_NOT_MEASURED  # excludes 0, images only
+    widened = with_training_noise(interval, spread, spread)
+    assert (widened.low, widened.high) == pytest.approx((-0.015929, 0.115929), abs=1e-5)
+    assert widened.verdict == WITHIN_NOISE
+    assert "reports/table2_3seeds/" in widened.training_noise
+    unknown = with_training_noise(interval, spread, None)
+    assert (unknown.low, unknown.high) == (0.03, 0.07) and unknown.verdict == NOISE_NOT_MEASURED
+    assert "training noise not measured" in unknown.detail
+
+
+def test_the_measured_spread_belongs_to_its_preset_and_schedule_only():
+    # reports/table2_3seeds/'s baseline row: the `baseline` preset at 450 iterations, any seed or folder.
+    baseline = load_config("baseline", {"train": {"out": "elsewhere", "seed": 7}, "data": {"synth_dir": "x"}})
+    assert measured_seed_spread(baseline) is MEASURED_SEED_SPREADS[0]
+    assert measured_seed_spread(load_config("baseline", {"train": {"max_iters": 1500}})) is None
+    assert measured_seed_spread(load_config("libra")) is None
+    assert measured_seed_spread(load_config("baseline", {"libra": {"bfp": True}})) is None
+
+
+def test_a_report_of_two_single_runs_never_says_better_or_worse_from_the_bootstrap_alone(tmp_path):
+    # The constant difference above (the run finds both boxes, the baseline a false positive before each): the
+    # bootstrap interval is [0.5, 0.5]. The BFP run's configuration has no measured seed-to-seed spread.
+    ann_file = tmp_path / "val.json"
+    ann_file.write_text(json.dumps(two_image_dataset()))
+    plain = make_run(tmp_path, "plain", summary=coco_summary(0.5))
+    bfp = make_run(tmp_path, "bfp", libra={"bfp": True}, summary=coco_summary(1.0))
+    write_evaluation(plain, ann_file, [miss(1, 0.9), hit(1, 0.8), miss(2, 0.9), hit(2, 0.8)], 0.5)
+    write_evaluation(bfp, ann_file, [hit(1, 0.9), hit(2, 0.8)], 1.0)
+    groups = group_runs(load_runs([plain, bfp]))
+    baseline = find_baseline(groups, None)
+    table, _ = ablation_table(groups, baseline)
+    (row,) = [row for row in rows_of(table) if row["run"] == "bfp"]
+    assert (row["95 % CI"], row["verdict"]) == ("[+0.500, +0.500]", NOISE_NOT_MEASURED)
+    every = rows_of(intervals_table(groups, baseline, IntervalFinder(baseline)))
+    cells = " ".join(str(value) for row in every for value in row.values())
+    assert "better" not in cells and "worse" not in cells

@@ -289,3 +289,39 @@ def test_steady_state_group_means_over_many_draws(floor_thr, expected):
     # The draw-to-draw standard deviation of each count is at most ~6, so the mean of 300 draws lies within
     # about 0.35 of its expectation; 1.5 leaves a wide margin.
     np.testing.assert_allclose(totals / draws, expected, atol=1.5)
+
+
+def test_last_bin_half_open_leaves_out_a_value_at_the_upper_end():
+    # lo = 0, hi = 0.6, K = 3: bins [0, 0.2), [0.2, 0.4), [0.4, 0.6]. 0.1 is in bin 0 and 0.5 in bin 2 either
+    # way; 0.6 = hi is in the closed last bin, and outside the half-open [0.4, 0.6) of the reference code.
+    ious = torch.tensor([0.1, 0.5, 0.6])
+    assert iou_bin_index(ious, 0.0, 0.6, 3).tolist() == [0, 2, 2]
+    assert iou_bin_index(ious, 0.0, 0.6, 3, last_bin_closed=False).tolist() == [0, 2, -1]
+
+
+def test_half_open_last_bin_changes_the_sample_only_without_gt_proposals():
+    # Negatives with IoU 0.1, 0.3 and 0.45 (×1 each) plus 0.6 (×1), hi = the image's largest IoU = 0.6 (no GT
+    # box among the proposals), K = 3, 3 wanted, quota 1 per bin: bins [0, 0.2) {0.1}, [0.2, 0.4) {0.3},
+    # [0.4, 0.6] {0.45, 0.6} closed or [0.4, 0.6) {0.45} half-open. Half-open: the three bins give 0.1, 0.3,
+    # 0.45 for certain; 0.6 is never taken (the quota is filled, no shortfall).
+    max_iou = torch.tensor([0.1, 0.3, 0.45, 0.6])
+    for seed in range(5):
+        chosen = sample_negatives_by_iou(
+            max_iou,
+            torch.arange(4),
+            3,
+            num_bins=3,
+            floor_thr=-1,
+            last_bin_closed=False,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        assert sorted(chosen.tolist()) == [0, 1, 2]
+    # Closed: the last bin holds 0.45 and 0.6 and takes one of them, so 0.6 is chosen for some seed.
+    picks = {
+        3
+        in sample_negatives_by_iou(
+            max_iou, torch.arange(4), 3, num_bins=3, floor_thr=-1, generator=torch.Generator().manual_seed(seed)
+        ).tolist()
+        for seed in range(20)
+    }
+    assert picks == {True, False}
