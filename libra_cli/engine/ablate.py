@@ -71,10 +71,9 @@ def _base_config(base: Any, grid_path: Path) -> RunConfig:
 
 
 def load_grid(path: str | Path) -> Grid:
-    """Read and check a grid file; every problem is a one-line LibraError naming the file and the key."""
-    grid_path = Path(path)
-    if not grid_path.is_file():
-        raise LibraError(f"{grid_path}: grid file not found")
+    """Read and check a grid file (a YAML path or the name of a shipped grid); every problem is a one-line
+    LibraError naming the file and the key."""
+    grid_path = resolve_preset(str(path), kind="grid")
     data = read_yaml(grid_path)
     if not isinstance(data, dict):
         raise LibraError(f"{grid_path}: expected a mapping with 'base' and 'runs'")
