@@ -26,6 +26,7 @@ import functools
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from matplotlib import font_manager
 from matplotlib.figure import Figure
 from torchvision.ops import box_iou
 from torchvision.transforms.functional import pil_to_tensor
-from torchvision.utils import draw_bounding_boxes
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from libra_cli.data.build import benchmark_paths
 from libra_cli.data.coco import DetectionDataset
@@ -48,6 +49,8 @@ from libra_cli.rundir import DETECTIONS, RunLayout
 
 MATCH_IOU = 0.5  # an object is found when a detection of its class overlaps it at least this much
 MIN_DRAWN_SIDE = 300  # smaller images are enlarged (whole-pixel factor) before drawing, so labels stay legible
+IGNORED_COLOUR = "#ff00ff"  # boxes evaluation ignores (crowd regions, VOC difficult objects), apart from the palette
+MASK_ALPHA = 0.45  # opacity of an instance mask drawn over its image
 
 
 @dataclass(frozen=True)
@@ -226,29 +229,54 @@ def draw_panel(
     colours: dict[int, str],
     score_thr: float,
     scale: tuple[float, float] = (1.0, 1.0),
+    *,
+    masks: torch.Tensor | None = None,
+    ignored: Sequence[str | None] | None = None,
 ) -> torch.Tensor:
     """``image`` (uint8 [3, H, W]) with ``boxes`` drawn: ground truth whole, detections only with score ≥
     ``score_thr``; each box in its category's colour, labelled with the category name (and score).
-    ``scale`` (x, y) maps annotation pixels onto the image file's pixels when the two sizes differ."""
-    shown = boxes.above(score_thr)
-    if not shown.xyxy:
+    ``scale`` (x, y) maps annotation pixels onto the image file's pixels when the two sizes differ.
+
+    ``masks`` (bool [N, H, W], one per box, in the image's pixels) are overlaid in the boxes' colours, under
+    the boxes. ``ignored`` gives per box None or why evaluation ignores it ("crowd", "difficult"): such a
+    box is drawn in :data:`IGNORED_COLOUR` with the reason after its name.
+    """
+    keep = (
+        list(range(len(boxes.xyxy)))
+        if boxes.scores is None
+        else [i for i, score in enumerate(boxes.scores) if score >= score_thr]
+    )
+    if not keep:
         return image.clone()
     sx, sy = scale
-    xyxy = torch.tensor(shown.xyxy, dtype=torch.float32) * torch.tensor([sx, sy, sx, sy])
-    labels = [names.get(category_id, str(category_id)) for category_id in shown.category_ids]
-    if shown.scores is not None:
-        labels = [f"{label} {score:.2f}" for label, score in zip(labels, shown.scores, strict=True)]
+    xyxy = torch.tensor([boxes.xyxy[i] for i in keep], dtype=torch.float32) * torch.tensor([sx, sy, sx, sy])
+    category_ids = [boxes.category_ids[i] for i in keep]
+    labels = [names.get(category_id, str(category_id)) for category_id in category_ids]
+    if boxes.scores is not None:
+        labels = [f"{label} {boxes.scores[i]:.2f}" for label, i in zip(labels, keep, strict=True)]
+    colors = [colours.get(category_id, PALETTE[-1]) for category_id in category_ids]
+    if ignored is not None:
+        for position, i in enumerate(keep):
+            if ignored[i]:
+                labels[position] = f"{labels[position]} ({ignored[i]})"
+                colors[position] = IGNORED_COLOUR
+    if masks is not None and masks.shape[0]:
+        image = draw_segmentation_masks(image, masks[keep].bool(), alpha=MASK_ALPHA, colors=colors)
     side = max(image.shape[-2:])
-    colors = [colours.get(category_id, PALETTE[-1]) for category_id in shown.category_ids]
     return draw_bounding_boxes(
         image,
         xyxy,
         labels=labels,
         colors=colors,
-        width=max(1, round(side / 200)),
+        width=box_line_width(image),
         font=label_font(),
         font_size=max(10, side // 25),
     )
+
+
+def box_line_width(image: torch.Tensor) -> int:
+    """Pixels of a drawn box's outline on ``image`` [3, H, W]: 1 per 200 pixels of its longer side, at least 1."""
+    return max(1, round(max(image.shape[-2:]) / 200))
 
 
 @functools.cache
