@@ -17,7 +17,6 @@ holds files is refused unless ``force``.
 from __future__ import annotations
 
 import glob
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,14 +24,14 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.transforms.functional import pil_to_tensor
 
 from libra_cli.api import Detector
 from libra_cli.engine.evaluate import binary_masks, has_mask_branch, result_records
 from libra_cli.errors import LibraError
 from libra_cli.images import IMAGE_SUFFIXES, ImageReadError, image_tensor, open_rgb
-from libra_cli.io import atomic_write_bytes, atomic_write_text
-from libra_cli.report.detections import Boxes, category_colours, draw_panel
+from libra_cli.io import atomic_write_text
+from libra_cli.report.detections import Boxes, category_colours, check_out_dir, draw_panel, drawn_name, save_png
 from libra_cli.workflow import QUIET, Display
 
 PREDICTIONS = "predictions.json"
@@ -72,26 +71,6 @@ def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
             problems.append(f"{item}: {why}")
         found.update(dict.fromkeys(files))
     return list(found), problems
-
-
-def check_out_dir(out: Path, force: bool) -> None:
-    """Refuse an output folder that holds files (unless ``force``) or is a file: nothing there is lost."""
-    if out.exists() and not out.is_dir():
-        raise LibraError(f"--out {out}: is a file, not a folder")
-    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if held and not force:
-        shown = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
-        raise LibraError(f"--out {out}: holds files already ({shown}); choose another folder or give --force")
-
-
-def drawn_name(path: Path, taken: set[str]) -> str:
-    """``<stem>.png`` for the drawing of ``path``, ``<stem>_2.png``, … when an earlier input took the name."""
-    name, number = f"{path.stem}.png", 1
-    while name in taken or name == PREDICTIONS:
-        number += 1
-        name = f"{path.stem}_{number}.png"
-    taken.add(name)
-    return name
 
 
 def predict_files(
@@ -203,6 +182,4 @@ def _write_drawing(
     )
     masks = binary_masks(output["masks"]) if "masks" in output else None
     drawn = draw_panel(pil_to_tensor(image), boxes, names, colours, 0.0, masks=masks)
-    buffer = io.BytesIO()
-    to_pil_image(drawn).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(drawn, path)

@@ -23,6 +23,7 @@ then one column per run) is laid out with matplotlib. Nothing is re-run: the det
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import random
@@ -35,14 +36,14 @@ import torch
 from matplotlib import font_manager
 from matplotlib.figure import Figure
 from torchvision.ops import box_iou
-from torchvision.transforms.functional import pil_to_tensor
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from libra_cli.data.build import benchmark_paths
 from libra_cli.data.coco import DetectionDataset
 from libra_cli.errors import LibraError
 from libra_cli.images import ImageReadError, open_rgb
-from libra_cli.io import read_json
+from libra_cli.io import atomic_write_bytes, read_json
 from libra_cli.report.collect import RunRecord
 from libra_cli.report.plots import DPI, PALETTE, literal
 from libra_cli.rundir import DETECTIONS, RunLayout
@@ -320,6 +321,33 @@ def draw_detections(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 3})
     return path
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Refuse an output folder that holds files (unless ``force``) or is a file: nothing there is lost."""
+    if out.exists() and not out.is_dir():
+        raise LibraError(f"--out {out}: is a file, not a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        shown = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
+        raise LibraError(f"--out {out}: holds files already ({shown}); choose another folder or give --force")
+
+
+def drawn_name(path: Path, taken: set[str]) -> str:
+    """``<stem>.png`` for the drawing of ``path``, ``<stem>_2.png``, … when an earlier input took the name."""
+    name, number = f"{path.stem}.png", 1
+    while name in taken:
+        number += 1
+        name = f"{path.stem}_{number}.png"
+    taken.add(name)
+    return name
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """Write ``image`` (uint8 [3, H, W]) as a PNG file, atomically."""
+    buffer = io.BytesIO()
+    to_pil_image(image).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 @dataclass(frozen=True)
