@@ -71,7 +71,7 @@ class Detector:
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str | None = None) -> Detector:
         """A run directory's detector: ``checkpoint`` "best", "last" or a checkpoint path; ``device`` "cpu",
-        "cuda", … (default: the run's)."""
+        "cuda", … (default: where it was trained; the CPU when that was CUDA and this machine has none)."""
         if not Path(run_dir).is_dir():
             raise LibraError(f"{run_dir}: run directory not found")
         return cls(load_detector(run_dir, checkpoint, device))

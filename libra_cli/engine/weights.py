@@ -26,6 +26,7 @@ from libra_cli.config import RunConfig, apply_overrides, validate
 from libra_cli.engine.run import eql_frequency_denominator, load_trained_model, resolve_device
 from libra_cli.errors import LibraError
 from libra_cli.io import atomic_write_bytes, load_tensors_safely
+from libra_cli.rundir import RunLayout
 
 WEIGHTS_FORMAT = "libra-weights-v1"
 HASH_DIGITS = 8  # hex digits of the SHA-256 put in a weights file's name
@@ -124,10 +125,7 @@ def load_weights_file(path: str | Path, device: str | None = None) -> LoadedDete
         model.load_state_dict(payload["model"])  # float16 tensors are copied into the float32 parameters
     except RuntimeError as exc:
         raise LibraError(f"{path}: does not match its own config's detector ({str(exc).splitlines()[0]})") from exc
-    wanted = device or config.train.device
-    if device is None and wanted.startswith("cuda") and not torch.cuda.is_available():
-        wanted = "cpu"
-    model.to(resolve_device(wanted)).eval()
+    model.to(resolve_device(device or available_device(config.train.device))).eval()
     return LoadedDetector(
         config,
         model,
@@ -138,10 +136,18 @@ def load_weights_file(path: str | Path, device: str | None = None) -> LoadedDete
     )
 
 
+def available_device(trained_on: str) -> str:
+    """Where to run a detector trained on ``trained_on`` when no device is asked for: there, or on the CPU
+    when it was a CUDA device and this machine has none."""
+    return "cpu" if trained_on.startswith("cuda") and not torch.cuda.is_available() else trained_on
+
+
 def load_detector(source: str | Path, checkpoint: str = "best", device: str | None = None) -> LoadedDetector:
-    """A run directory (with ``checkpoint`` "best", "last" or a path) or a weights file, ready for inference."""
+    """A run directory (with ``checkpoint`` "best", "last" or a path) or a weights file, ready for inference
+    on ``device`` (default: where it was trained, the CPU when that was CUDA and there is none here)."""
     source = Path(source)
     if source.is_dir():
+        device = device or available_device(RunLayout(source).read_config().train.device)
         config, model, info, meta = load_trained_model(source, checkpoint, device)
         return LoadedDetector(
             config,
