@@ -29,7 +29,7 @@ from PIL import Image
 from torch import nn
 
 from libra_cli.config import RunConfig, load_config
-from libra_cli.engine.evaluate import binary_masks, detect
+from libra_cli.engine.evaluate import binary_masks, detect, inference_mode, max_detections_for
 from libra_cli.engine.weights import LoadedDetector, load_detector
 from libra_cli.errors import LibraError
 from libra_cli.images import image_tensor, open_rgb
@@ -67,6 +67,8 @@ class Detector:
         self.category_names: list[str] = loaded.category_names
         self.source: str = loaded.source  # the checkpoint or weights file read
         self.iteration: int = loaded.iteration
+        # Detections kept per image: as `libra eval` keeps them (LVIS: 300; else the model's own cap).
+        self.max_detections: int | None = max_detections_for(loaded.annotation_format)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str | None = None) -> Detector:
@@ -119,12 +121,8 @@ class Detector:
 
         device = self.device
         config = self.config if amp is None else replace(self.config, train=replace(self.config.train, amp=amp))
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with inference_mode(self.model, self.max_detections):
             return detect(self.model, [image.to(device) for image in images], amp_dtype(config, device))
-        finally:
-            self.model.train(was_training)
 
     def to_prediction(self, output: dict[str, torch.Tensor], image: torch.Tensor) -> Prediction:
         labels = output["labels"]

@@ -176,3 +176,18 @@ def test_no_readable_image_is_exit_2_and_writes_nothing(runs, tmp_path):
     with pytest.raises(LibraError, match="no image could be read"):
         predict_files(Detector.from_run(runs["faster_rcnn"]), [broken], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_lvis_run_keeps_lvis_300_detections_per_image_as_eval_does(tiny_lvis_benchmark, tmp_path):
+    run = untrained_run(tiny_lvis_benchmark, tmp_path / "run", seed=1, model__score_thresh=0.0)
+    evaluate_run(run)
+    val = json.loads((tiny_lvis_benchmark / "annotations" / "val.json").read_text())
+    file_of = {image["id"]: Path(image.get("file_name") or image["coco_url"]).name for image in val["images"]}
+    evaluated = [{**r, "file_name": file_of[r["image_id"]]} for r in json.loads(RunLayout(run).detections.read_text())]
+    predict_files(Detector.from_run(run), [tiny_lvis_benchmark / "images" / "val"], tmp_path / "out", score_thr=0.0)
+    predicted = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    keys = ("category_id", "bbox", "score")
+    counts = [len(records) for records in by_file(predicted, keys).values()]
+    # The model's own cap is 100 detections an image; LVIS evaluation keeps up to 300, and so does predict.
+    assert max(counts) > 100
+    assert by_file(predicted, keys) == by_file(evaluated, keys)

@@ -9,8 +9,9 @@ the mask metrics, under ``"segm"``) to ``eval/metrics.json``.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,28 @@ def _detections_per_image(model: nn.Module) -> tuple[Any, str]:
     if roi_heads is not None:
         return roi_heads, "detections_per_img"
     return model, "detections_per_img"
+
+
+@contextlib.contextmanager
+def inference_mode(model: nn.Module, max_detections: int | None = None) -> Iterator[nn.Module]:
+    """``model`` in eval mode, keeping at most ``max_detections`` per image (None: its own cap) — LVIS
+    evaluation keeps 300 — and back to its mode and cap afterwards."""
+    owner, attribute = _detections_per_image(model)
+    saved_cap, was_training = getattr(owner, attribute), model.training
+    if max_detections is not None:
+        setattr(owner, attribute, max_detections)
+    model.eval()
+    try:
+        yield model
+    finally:
+        setattr(owner, attribute, saved_cap)
+        model.train(was_training)
+
+
+def max_detections_for(annotation_format: str) -> int | None:
+    """The detections kept per image when scoring against annotations of ``annotation_format``: LVIS's 300,
+    else the model's own cap."""
+    return LVIS_MAX_DETS if annotation_format == "lvis" else None
 
 
 def has_mask_branch(model: nn.Module) -> bool:
@@ -133,12 +156,6 @@ def predict(
     and no box: the evaluators would otherwise take the box's area for the mask's.
     """
     segmentations: list[dict[str, Any]] | None = [] if has_mask_branch(model) else None
-    owner, attribute = _detections_per_image(model)
-    saved_cap = getattr(owner, attribute)
-    if max_detections is not None:
-        setattr(owner, attribute, max_detections)
-    was_training = model.training
-    model.eval()
     items = dataset if indices is None else torch.utils.data.Subset(dataset, list(indices))
     loader = torch.utils.data.DataLoader(
         items,
@@ -153,7 +170,7 @@ def predict(
     )
     results: list[dict[str, Any]] = []
     done = 0
-    try:
+    with inference_mode(model, max_detections):
         for images, targets in loader:
             images = [image.to(device, non_blocking=True) for image in images]
             for output, target in zip(detect(model, images, autocast_dtype), targets, strict=True):
@@ -166,9 +183,6 @@ def predict(
             done += len(images)
             if progress is not None:
                 progress(done, len(items))
-    finally:
-        setattr(owner, attribute, saved_cap)
-        model.train(was_training)
     return results, segmentations
 
 
@@ -197,7 +211,7 @@ def evaluate_model(
     """
     start = time.perf_counter()
     rank, world_size = get_rank(), get_world_size()
-    max_dets = LVIS_MAX_DETS if dataset.format == "lvis" else None
+    max_dets = max_detections_for(dataset.format)
     local = predict(
         model,
         dataset,

@@ -31,7 +31,14 @@ from libra_cli.rundir import RunLayout
 WEIGHTS_FORMAT = "libra-weights-v1"
 HASH_DIGITS = 8  # hex digits of the SHA-256 put in a weights file's name
 # What a weights file keeps of the run's dataset.json: enough to build the detector and name its labels.
-CATEGORY_FIELDS = ("category_ids", "category_names", "images_per_class", "num_images", "num_annotated_images")
+CATEGORY_FIELDS = (
+    "category_ids",
+    "category_names",
+    "images_per_class",
+    "num_images",
+    "num_annotated_images",
+    "format",  # the annotations' format ("coco", "lvis", "voc"): LVIS keeps 300 detections per image
+)
 
 
 @dataclass
@@ -44,6 +51,7 @@ class LoadedDetector:
     category_names: list[str]  # in the same order
     source: str  # the checkpoint or weights file read
     iteration: int  # the training iteration the weights were taken at
+    annotation_format: str = "coco"  # of the training set: "coco", "lvis" or "voc"
 
 
 def export_weights(
@@ -133,6 +141,7 @@ def load_weights_file(path: str | Path, device: str | None = None) -> LoadedDete
         list(categories["category_names"]),
         str(path),
         int(payload["iteration"]),
+        categories.get("format", "coco"),
     )
 
 
@@ -156,6 +165,7 @@ def load_detector(source: str | Path, checkpoint: str = "best", device: str | No
             list(info["category_names"]),
             meta["checkpoint"],
             meta["iteration"],
+            info.get("format", "coco"),
         )
     if source.is_file():
         return load_weights_file(source, device)
