@@ -3,7 +3,8 @@
 Inputs are image files, folders (their image files, by name, not descending into subfolders) and glob
 patterns; every file is read by ``libra_cli.images`` (EXIF orientation applied; grayscale, RGBA and 16-bit
 converted), exactly as training and ``libra eval`` read theirs, and run through the same inference code
-(``engine.evaluate.detect`` and ``result_records``), so a validation image gets ``libra eval``'s detections.
+(``engine.evaluate.detect`` and ``result_records``), so a validation image gets ``libra eval``'s detections
+(when batched alike: a batch is padded to its largest image).
 
 ``OUT/predictions.json`` holds one record per detection in the COCO results format — ``image_id`` (the
 input's position, from 1), ``category_id`` (the dataset's own id), ``bbox`` [x, y, w, h] and ``score`` —
