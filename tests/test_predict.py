@@ -191,3 +191,20 @@ def test_an_lvis_run_keeps_lvis_300_detections_per_image_as_eval_does(tiny_lvis_
     # The model's own cap is 100 detections an image; LVIS evaluation keeps up to 300, and so does predict.
     assert max(counts) > 100
     assert by_file(predicted, keys) == by_file(evaluated, keys)
+
+
+def test_bmp_webp_and_rgba_files_give_the_pngs_detections(runs, benchmark, tmp_path):
+    source = benchmark / "images" / "val" / "000003.png"
+    with Image.open(source) as image:
+        rgb = image.convert("RGB")
+    rgb.save(tmp_path / "b.bmp")
+    rgb.save(tmp_path / "w.webp", lossless=True)
+    rgba = rgb.copy()
+    rgba.putalpha(128)  # the alpha channel is dropped: the colours are the RGB ones
+    rgba.save(tmp_path / "a.png")
+    detector = Detector.from_run(runs["faster_rcnn"])
+    reference, *others = detector.predict([source, tmp_path / "b.bmp", tmp_path / "w.webp", tmp_path / "a.png"])
+    assert len(reference.scores) > 0
+    for other in others:  # lossless files of the same pixels: the same detections, bit for bit
+        torch.testing.assert_close(other.boxes, reference.boxes, rtol=0, atol=0)
+        torch.testing.assert_close(other.scores, reference.scores, rtol=0, atol=0)
