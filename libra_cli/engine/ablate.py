@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from libra_cli.config import RunConfig, apply_overrides, read_yaml, resolve_preset, validate
+from libra_cli.config import SECTIONS, RunConfig, apply_overrides, is_grid, read_yaml, resolve_preset, validate
 from libra_cli.errors import LibraError
 from libra_cli.rundir import RunLayout
 
@@ -77,6 +77,8 @@ def load_grid(path: str | Path) -> Grid:
     data = read_yaml(grid_path)
     if not isinstance(data, dict):
         raise LibraError(f"{grid_path}: expected a mapping with 'base' and 'runs'")
+    if data and not is_grid(data) and set(data) <= set(SECTIONS):
+        raise LibraError(f"{grid_path}: is a preset, not a grid (train it with `libra train {path}`)")
     unknown = [key for key in data if key not in GRID_KEYS]
     if unknown:
         raise LibraError(f"{grid_path}: unknown key {unknown[0]!r} (known: {', '.join(GRID_KEYS)})")

@@ -145,3 +145,8 @@ def test_ablate_takes_a_shipped_grid_by_name(tmp_path):
     assert "ablation plan: 4 runs in" in result.output
     result = runner.invoke(app, ["ablate", "ablation_tabel2", "--dry-run"])
     assert result.exit_code == 2 and "did you mean ablation_table2" in result.output
+    result = runner.invoke(app, ["ablate", "libra", "--dry-run"])
+    assert (
+        result.exit_code == 2
+        and "libra.yaml: is a preset, not a grid (train it with `libra train libra`)" in result.output
+    )
