@@ -36,6 +36,8 @@ def export_command(
             raise LibraError("--half: only for --format pt")
         _export_onnx(run_dir, out, checkpoint, check or [], force)
         return
+    if check:
+        raise LibraError("--check: only with --format onnx")
     path, summary = export_weights(run_dir, out, checkpoint, half=half, overwrite=force)
     console.print(
         f"{path}: {summary['parameters']:,} parameters at iteration {summary['iteration']}, "
