@@ -107,14 +107,14 @@ class Detector:
         ``score_thr`` are kept. ``amp`` (default: the run's ``train.amp``) runs the model under autocast on CUDA.
         """
         items = [images] if isinstance(images, str | Path | Image.Image | torch.Tensor) else list(images)
-        tensors = [self._tensor(item) for item in items]
         found: list[Prediction] = []
-        for start in range(0, len(tensors), max(1, batch_size)):
-            batch = tensors[start : start + max(1, batch_size)]
+        for start in range(0, len(items), max(1, batch_size)):
+            batch = [self._tensor(item) for item in items[start : start + max(1, batch_size)]]  # read per batch
             outputs = self.detect(batch, amp)
             found += [self.to_prediction(output, image) for output, image in zip(outputs, batch, strict=True)]
         return [self._above(prediction, score_thr) for prediction in found]
 
+    @torch.no_grad()
     def detect(self, images: Sequence[torch.Tensor], amp: bool | None = None) -> list[dict[str, torch.Tensor]]:
         """The model's raw outputs (``libra_cli.engine.evaluate.detect``) for float [3, H, W] tensors."""
         from libra_cli.engine.train import amp_dtype
