@@ -208,13 +208,14 @@ def choose_images(
     ]
 
 
-def read_image(image: ValidationImage, ann_file: Path | None = None) -> torch.Tensor:
-    """The image upright as a uint8 RGB tensor [3, H, W]; a missing or unreadable file is a LibraError naming it."""
+def read_image(path: Path, image_id: int, ann_file: Path | None = None) -> torch.Tensor:
+    """The image upright as a uint8 RGB tensor [3, H, W]; a missing or unreadable file is a LibraError naming
+    it, its image id and (if given) its annotation file."""
     source = f" of {ann_file}" if ann_file is not None else ""
     try:
-        rgb = open_rgb(image.path)
+        rgb = open_rgb(path)
     except ImageReadError as exc:
-        raise LibraError(f"{image.path}: {exc.reason} (image id {image.image_id}{source})") from exc
+        raise LibraError(f"{path}: {exc.reason} (image id {image_id}{source})") from exc
     return pil_to_tensor(rgb)
 
 
@@ -305,7 +306,7 @@ def draw_detections(
     axes = figure.subplots(max(1, len(chosen)), ncols, squeeze=False)
     for row, choice in enumerate(chosen):
         image = validation.images[choice.image_id]
-        pixels = read_image(image, validation.ann_file)
+        pixels = read_image(image.path, image.image_id, validation.ann_file)
         factor = max(1, math.ceil(MIN_DRAWN_SIDE / max(pixels.shape[-2:])))  # small images: labels stay legible
         pixels = pixels.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
         scale = (pixels.shape[-1] / image.width, pixels.shape[-2] / image.height)

@@ -23,7 +23,6 @@ from libra_cli.data.transforms import resize_masks
 from libra_cli.errors import LibraError
 from libra_cli.report.detections import (
     Boxes,
-    ValidationImage,
     category_colours,
     check_out_dir,
     draw_panel,
@@ -109,7 +108,7 @@ def show_dataset(
     taken: set[str] = set()
     for image_id in choose_image_ids(list(records), num, ids, seed):
         record = records[image_id]
-        pixels = read_image(ValidationImage(image_id, record.path, record.width, record.height, Boxes()), ann_file)
+        pixels = read_image(record.path, image_id, ann_file)
         height, width = pixels.shape[-2:]
         ignored = _ignored_regions(dataset, record)
         category_ids = tuple(dataset.label_to_category_id(label) for label in record.labels)
