@@ -11,6 +11,7 @@ Components never read this object: ``build_detector`` and the engine pass plain 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.resources
 import re
 from dataclasses import dataclass, field
@@ -281,18 +282,73 @@ def apply_overrides(config: RunConfig, overrides: dict[str, dict[str, Any]], sou
     return RunConfig(**sections)
 
 
-def resolve_preset(preset: str) -> Path:
-    """A preset is a YAML path, or a name among the shipped presets (``baseline`` → libra_cli/presets/baseline.yaml)."""
+@dataclass(frozen=True)
+class PresetInfo:
+    """A YAML file shipped in :data:`PRESET_DIR`: a preset (config sections) or a grid (``base`` + ``runs``)."""
+
+    name: str  # the file's stem, what ``libra train NAME`` / ``libra ablate NAME`` take
+    path: Path
+    summary: str  # the first line of the file's header comment ("" without one)
+    is_grid: bool
+
+
+def header_summary(text: str) -> str:
+    """The first line of a YAML file's leading ``#`` comment, without the ``#`` ("" when it has none)."""
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        return line.strip().lstrip("#").strip() if line.lstrip().startswith("#") else ""
+    return ""
+
+
+def is_grid(data: Any) -> bool:
+    """Whether a YAML file's content is an ablation grid (``runs:`` at the top) rather than a preset."""
+    return isinstance(data, dict) and "runs" in data
+
+
+def shipped_presets() -> list[PresetInfo]:
+    """Every preset and grid shipped with libra, by name."""
+    paths = sorted(PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
+    return [
+        PresetInfo(path.stem, path, header_summary(path.read_text(encoding="utf-8")), is_grid(read_yaml(path)))
+        for path in paths
+    ]
+
+
+def resolve_preset(preset: str, kind: str = "preset") -> Path:
+    """A preset (or, with ``kind="grid"``, a grid) is a YAML path, or a name among the shipped ones
+    (``baseline`` → libra_cli/presets/baseline.yaml). An unknown name is a LibraError suggesting the nearest
+    names of that kind."""
     path = Path(preset)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise LibraError(f"{preset}: preset file not found")
+            raise LibraError(f"{preset}: {kind} file not found")
         return path
     candidate = PRESET_DIR / f"{preset}.yaml"
     if candidate.is_file():
         return candidate
-    available = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
-    raise LibraError(f"unknown preset {preset!r} (available: {', '.join(available) or 'none'})")
+    names = [info.name for info in shipped_presets() if info.is_grid == (kind == "grid")]
+    near = difflib.get_close_matches(preset, names, n=3, cutoff=0.5)
+    alternatives = f"{', '.join(near[:-1])} or {near[-1]}" if len(near) > 1 else "".join(near)
+    hint = f"did you mean {alternatives}? " if near else ""
+    listing = "libra config --list" if names else "none shipped"
+    raise LibraError(f"unknown {kind} {preset!r} ({hint}{kind}s: {listing})")
+
+
+def preset_comments(path: Path) -> dict[tuple[str, str], str]:
+    """(section, field) → the comment written after that field's value in a preset file, for fields set in
+    block style (``  field: value   # why``); ``libra config --explain`` shows them."""
+    comments: dict[tuple[str, str], str] = {}
+    section = None
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        top = re.match(r"^(\w+):\s*(#.*)?$", line)
+        if top:
+            section = top.group(1)
+            continue
+        entry = re.match(r"^\s+(\w+):[^#]*#\s?(.*)$", line)
+        if section is not None and entry:
+            comments[section, entry.group(1)] = entry.group(2).strip()
+    return comments
 
 
 def read_yaml(path: Path) -> Any:
@@ -312,7 +368,10 @@ def load_config(preset: str | None = None, overrides: dict[str, dict[str, Any]] 
     config = RunConfig()
     if preset:
         path = resolve_preset(preset)
-        config = apply_overrides(config, read_yaml(path), str(path))
+        data = read_yaml(path)
+        if is_grid(data):
+            raise LibraError(f"{path}: is an ablation grid, not a preset (run it with `libra ablate {preset}`)")
+        config = apply_overrides(config, data, str(path))
     if overrides:
         config = apply_overrides(config, overrides, "command line")
     validate(config)

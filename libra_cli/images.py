@@ -9,8 +9,9 @@ images through :func:`open_rgb`, so that every path sees the same pixels:
 - every mode PIL reads becomes 8-bit RGB (:func:`to_rgb8`): grayscale, palette, alpha and CMYK convert,
   16-bit grayscale is scaled to 0..255.
 
-A missing or undecodable file raises :class:`ImageReadError`, whose message is a short phrase the caller
-puts after the file's name. This module imports nothing from libra but the error type.
+:func:`image_tensor` turns the picture into the tensor the detectors take, for training, evaluation and
+prediction alike. A missing or undecodable file raises :class:`ImageReadError`, whose message is a short
+phrase the caller puts after the file's name. This module imports nothing from libra but the error type.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms.functional import pil_to_tensor
 
 from libra_cli.errors import LibraError
 
@@ -67,6 +70,12 @@ def open_rgb(path: Path | str) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ImageReadError(path, f"cannot decode image ({detail})") from exc
+
+
+def image_tensor(pil: Image.Image) -> torch.Tensor:
+    """float32 [3, H, W] in [0, 1] of an RGB image: what every detector in libra is given (the detector's own
+    transform then resizes and normalises it)."""
+    return pil_to_tensor(to_rgb8(pil)).float().div_(255.0)
 
 
 def upright_size(pil: Image.Image) -> tuple[int, int]:

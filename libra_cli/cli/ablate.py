@@ -27,7 +27,10 @@ def plan_table(planned: list[PlannedRun], statuses: list[RunState], out_root: Pa
 
 @handle_errors
 def ablate_command(
-    grid: Path = typer.Argument(..., help="Grid YAML: {base: PRESET, runs: {label: {section: {field: value}}}}."),
+    grid: str = typer.Argument(
+        ...,
+        help="A shipped grid's name (libra config --list) or a grid YAML: {base: PRESET, runs: {label: {section: …}}}.",
+    ),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per configuration (0 … N−1)."),
     out_root: Path = typer.Option(None, "--out-root", help="Folder for the runs (default: runs/ablate/GRID_NAME)."),
     report: Path = typer.Option(None, "--report", help="Report folder (default: reports/GRID_NAME)."),
@@ -43,7 +46,8 @@ def ablate_command(
         overrides.setdefault("train", {})["max_iters"] = max_iters
     if device is not None:
         overrides.setdefault("train", {})["device"] = device
-    root = out_root or Path("runs") / "ablate" / grid.stem
+    name = spec.path.stem
+    root = out_root or Path("runs") / "ablate" / name
     planned = plan_runs(spec, seeds, root, overrides)
     statuses = [run_state(run.config) for run in planned]  # refuses folders holding other settings
     console.print(plan_table(planned, statuses, root))
@@ -58,7 +62,7 @@ def ablate_command(
     console.print(", ".join(f"{count} {kind}" for kind, count in counts.items()))
     dirs = report_dirs(planned)
     if dirs:
-        path = report_runs(dirs, report or Path("reports") / grid.stem, title=f"Ablation: {grid.stem}")
+        path = report_runs(dirs, report or Path("reports") / name, title=f"Ablation: {name}")
         console.print(str(path), highlight=False, soft_wrap=True)
     failed = [outcome for outcome in outcomes if outcome.outcome == "failed"]
     if failed:

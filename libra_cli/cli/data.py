@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from libra_cli.cli import data_show
 from libra_cli.cli.ui import console, count_progress, handle_errors, progress_callback
 from libra_cli.data.synth import (
     LONG_TAIL_NUM_CLASSES,
@@ -20,7 +21,10 @@ from libra_cli.data.synth import (
 from libra_cli.data.voc_export import export_benchmark_to_voc, voc_year_dir
 from libra_cli.errors import LibraError
 
-app = typer.Typer(help="Datasets: generate the synthetic benchmark.", no_args_is_help=True)
+app = typer.Typer(
+    help="Datasets: generate the synthetic benchmark, draw a dataset's ground truth.", no_args_is_help=True
+)
+app.command("show")(data_show.show_command)
 DEFAULTS = SynthSpec()
 
 

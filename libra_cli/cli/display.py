@@ -24,7 +24,7 @@ class RichDisplay(Display):
     trained here, one bar per run trained side by side, the metrics of each finished run."""
 
     def message(self, text: str) -> None:
-        console.print(text)
+        console.print(text, highlight=False, soft_wrap=True)  # paths stay whole, copyable
 
     @contextlib.contextmanager
     def count(self, label: str, total: int) -> Iterator[Count | None]:

@@ -65,8 +65,8 @@ def resolve_data_paths(data: DataConfig, progress: Callable[[int, int], None] | 
         paths, _ = ensure_benchmark(data.synth_dir, spec, progress)
         return paths
     assert data.val_ann is not None
-    train_ann, train_images = _split_paths(data.train_ann, data.train_images, data.train_split, "train")
-    val_ann, val_images = _split_paths(data.val_ann, data.val_images, data.val_split, "val")
+    train_ann, train_images = split_files(data.train_ann, data.train_images, data.train_split, "data.train_split")
+    val_ann, val_images = split_files(data.val_ann, data.val_images, data.val_split, "data.val_split")
     paths = DataPaths(train_ann, train_images, val_ann, val_images)
     for name in ("train_ann", "val_ann"):
         if not is_voc_source(getattr(paths, name)) and not getattr(paths, name).is_file():
@@ -77,14 +77,16 @@ def resolve_data_paths(data: DataConfig, progress: Callable[[int, int], None] | 
     return paths
 
 
-def _split_paths(ann: str, images: str | None, split: str, name: str) -> tuple[Path, Path]:
+def split_files(ann: str | Path, images: str | Path | None, split: str, where: str) -> tuple[Path, Path]:
     """(annotations, image folder) of a split. Pascal VOC year folders become their list-file form, which
-    records the split (see ``libra_cli.data.voc``), and without an image folder the folder holding them."""
+    records the split (see ``libra_cli.data.voc``), and without an image folder the folder holding them;
+    ``where`` names the split's setting in errors. A COCO / LVIS file needs its image folder."""
     sources = parse_voc_sources(ann, split)
     if sources is None:
-        assert images is not None
+        if images is None:
+            raise LibraError(f"{ann}: a COCO / LVIS annotation file needs its image folder (--images)")
         return Path(ann), Path(images)
-    check_split_lists(sources, f"data.{name}_split")
+    check_split_lists(sources, where)
     return voc_spec(sources), Path(images) if images is not None else voc_image_root(sources)
 
 

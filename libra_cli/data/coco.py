@@ -37,12 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
-from torchvision.transforms.functional import pil_to_tensor
 
 from libra_cli.data.transforms import TrainAugmentation, resize_masks
 from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, is_voc_source, read_voc_spec
 from libra_cli.errors import LibraError
-from libra_cli.images import ImageReadError, image_file_problem, open_rgb
+from libra_cli.images import ImageReadError, image_file_problem, image_tensor, open_rgb
 
 # The reference's training set leaves out images under this many pixels on a side (``_filter_imgs(min_size=32)``).
 MIN_IMAGE_SIDE = 32
@@ -361,7 +360,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         except ImageReadError as exc:
             problem = exc.reason if exc.reason != "image file not found" else _with_tried(exc.reason, record)
             raise LibraError(f"{record.path}: {problem} (image id {record.image_id})") from exc
-        return pil_to_tensor(image).float().div_(255.0)
+        return image_tensor(image)
 
     def load_masks(self, record: ImageRecord) -> torch.Tensor:
         """uint8 [N, H, W] 0/1: the decoded masks of ``record``'s boxes at its annotated height and width."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from libra_cli.config import RunConfig, apply_overrides, read_yaml, resolve_preset, validate
+from libra_cli.config import SECTIONS, RunConfig, apply_overrides, is_grid, read_yaml, resolve_preset, validate
 from libra_cli.errors import LibraError
 from libra_cli.rundir import RunLayout
 
@@ -71,13 +71,14 @@ def _base_config(base: Any, grid_path: Path) -> RunConfig:
 
 
 def load_grid(path: str | Path) -> Grid:
-    """Read and check a grid file; every problem is a one-line LibraError naming the file and the key."""
-    grid_path = Path(path)
-    if not grid_path.is_file():
-        raise LibraError(f"{grid_path}: grid file not found")
+    """Read and check a grid file (a YAML path or the name of a shipped grid); every problem is a one-line
+    LibraError naming the file and the key."""
+    grid_path = resolve_preset(str(path), kind="grid")
     data = read_yaml(grid_path)
     if not isinstance(data, dict):
         raise LibraError(f"{grid_path}: expected a mapping with 'base' and 'runs'")
+    if data and not is_grid(data) and set(data) <= set(SECTIONS):
+        raise LibraError(f"{grid_path}: is a preset, not a grid (train it with `libra train {path}`)")
     unknown = [key for key in data if key not in GRID_KEYS]
     if unknown:
         raise LibraError(f"{grid_path}: unknown key {unknown[0]!r} (known: {', '.join(GRID_KEYS)})")

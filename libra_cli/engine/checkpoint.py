@@ -1,5 +1,9 @@
 """Training checkpoints: their format, atomic saving, safe loading, and the RNG states they carry.
 
+A run keeps one full training state, ``last.pt`` (model, optimizer, scaler, RNG, data position: what
+``--resume`` needs); ``best.pt`` holds the best weights only (:func:`weights_state`), since nothing resumes
+from it — for a detector trained with SGD and momentum that is half of ``last.pt``'s size.
+
 Checkpoints hold only tensors, numbers, strings and containers of them, so they load with
 ``torch.load(..., weights_only=True)``: loading never executes code from the file. The atomic write and
 the safe load themselves are ``libra_cli.io``'s; where a run keeps its checkpoints is ``rundir.py``'s.
@@ -39,6 +43,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         if key not in state:
             raise LibraError(f"{path}: checkpoint misses field {key!r}")
     return state
+
+
+def weights_state(model: torch.nn.Module, iteration: int, **extra: Any) -> dict[str, Any]:
+    """A checkpoint holding the model's weights and the iteration (and ``extra`` numbers), no training state."""
+    return {"model": model.state_dict(), "iteration": iteration, **extra}
 
 
 def rng_state() -> dict[str, Any]:

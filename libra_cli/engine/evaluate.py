@@ -9,8 +9,9 @@ the mask metrics, under ``"segm"``) to ``eval/metrics.json``.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,22 +41,97 @@ def _detections_per_image(model: nn.Module) -> tuple[Any, str]:
     return model, "detections_per_img"
 
 
+@contextlib.contextmanager
+def inference_mode(model: nn.Module, max_detections: int | None = None) -> Iterator[nn.Module]:
+    """``model`` in eval mode, keeping at most ``max_detections`` per image (None: its own cap) — LVIS
+    evaluation keeps 300 — and back to its mode and cap afterwards."""
+    owner, attribute = _detections_per_image(model)
+    saved_cap, was_training = getattr(owner, attribute), model.training
+    if max_detections is not None:
+        setattr(owner, attribute, max_detections)
+    model.eval()
+    try:
+        yield model
+    finally:
+        setattr(owner, attribute, saved_cap)
+        model.train(was_training)
+
+
+def max_detections_for(annotation_format: str) -> int | None:
+    """The detections kept per image when scoring against annotations of ``annotation_format``: LVIS's 300,
+    else the model's own cap."""
+    return LVIS_MAX_DETS if annotation_format == "lvis" else None
+
+
 def has_mask_branch(model: nn.Module) -> bool:
     """Whether ``model`` predicts instance masks (a Mask R-CNN's RoI heads)."""
     roi_heads = getattr(model, "roi_heads", None)
     return roi_heads is not None and bool(roi_heads.has_mask())
 
 
+def binary_masks(probabilities: torch.Tensor) -> torch.Tensor:
+    """bool [N, H, W]: the masks ``probabilities`` [N, 1, H, W] (pasted into the image) thresholded at
+    :data:`MASK_THRESHOLD`."""
+    return probabilities[:, 0] > MASK_THRESHOLD
+
+
 def encode_masks(probabilities: torch.Tensor) -> list[dict[str, Any]]:
     """Compressed RLEs of the masks ``probabilities`` [N, 1, H, W] (pasted into the image), each thresholded
     at :data:`MASK_THRESHOLD`: ``{"size": [H, W], "counts": str}`` as pycocotools' ``mask.encode`` writes them,
     with the counts decoded to text for JSON."""
-    if probabilities.shape[0] == 0:
+    return encode_binary_masks(binary_masks(probabilities)) if probabilities.shape[0] else []
+
+
+def encode_binary_masks(masks: torch.Tensor) -> list[dict[str, Any]]:
+    """Compressed RLEs (text counts, for JSON) of 0/1 masks [N, H, W]."""
+    if masks.shape[0] == 0:
         return []
-    binary = (probabilities[:, 0] > MASK_THRESHOLD).to(torch.uint8).cpu()
+    binary = masks.to(torch.uint8).cpu()
     # pycocotools reads column-major [H, W, N] arrays.
     rles = mask_utils.encode(np.asfortranarray(binary.permute(1, 2, 0).numpy()))
     return [{"size": [int(side) for side in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
+
+
+def detect(model: nn.Module, images: list[torch.Tensor], autocast_dtype: torch.dtype | None = None) -> list[dict]:
+    """The detector's outputs for ``images`` (float [3, H, W] in [0, 1], on the model's device) on the CPU:
+    per image ``boxes`` float32 [N, 4] xyxy in the images' pixels, ``scores`` float32 [N], ``labels`` int64 [N]
+    (1 … C, the model's contiguous labels) and, for Mask R-CNN, ``masks`` float32 [N, 1, H, W] probabilities."""
+    device = images[0].device if images else torch.device("cpu")
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        outputs = model(images)
+    return [
+        {key: value.float().cpu() if value.is_floating_point() else value.cpu() for key, value in output.items()}
+        for output in outputs
+    ]
+
+
+def result_records(
+    output: dict[str, torch.Tensor], image_id: int, category_id_of: Callable[[int], int], with_masks: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One image's COCO results: (detections: image_id, category_id, bbox [x, y, w, h], score;
+    segmentations: the same with a compressed-RLE ``segmentation`` and no box, empty unless ``with_masks``).
+
+    ``output`` is one of :func:`detect`'s; ``category_id_of`` maps a model label to the dataset's category id.
+    Boxes are rounded to 0.01 px and scores to 1e-5 here, once, so that a results file and the metrics
+    computed from it agree exactly (and ``libra predict`` writes what ``libra eval`` writes).
+    """
+    boxes = output["boxes"]
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+    xywh = xywh.mul(100).round().div(100).tolist()
+    scores = output["scores"].mul(1e5).round().div(1e5).tolist()
+    category_ids = [category_id_of(label) for label in output["labels"].tolist()]
+    detections = [
+        {"image_id": image_id, "category_id": category_id, "bbox": box, "score": score}
+        for box, score, category_id in zip(xywh, scores, category_ids, strict=True)
+    ]
+    segmentations = []
+    if with_masks:
+        rles = encode_masks(output["masks"])
+        segmentations = [
+            {"image_id": image_id, "category_id": category_id, "segmentation": rle, "score": score}
+            for rle, score, category_id in zip(rles, scores, category_ids, strict=True)
+        ]
+    return detections, segmentations
 
 
 @torch.no_grad()
@@ -80,12 +156,6 @@ def predict(
     and no box: the evaluators would otherwise take the box's area for the mask's.
     """
     segmentations: list[dict[str, Any]] | None = [] if has_mask_branch(model) else None
-    owner, attribute = _detections_per_image(model)
-    saved_cap = getattr(owner, attribute)
-    if max_detections is not None:
-        setattr(owner, attribute, max_detections)
-    was_training = model.training
-    model.eval()
     items = dataset if indices is None else torch.utils.data.Subset(dataset, list(indices))
     loader = torch.utils.data.DataLoader(
         items,
@@ -100,43 +170,19 @@ def predict(
     )
     results: list[dict[str, Any]] = []
     done = 0
-    try:
+    with inference_mode(model, max_detections):
         for images, targets in loader:
             images = [image.to(device, non_blocking=True) for image in images]
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                outputs = model(images)
-            for output, target in zip(outputs, targets, strict=True):
-                boxes = output["boxes"].float().cpu()
-                xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
-                # Rounded once here so that the file and the metrics computed from it agree exactly.
-                xywh = xywh.mul(100).round().div(100).tolist()
-                scores = output["scores"].float().cpu().mul(1e5).round().div(1e5).tolist()
-                labels = output["labels"].cpu().tolist()
-                for box, score, label in zip(xywh, scores, labels, strict=True):
-                    results.append(
-                        {
-                            "image_id": target["image_id"],
-                            "category_id": dataset.label_to_category_id(label),
-                            "bbox": box,
-                            "score": score,
-                        }
-                    )
+            for output, target in zip(detect(model, images, autocast_dtype), targets, strict=True):
+                found, masks = result_records(
+                    output, target["image_id"], dataset.label_to_category_id, segmentations is not None
+                )
+                results += found
                 if segmentations is not None:
-                    for rle, score, label in zip(encode_masks(output["masks"]), scores, labels, strict=True):
-                        segmentations.append(
-                            {
-                                "image_id": target["image_id"],
-                                "category_id": dataset.label_to_category_id(label),
-                                "segmentation": rle,
-                                "score": score,
-                            }
-                        )
+                    segmentations += masks
             done += len(images)
             if progress is not None:
                 progress(done, len(items))
-    finally:
-        setattr(owner, attribute, saved_cap)
-        model.train(was_training)
     return results, segmentations
 
 
@@ -165,7 +211,7 @@ def evaluate_model(
     """
     start = time.perf_counter()
     rank, world_size = get_rank(), get_world_size()
-    max_dets = LVIS_MAX_DETS if dataset.format == "lvis" else None
+    max_dets = max_detections_for(dataset.format)
     local = predict(
         model,
         dataset,

@@ -35,7 +35,7 @@ from libra_cli.config import RunConfig, TrainConfig
 from libra_cli.data.build import build_eval_dataset, build_train_dataset, resolve_data_paths
 from libra_cli.data.coco import DetectionDataset, collate
 from libra_cli.data.sampler import IterationBatchSampler, aspect_ratio_groups, repeat_factors
-from libra_cli.engine.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from libra_cli.engine.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint, weights_state
 from libra_cli.engine.distributed import (
     DistributedContext,
     all_gather_object,
@@ -739,7 +739,7 @@ def run_evaluation(run: TrainingRun, iteration: int) -> dict[str, Any]:
     if ap is not None and ap > run.best_ap:
         run.best_ap = ap
         if run.ctx.is_main:
-            save_checkpoint(run.layout.best, checkpoint_state(run, iteration))
+            save_checkpoint(run.layout.best, weights_state(run.model, iteration, best_ap=ap))
     return metrics
 
 
@@ -762,7 +762,7 @@ def finish(run: TrainingRun) -> dict[str, Any]:
     """The final evaluation; ``best.pt`` is the last weights when no evaluation improved on −1."""
     metrics = run_evaluation(run, run.completed)
     if run.ctx.is_main and not run.layout.best.exists():
-        save_checkpoint(run.layout.best, checkpoint_state(run, run.completed))
+        save_checkpoint(run.layout.best, weights_state(run.model, run.completed, best_ap=run.best_ap))
     return metrics
 
 

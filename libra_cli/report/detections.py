@@ -23,9 +23,11 @@ then one column per run) is laid out with matplotlib. Nothing is re-run: the det
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,20 +36,22 @@ import torch
 from matplotlib import font_manager
 from matplotlib.figure import Figure
 from torchvision.ops import box_iou
-from torchvision.transforms.functional import pil_to_tensor
-from torchvision.utils import draw_bounding_boxes
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from libra_cli.data.build import benchmark_paths
 from libra_cli.data.coco import DetectionDataset
 from libra_cli.errors import LibraError
 from libra_cli.images import ImageReadError, open_rgb
-from libra_cli.io import read_json
+from libra_cli.io import atomic_write_bytes, read_json
 from libra_cli.report.collect import RunRecord
 from libra_cli.report.plots import DPI, PALETTE, literal
 from libra_cli.rundir import DETECTIONS, RunLayout
 
 MATCH_IOU = 0.5  # an object is found when a detection of its class overlaps it at least this much
 MIN_DRAWN_SIDE = 300  # smaller images are enlarged (whole-pixel factor) before drawing, so labels stay legible
+IGNORED_COLOUR = "#ff00ff"  # boxes evaluation ignores (crowd regions, VOC difficult objects), apart from the palette
+MASK_ALPHA = 0.45  # opacity of an instance mask drawn over its image
 
 
 @dataclass(frozen=True)
@@ -204,13 +208,14 @@ def choose_images(
     ]
 
 
-def read_image(image: ValidationImage, ann_file: Path | None = None) -> torch.Tensor:
-    """The image upright as a uint8 RGB tensor [3, H, W]; a missing or unreadable file is a LibraError naming it."""
+def read_image(path: Path, image_id: int, ann_file: Path | None = None) -> torch.Tensor:
+    """The image upright as a uint8 RGB tensor [3, H, W]; a missing or unreadable file is a LibraError naming
+    it, its image id and (if given) its annotation file."""
     source = f" of {ann_file}" if ann_file is not None else ""
     try:
-        rgb = open_rgb(image.path)
+        rgb = open_rgb(path)
     except ImageReadError as exc:
-        raise LibraError(f"{image.path}: {exc.reason} (image id {image.image_id}{source})") from exc
+        raise LibraError(f"{path}: {exc.reason} (image id {image_id}{source})") from exc
     return pil_to_tensor(rgb)
 
 
@@ -226,29 +231,54 @@ def draw_panel(
     colours: dict[int, str],
     score_thr: float,
     scale: tuple[float, float] = (1.0, 1.0),
+    *,
+    masks: torch.Tensor | None = None,
+    ignored: Sequence[str | None] | None = None,
 ) -> torch.Tensor:
     """``image`` (uint8 [3, H, W]) with ``boxes`` drawn: ground truth whole, detections only with score ≥
     ``score_thr``; each box in its category's colour, labelled with the category name (and score).
-    ``scale`` (x, y) maps annotation pixels onto the image file's pixels when the two sizes differ."""
-    shown = boxes.above(score_thr)
-    if not shown.xyxy:
+    ``scale`` (x, y) maps annotation pixels onto the image file's pixels when the two sizes differ.
+
+    ``masks`` (bool [N, H, W], one per box, in the image's pixels) are overlaid in the boxes' colours, under
+    the boxes. ``ignored`` gives per box None or why evaluation ignores it ("crowd", "difficult"): such a
+    box is drawn in :data:`IGNORED_COLOUR` with the reason after its name.
+    """
+    keep = (
+        list(range(len(boxes.xyxy)))
+        if boxes.scores is None
+        else [i for i, score in enumerate(boxes.scores) if score >= score_thr]
+    )
+    if not keep:
         return image.clone()
     sx, sy = scale
-    xyxy = torch.tensor(shown.xyxy, dtype=torch.float32) * torch.tensor([sx, sy, sx, sy])
-    labels = [names.get(category_id, str(category_id)) for category_id in shown.category_ids]
-    if shown.scores is not None:
-        labels = [f"{label} {score:.2f}" for label, score in zip(labels, shown.scores, strict=True)]
+    xyxy = torch.tensor([boxes.xyxy[i] for i in keep], dtype=torch.float32) * torch.tensor([sx, sy, sx, sy])
+    category_ids = [boxes.category_ids[i] for i in keep]
+    labels = [names.get(category_id, str(category_id)) for category_id in category_ids]
+    if boxes.scores is not None:
+        labels = [f"{label} {boxes.scores[i]:.2f}" for label, i in zip(labels, keep, strict=True)]
+    colors = [colours.get(category_id, PALETTE[-1]) for category_id in category_ids]
+    if ignored is not None:
+        for position, i in enumerate(keep):
+            if ignored[i]:
+                labels[position] = f"{labels[position]} ({ignored[i]})"
+                colors[position] = IGNORED_COLOUR
+    if masks is not None and masks.shape[0]:
+        image = draw_segmentation_masks(image, masks[keep].bool(), alpha=MASK_ALPHA, colors=colors)
     side = max(image.shape[-2:])
-    colors = [colours.get(category_id, PALETTE[-1]) for category_id in shown.category_ids]
     return draw_bounding_boxes(
         image,
         xyxy,
         labels=labels,
         colors=colors,
-        width=max(1, round(side / 200)),
+        width=box_line_width(image),
         font=label_font(),
         font_size=max(10, side // 25),
     )
+
+
+def box_line_width(image: torch.Tensor) -> int:
+    """Pixels of a drawn box's outline on ``image`` [3, H, W]: 1 per 200 pixels of its longer side, at least 1."""
+    return max(1, round(max(image.shape[-2:]) / 200))
 
 
 @functools.cache
@@ -276,7 +306,7 @@ def draw_detections(
     axes = figure.subplots(max(1, len(chosen)), ncols, squeeze=False)
     for row, choice in enumerate(chosen):
         image = validation.images[choice.image_id]
-        pixels = read_image(image, validation.ann_file)
+        pixels = read_image(image.path, image.image_id, validation.ann_file)
         factor = max(1, math.ceil(MIN_DRAWN_SIDE / max(pixels.shape[-2:])))  # small images: labels stay legible
         pixels = pixels.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
         scale = (pixels.shape[-1] / image.width, pixels.shape[-2] / image.height)
@@ -292,6 +322,33 @@ def draw_detections(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 3})
     return path
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Refuse an output folder that holds files (unless ``force``) or is a file: nothing there is lost."""
+    if out.exists() and not out.is_dir():
+        raise LibraError(f"--out {out}: is a file, not a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        shown = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
+        raise LibraError(f"--out {out}: holds files already ({shown}); choose another folder or give --force")
+
+
+def drawn_name(path: Path, taken: set[str]) -> str:
+    """``<stem>.png`` for the drawing of ``path``, ``<stem>_2.png``, … when an earlier input took the name."""
+    name, number = f"{path.stem}.png", 1
+    while name in taken:
+        number += 1
+        name = f"{path.stem}_{number}.png"
+    taken.add(name)
+    return name
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """Write ``image`` (uint8 [3, H, W]) as a PNG file, atomically."""
+    buffer = io.BytesIO()
+    to_pil_image(image).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 @dataclass(frozen=True)

@@ -119,3 +119,67 @@ def test_bad_values_are_one_line_errors():
     assert [line for line in result.output.splitlines() if line.strip()] == [
         "error: model.frozen_stages (--frozen-stages): must lie in 0..4, got 7"
     ]
+
+
+def test_list_shows_presets_and_grids_apart_with_their_header_line():
+    result = runner.invoke(app, ["config", "--list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    grids_at = next(i for i, line in enumerate(lines) if line.startswith("grids"))
+    presets = {line.split()[0]: line for line in lines[1:grids_at]}
+    grids = {line.split()[0] for line in lines[grids_at + 1 :]}
+    # baseline.yaml's header starts "# Faster R-CNN ResNet-18-FPN trained from scratch on the synthetic
+    # benchmark; every Libra switch off." — its first line, shown after the name.
+    assert presets["baseline"].endswith(
+        "Faster R-CNN ResNet-18-FPN trained from scratch on the synthetic benchmark; every Libra switch off."
+    )
+    # ablation_table2.yaml has `runs:`, so it is a grid; libra.yaml has none, so it is a preset.
+    assert "ablation_table2" in grids and "ablation_table2" not in presets
+    assert "libra" in presets and "libra" not in grids
+
+
+def test_an_unknown_name_suggests_the_nearest_presets():
+    result = runner.invoke(app, ["config", "libar"])
+    assert result.exit_code == 2
+    # difflib's ratio 2·M / (len(a) + len(b)) against "libar", M the matched characters ("lib" and one more):
+    # libra 2·4/10 = 0.8, libra_1x 2·4/13 ≈ 0.62,
+    # libra_paper 2·4/16 = 0.5, at the 0.5 cutoff; every other preset is below it. Best first.
+    assert result.output.strip() == (
+        "error: unknown preset 'libar' (did you mean libra, libra_1x or libra_paper? presets: libra config --list)"
+    )
+
+
+def test_a_grid_given_as_a_preset_is_refused_naming_ablate():
+    result = runner.invoke(app, ["config", "ablation_table2"])
+    assert result.exit_code == 2
+    assert "is an ablation grid, not a preset (run it with `libra ablate ablation_table2`)" in result.output
+
+
+def test_explain_comments_each_value_with_its_source():
+    result = runner.invoke(app, ["config", "libra", "--explain", "--lr", "0.01"])
+    assert result.exit_code == 0, result.output
+    # Still YAML for the very config `libra config libra --lr 0.01` prints.
+    assert yaml.safe_load(result.output) == load_config("libra", {"train": {"lr": 0.01}}).to_dict()
+    lines = {line.split(":")[0].strip(): line for line in result.output.splitlines() if line.startswith("  ")}
+    # libra.yaml: "  rpn_neg_pos_ub: 5              # the reference RPN sampler: at most 5 negatives per positive".
+    assert lines["rpn_neg_pos_ub"] == (
+        "  rpn_neg_pos_ub: 5  # libra.yaml: the reference RPN sampler: at most 5 negatives per positive"
+    )
+    assert lines["lr"] == "  lr: 0.01  # command line"
+    # Not set by the preset nor the command line: the default and config.py's comment on the field.
+    assert lines["fpn_channels"] == "  fpn_channels: 64  # default: channels of every pyramid level"
+
+
+def test_ablate_takes_a_shipped_grid_by_name(tmp_path):
+    out_root = tmp_path / "grid"
+    result = runner.invoke(app, ["ablate", "ablation_table2", "--out-root", str(out_root), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    # ablation_table2 has four rows (baseline, iou_sampling, bfp, balanced_l1): one seed each.
+    assert "ablation plan: 4 runs in" in result.output
+    result = runner.invoke(app, ["ablate", "ablation_tabel2", "--dry-run"])
+    assert result.exit_code == 2 and "did you mean ablation_table2" in result.output
+    result = runner.invoke(app, ["ablate", "libra", "--dry-run"])
+    assert (
+        result.exit_code == 2
+        and "libra.yaml: is a preset, not a grid (train it with `libra train libra`)" in result.output
+    )
