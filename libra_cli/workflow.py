@@ -228,6 +228,7 @@ def evaluate_run(
     ann = ann if ann is not None else info["val_ann"]
     images = images if images is not None else info["val_images"]
     dataset = build_eval_dataset(ann, images, info["category_ids"], config.data.on_bad_sample)
+    dataset.verify_images()  # unreadable files and sizes other than the annotated ones, before inference
     target = next(model.parameters()).device
     with display.count("inference", len(dataset)) as count:
         return evaluate_model(

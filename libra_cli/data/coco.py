@@ -41,7 +41,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from libra_cli.data.transforms import TrainAugmentation, resize_masks
 from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, is_voc_source, read_voc_spec
 from libra_cli.errors import LibraError
-from libra_cli.images import ImageReadError, image_file_problem, open_rgb
+from libra_cli.images import ImageReadError, check_image_file, open_rgb, size_mismatch
 
 
 @dataclass(frozen=True)
@@ -368,19 +368,22 @@ class DetectionDataset(torch.utils.data.Dataset):
 
         The check opens each file and verifies its data stream without decoding pixels (PIL's
         ``verify``: the header for every format, chunk checksums for PNG), so missing, truncated and
-        foreign files surface here rather than mid-training. With ``on_bad_sample="error"`` the first bad
+        foreign files surface here rather than mid-training; and it compares the image's size, upright by
+        its EXIF orientation, with the width and height the annotation declares, since boxes placed on a
+        differently sized (or sideways) image are wrong. With ``on_bad_sample="error"`` the first bad
         image raises LibraError; with "skip" bad images and their annotations are dropped (also from
         ``self.dataset``, so evaluation scores only the images that were used) and counted in
         ``skipped_images``.
         """
         workers = min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            problems = list(pool.map(image_file_problem, (record.path for record in self.records)))
-        bad = [
-            (record, _with_tried(problem, record))
-            for record, problem in zip(self.records, problems, strict=True)
-            if problem
-        ]
+            checks = list(pool.map(check_image_file, (record.path for record in self.records)))
+        bad = []
+        for record, check in zip(self.records, checks, strict=True):
+            problem = _with_tried(check.problem, record) if check.problem else None
+            problem = problem or size_mismatch(check, (record.width, record.height))
+            if problem:
+                bad.append((record, problem))
         if not bad:
             return
         if self.on_bad_sample != "skip":
