@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from libra_cli.cli.ui import console, count_progress, handle_errors, progress_callback
+from libra_cli.data.build import benchmark_train_flags
 from libra_cli.data.synth import LONG_TAIL_NUM_CLASSES, SynthSpec, generate_benchmark, split_image_counts
 from libra_cli.data.voc_export import export_benchmark_to_voc, voc_year_dir
 from libra_cli.errors import LibraError
@@ -88,6 +89,7 @@ def synth_command(
     for split, info in summary["splits"].items():
         table.add_row(split, str(info["images"]), str(info["annotations"]), str(info["crowd"]), info["annotation_file"])
     console.print(table)
+    console.print(f"train on it: libra train {benchmark_train_flags(out)}", highlight=False, soft_wrap=True, markup=False)
 
 
 def write_voc_benchmark(out: Path, spec: SynthSpec) -> dict:
