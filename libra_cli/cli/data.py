@@ -89,7 +89,8 @@ def synth_command(
     for split, info in summary["splits"].items():
         table.add_row(split, str(info["images"]), str(info["annotations"]), str(info["crowd"]), info["annotation_file"])
     console.print(table)
-    console.print(f"train on it: libra train {benchmark_train_flags(out)}", highlight=False, soft_wrap=True, markup=False)
+    line = f"train on it: libra train {benchmark_train_flags(out)}"
+    console.print(line, highlight=False, soft_wrap=True, markup=False)  # one line to copy, never wrapped
 
 
 def write_voc_benchmark(out: Path, spec: SynthSpec) -> dict:
