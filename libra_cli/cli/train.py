@@ -78,9 +78,10 @@ def describe_start(config: RunConfig, info: dict[str, Any]) -> None:
     table.add_row("run", config.train.out)
     table.add_row(
         "train",
-        f"{info['num_images']} images, {len(info['category_ids'])} classes ({info['format']}) from {info['train_ann']}",
+        f"{info['num_images']} images, {len(info['category_ids'])} classes ({info['format']}) "
+        f"from {info['given']['train_ann']}",
     )
-    table.add_row("val", f"{info['num_val_images']} images from {info['val_ann']}")
+    table.add_row("val", f"{info['num_val_images']} images from {info['given']['val_ann']}")
     params = sum(p.numel() for p in info["model"].parameters()) / 1e6
     table.add_row(
         "model",

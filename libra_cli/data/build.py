@@ -98,6 +98,18 @@ def resolve_data_paths(data: DataConfig, progress: Callable[[int, int], None] | 
     return paths
 
 
+def absolute_paths(paths: DataPaths) -> DataPaths:
+    """``paths`` made absolute (each part of a ``+``-joined VOC union), as a run directory records them, so
+    that evaluation, analyses and reports find the data from any working directory."""
+
+    def absolute(path: Path) -> Path:
+        if not is_voc_source(path):
+            return path.absolute()
+        return Path("+".join(str(Path(part).absolute()) for part in str(path).split("+")))
+
+    return DataPaths(*(absolute(getattr(paths, item.name)) for item in dataclasses.fields(DataPaths)))
+
+
 def _split_paths(ann: str, images: str | None, split: str, name: str) -> tuple[Path, Path]:
     """(annotations, image folder) of a split. Pascal VOC year folders become their list-file form, which
     records the split (see ``libra_cli.data.voc``), and without an image folder the folder holding them."""
