@@ -121,11 +121,14 @@ def run_state(config: RunConfig) -> RunState:
     return "done" if layout.is_finished(max_iters) else "resume"
 
 
-def train_run(config: RunConfig, *, resume: bool = False, hooks: TrainHooks = TrainHooks()) -> Any:
-    """Train one run into ``config.train.out`` and evaluate it; returns the ``TrainResult``."""
+def train_run(
+    config: RunConfig, *, resume: bool = False, extend: bool = False, hooks: TrainHooks = TrainHooks()
+) -> Any:
+    """Train one run into ``config.train.out`` and evaluate it; returns the ``TrainResult``. ``resume``
+    continues it with its saved schedule, ``extend`` trains a finished one on (``engine.train.train``)."""
     from libra_cli.engine.train import train
 
-    result = train(config, resume=resume, on_start=hooks.on_start, progress=hooks.progress)
+    result = train(config, resume=resume, extend=extend, on_start=hooks.on_start, progress=hooks.progress)
     if hooks.on_end is not None:
         hooks.on_end(result)
     return result

@@ -42,6 +42,15 @@ class RichDisplay(Display):
         label = run_label(config)
 
         def on_end(result: Any) -> None:
+            if result.finished_before and is_main_process():
+                console.print(
+                    f"{label}: already trained to iteration {result.iterations} and evaluated; nothing to resume "
+                    f"(`libra eval {result.run_dir}` evaluates it again, --extend trains it on)",
+                    highlight=False,
+                )
+                if result.metrics is not None:
+                    console.print(metrics_table(result.metrics, title=f"{label} @ {result.iterations}"))
+                return
             if result.metrics is not None and is_main_process():
                 console.print(metrics_table(result.metrics, title=f"{label} @ {result.iterations}"))
                 console.print(category_table(result.metrics))
