@@ -43,7 +43,7 @@ def option_names() -> set[str]:
 def trained_configs(monkeypatch) -> list[Any]:
     """The configs `libra train` would train, captured instead of training."""
     configs: list[Any] = []
-    monkeypatch.setattr("libra_cli.workflow.train_run", lambda config, resume, extend=False, hooks=None: configs.append(config))
+    monkeypatch.setattr("libra_cli.workflow.train_run", lambda config, **_: configs.append(config))
     return configs
 
 
