@@ -484,10 +484,14 @@ def validate(config: RunConfig) -> None:
     from libra_cli.components import check_components
 
     check_components(config)
-    from libra_cli.data.voc import check_split_name, is_voc_source
+    from libra_cli.data.voc import check_split_name, is_voc_source, voc_path_problem
 
     for name in ("train_split", "val_split"):
         check_split_name(f"data.{name}", getattr(d, name))
+    for name in ("train_ann", "val_ann"):  # a VOCdevkit root or its Annotations/ folder: say what to pass
+        problem = voc_path_problem(getattr(d, name))
+        if problem is not None:
+            raise invalid("data", name, problem, getattr(d, name))
     # A VOC year folder locates its own JPEGImages, so its image folder is optional.
     if (d.train_ann is None) != (d.train_images is None) and not is_voc_source(d.train_ann):
         raise LibraError("data: --train-ann and --train-images must be given together")

@@ -39,7 +39,7 @@ from pycocotools import mask as mask_utils
 from torchvision.transforms.functional import pil_to_tensor
 
 from libra_cli.data.transforms import TrainAugmentation, resize_masks
-from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, is_voc_source, read_voc_spec
+from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, is_voc_source, read_voc_spec, voc_path_problem
 from libra_cli.errors import LibraError
 from libra_cli.images import ImageReadError, check_image_file, open_rgb, size_mismatch
 
@@ -67,6 +67,8 @@ def read_annotation_file(path: str | Path, *, voc_use_difficult: bool = False) -
     if is_voc_source(path):
         return read_voc_spec(path, use_difficult=voc_use_difficult)
     path = Path(path)
+    if path.is_dir():
+        raise LibraError(f"{path}: {voc_path_problem(path) or 'is a folder, not an annotation file'}")
     try:
         with open(path, encoding="utf-8") as handle:
             dataset = json.load(handle)
