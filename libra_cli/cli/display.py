@@ -8,6 +8,7 @@ from typing import Any
 
 from libra_cli.cli.ui import (
     ParallelTrainProgress,
+    PlainCount,
     TrainProgress,
     category_table,
     console,
@@ -28,6 +29,9 @@ class RichDisplay(Display):
 
     @contextlib.contextmanager
     def count(self, label: str, total: int) -> Iterator[Count | None]:
+        if not console.is_terminal:  # a log file: coarse lines instead of a bar that prints only at its end
+            yield PlainCount(label, total)
+            return
         with count_progress(label) as progress:
             task = progress.add_task(label, total=total)
 
