@@ -4,7 +4,7 @@ to exit, several times; the median and the quartiles. ``--compare DIR`` also tim
 The result is written as the section "Start-up: libra --help" of ``benchmarks/RESULTS.md``.
 
     python benchmarks/startup.py --repeats 7
-    python benchmarks/startup.py --repeats 7 --compare /tmp/libra-before
+    python benchmarks/startup.py --repeats 7 --compare /tmp/libra-before --compare-label "before"
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="processes timed per source tree (default 7)")
     parser.add_argument("--compare", type=Path, default=None, help="another source tree to time too")
+    parser.add_argument("--compare-label", default="--compare tree", help="its name in the table")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
     args = parser.parse_args(argv)
-    trees = [("this tree", REPO_ROOT)] + ([("--compare tree", args.compare.resolve())] if args.compare else [])
+    trees = [("this tree", REPO_ROOT)] + ([(args.compare_label, args.compare.resolve())] if args.compare else [])
     time_help(REPO_ROOT, 1)  # warm the file cache, not counted
     rows = []
     for label, source in trees:
