@@ -4,6 +4,9 @@ Commands are imported only when they run. ``libra --help`` lists them from :data
 prints at once instead of first importing torch, torchvision and every command's module; ``libra train …``
 imports the train module (and what it needs) and nothing else.
 
+A command's ``--help`` keeps every flag name whole: on terminals narrower than
+:data:`RICH_HELP_MIN_COLUMNS` it is click's plain option list instead of rich's panels.
+
 Registering a command is one line in :data:`COMMANDS`: its name, where it lives (``module:attribute``, the
 attribute a command function or a ``typer.Typer`` of sub-commands) and the one line ``libra --help`` shows
 for it (a test checks it against the command's own help), e.g.::
@@ -16,6 +19,7 @@ for it (a test checks it against the command's own help), e.g.::
 from __future__ import annotations
 
 import importlib
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,15 +49,22 @@ COMMANDS = (
 _BY_NAME = {command.name: command for command in COMMANDS}
 
 
+# Below this many columns a command's --help is click's plain list (every flag whole, its help under it);
+# the panels of the rich help cut long flag names such as --no-aspect-ratio-grouping to fit.
+RICH_HELP_MIN_COLUMNS = 120
+
+
 def load_command(name: str) -> Any:
     """The click command (or group) of the registered command ``name``, its module imported now."""
     entry = _BY_NAME[name]
     module_name, attribute = entry.target.split(":")
     target = getattr(importlib.import_module(module_name), attribute)
+    markup = "rich" if shutil.get_terminal_size().columns >= RICH_HELP_MIN_COLUMNS else None
     if isinstance(target, typer.Typer):
+        target.rich_markup_mode = markup
         command = typer.main.get_group(target)
     else:
-        holder = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+        holder = typer.Typer(pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=markup)
         holder.command(name)(target)
         command = typer.main.get_command(holder)
     command.name = name
