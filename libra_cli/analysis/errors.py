@@ -494,5 +494,5 @@ def error_figure(result: dict[str, Any]) -> Figure:
     handles, labels = axes.get_legend_handles_labels()
     axes.legend(handles[::-1], labels[::-1], loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="recall", ylabel="precision")
-    axes.set_title(f"{Path(result['run']).name}: overall, area all, {MAX_DETS} detections")
+    axes.set_title(f"{Path(result['run']).name}: overall, area all, at most {MAX_DETS} detections per image")
     return figure
