@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from libra_cli.config import RunConfig, TrainConfig
+from libra_cli.config import RunConfig, TrainConfig, flag_of
 from libra_cli.data.build import build_eval_dataset, build_train_dataset, resolve_data_paths
 from libra_cli.data.coco import DetectionDataset, collate
 from libra_cli.data.sampler import IterationBatchSampler, aspect_ratio_groups, repeat_factors
@@ -247,7 +247,7 @@ def check_resumed_schedule(config: RunConfig, layout: RunLayout, iteration: int,
     mid-run, and config.yaml would no longer describe what the checkpoint was trained with."""
     saved = layout.read_config()
     changed = [
-        f"train.{name} ({'--' + name.replace('_', '-')}) saved {_shown(getattr(saved.train, name))}, "
+        f"train.{name} ({flag_of(name)}) saved {_shown(getattr(saved.train, name))}, "
         f"got {_shown(getattr(config.train, name))}"
         for name in SCHEDULE_FIELDS
         if getattr(saved.train, name) != getattr(config.train, name) and not (extend and name == "max_iters")
