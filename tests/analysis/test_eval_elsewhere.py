@@ -79,3 +79,6 @@ def test_a_run_with_relative_data_paths_is_evaluated_from_another_folder(tiny_be
     assert result.exit_code == 0, result.output
     report = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "report")])
     assert report.exit_code == 0, report.output
+    # The report found the validation images to draw on: with the typed paths it would say "Not drawn: …".
+    assert "Not drawn" not in (tmp_path / "report" / "report.md").read_text()
+    assert list((tmp_path / "report").glob("*detections*.png"))
