@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from libra_cli.config import RunConfig, TrainConfig, flag_of
-from libra_cli.data.build import build_eval_dataset, build_train_dataset, resolve_data_paths
+from libra_cli.data.build import absolute_paths, build_eval_dataset, build_train_dataset, resolve_data_paths
 from libra_cli.data.coco import DetectionDataset, collate
 from libra_cli.data.sampler import IterationBatchSampler, aspect_ratio_groups, repeat_factors
 from libra_cli.engine.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -530,7 +530,10 @@ def open_checkpoint(config: RunConfig, layout: RunLayout, ctx: DistributedContex
 
 
 def load_training_data(config: RunConfig) -> TrainingData:
-    paths = resolve_data_paths(config.data)
+    given = resolve_data_paths(config.data)
+    # Absolute from here on: the run's files (dataset.json, metrics.json's ann_file) must not depend on the
+    # folder training ran in.
+    paths = absolute_paths(given)
     train_set = build_train_dataset(config.data, paths, with_masks=config.model.arch == "mask_rcnn")
     val_set = build_eval_dataset(paths.val_ann, paths.val_images, train_set.category_ids, config.data.on_bad_sample)
     # Every image file is checked before any work starts; "skip" drops bad ones and counts them.
@@ -545,7 +548,7 @@ def load_training_data(config: RunConfig) -> TrainingData:
         "val_boxes": val_set.skipped_boxes,
         "val_images": val_set.skipped_images,
     }
-    return TrainingData(train_set, val_set, dataset_info(paths, train_set), skipped)
+    return TrainingData(train_set, val_set, dataset_info(paths, train_set, given), skipped)
 
 
 def build_model_and_step(config: RunConfig, data: TrainingData, ctx: DistributedContext) -> tuple[nn.Module, TrainStep]:

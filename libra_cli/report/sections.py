@@ -115,7 +115,20 @@ def add_metrics(document: Document, groups: list[RunGroup]) -> None:
     if missing:
         document.add(para("Not evaluated (no ", Code(METRICS), "): " + ", ".join(missing) + "."))
     document.add(tables.metrics_table(groups))
-    document.add(para("AR1, AR10 and AR100: recall with at most 1, 10 and 100 detections per image."))
+    evaluated_on: dict[str, list[str]] = {}
+    for group in groups:
+        for run in group.runs:
+            if run.metrics is not None:
+                evaluated_on.setdefault(str(run.metrics.get("ann_file", "an unnamed file")), []).append(run.label)
+    document.add(
+        para(
+            "Each run's own validation results (",
+            Code(METRICS),
+            "; evaluations on other sets are kept apart in eval/<set>/), on "
+            + "; ".join(f"{ann} ({', '.join(labels)})" for ann, labels in evaluated_on.items())
+            + ". AR1, AR10 and AR100: recall with at most 1, 10 and 100 detections per image.",
+        )
+    )
     add_masks_and_voc(document, groups)
 
 

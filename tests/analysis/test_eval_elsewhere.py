@@ -73,12 +73,15 @@ def test_a_run_with_relative_data_paths_is_evaluated_from_another_folder(tiny_be
     assert info["val_images"] == str(tmp_path / "project" / "mydata" / "images" / "val")  # saved absolute
     assert info["given"]["val_images"] == "mydata/images/val"  # the typed form, for display
     monkeypatch.chdir(tmp_path)  # where `mydata/val` does not exist
-    metrics = evaluate_run(run, checkpoint="last")
-    assert metrics["num_images"] == 4  # the tiny benchmark's whole val split (TINY_SPEC.num_val)
+    # Training's own evaluation names its ground truth absolute too: the errors analysis finds it from here.
     result = runner.invoke(app, ["analyze", "errors", str(run)])
     assert result.exit_code == 0, result.output
+    metrics = evaluate_run(run, checkpoint="last")
+    assert metrics["num_images"] == 4  # the tiny benchmark's whole val split (TINY_SPEC.num_val)
     report = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "report")])
     assert report.exit_code == 0, report.output
     # The report found the validation images to draw on: with the typed paths it would say "Not drawn: …".
-    assert "Not drawn" not in (tmp_path / "report" / "report.md").read_text()
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Not drawn" not in text
+    assert f"on {tmp_path / 'project' / 'mydata' / 'annotations' / 'val.json'} (r)" in text  # the set it read
     assert list((tmp_path / "report").glob("*detections*.png"))
