@@ -384,104 +384,182 @@ def save_config(config: RunConfig, path: str | Path) -> None:
     atomic_write_text(Path(path), text)
 
 
-def _check_choice(where: str, value: Any, choices: tuple[Any, ...]) -> None:
-    if value not in choices:
-        raise LibraError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+# --- validation ------------------------------------------------------------------------------------------
+# Every command validates a config the same way (:func:`validate`), and says what is wrong in one wording:
+# ``section.field (--flag): problem; got VALUE``. What a single field may hold is declared once, in FIELD_RULES
+# below; a new field gets checked by adding its line there. Checks across fields follow in ``validate``.
+
+
+@dataclass(frozen=True)
+class Range:
+    """A number (or each number of a list) between ``low`` and ``high``; ``None`` bounds nothing, and an
+    open end excludes its bound. A None value (an optional setting left out) is always accepted."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        items = value if isinstance(value, tuple) else (value,)
+        inside = all(
+            (self.low is None or (item > self.low if self.low_open else item >= self.low))
+            and (self.high is None or (item < self.high if self.high_open else item <= self.high))
+            for item in items
+        )
+        if inside:
+            return None
+        prefix = "every value must" if isinstance(value, tuple) else "must"
+        if self.high is None:
+            return f"{prefix} be {'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{prefix} be {'<' if self.high_open else '<='} {self.high:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{prefix} lie in {left}{self.low:g}, {self.high:g}{right}"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of ``choices``: a tuple, or a function returning it (for a list kept in a module above this one)."""
+
+    choices: tuple[Any, ...] | Any
+
+    def problem(self, value: Any) -> str | None:
+        choices = self.choices() if callable(self.choices) else self.choices
+        return None if value in choices else f"must be one of {', '.join(map(str, choices))}"
+
+
+def _evaluators() -> tuple[str, ...]:
+    from libra_cli.engine.metrics import EVALUATORS  # the evaluators' table lives with them
+
+    return tuple(EVALUATORS)
+
+
+# The synthetic benchmark's named difficulties (data/synth.py DIFFICULTIES, one floor up; a test keeps them equal).
+SYNTH_DIFFICULTIES = ("default", "coco-like")
+
+PROBABILITY = Range(0, 1)  # a probability or share: [0, 1]
+COUNT = Range(1)  # something counted that must happen at least once: iterations, images, channels
+NON_NEGATIVE = Range(0)  # a count that may be zero (0 turns the thing off), a seed
+POSITIVE = Range(0, low_open=True)  # a real quantity > 0: a rate, a scale, a loss parameter
+
+# (section, field) → what the field may hold. Fields not listed take any value of their type.
+FIELD_RULES: dict[tuple[str, str], Range | OneOf] = {
+    ("data", "hflip_prob"): PROBABILITY,
+    ("data", "scale_jitter"): POSITIVE,
+    ("data", "batch_size"): COUNT,
+    ("data", "num_workers"): NON_NEGATIVE,
+    ("data", "on_bad_sample"): OneOf(("error", "skip")),
+    ("data", "repeat_factor_thr"): POSITIVE,
+    ("data", "synth_difficulty"): OneOf(SYNTH_DIFFICULTIES),
+    ("model", "arch"): OneOf(("faster_rcnn", "mask_rcnn", "retinanet")),
+    ("model", "backbone"): OneOf(("resnet18", "resnet34", "resnet50")),
+    ("model", "norm"): OneOf(("gn", "bn", "frozen_bn")),
+    ("model", "fpn_channels"): COUNT,
+    ("model", "frozen_stages"): Range(0, 4),
+    ("model", "min_size"): COUNT,
+    ("model", "max_size"): COUNT,
+    ("model", "train_min_sizes"): COUNT,
+    ("model", "anchor_sizes"): COUNT,
+    ("model", "aspect_ratios"): POSITIVE,
+    ("model", "rpn_batch_size_per_image"): COUNT,
+    ("model", "rpn_neg_pos_ub"): NON_NEGATIVE,
+    ("model", "rpn_min_pos_iou"): PROBABILITY,
+    ("model", "rpn_loss_norm"): OneOf(("sampled", "reference")),
+    ("model", "rpn_pre_nms_top_n_train"): COUNT,
+    ("model", "rpn_post_nms_top_n_train"): COUNT,
+    ("model", "rpn_pre_nms_top_n_test"): COUNT,
+    ("model", "rpn_post_nms_top_n_test"): COUNT,
+    ("model", "roi_batch_size_per_image"): COUNT,
+    ("model", "roi_positive_fraction"): Range(0, 1, low_open=True),
+    ("model", "roi_sampling_ratio"): NON_NEGATIVE,
+    ("model", "roi_align"): OneOf(("auto", "grid_sample", "torchvision")),
+    ("model", "box_head_dim"): COUNT,
+    ("model", "box_head_init"): OneOf(("torchvision", "reference")),
+    ("model", "roi_box_loss"): OneOf(ROI_BOX_LOSSES),
+    ("model", "roi_smooth_l1_beta"): POSITIVE,
+    ("model", "retinanet_loss_norm"): OneOf(("image", "batch")),
+    ("model", "retinanet_p6"): OneOf(("p5", "c5")),
+    ("model", "score_thresh"): PROBABILITY,
+    ("model", "detections_per_image"): COUNT,
+    ("libra", "iou_bins"): COUNT,
+    ("libra", "iou_floor_thr"): Range(-1, 1, high_open=True),
+    ("libra", "iou_floor_fraction"): PROBABILITY,
+    ("libra", "iou_bins_upper"): OneOf(("max-iou", "neg-thr")),
+    ("libra", "iou_last_bin"): OneOf(("closed", "half-open")),
+    ("libra", "bfp_refine"): OneOf(("non_local", "conv", "none")),
+    ("libra", "bfp_refine_level"): Range(0, 4),
+    ("libra", "bfp_init"): OneOf(("xavier", "identity")),
+    ("libra", "bl1_alpha"): POSITIVE,
+    ("libra", "bl1_gamma"): POSITIVE,
+    ("libra", "bl1_beta"): POSITIVE,
+    ("libra", "eql_lambda"): PROBABILITY,
+    ("libra", "eql_freq"): OneOf(("annotated", "all")),
+    ("libra", "eql_prior"): Range(0, 1, low_open=True, high_open=True),
+    ("train", "max_iters"): COUNT,
+    ("train", "epochs"): COUNT,
+    ("train", "lr"): POSITIVE,
+    ("train", "reference_batch"): COUNT,
+    ("train", "momentum"): PROBABILITY,
+    ("train", "weight_decay"): NON_NEGATIVE,
+    ("train", "warmup_iters"): NON_NEGATIVE,
+    ("train", "warmup_factor"): PROBABILITY,
+    ("train", "schedule"): OneOf(("step", "cosine")),
+    ("train", "lr_milestones"): Range(0, 1, low_open=True, high_open=True),
+    ("train", "lr_milestones_epochs"): COUNT,
+    ("train", "grad_clip"): POSITIVE,
+    ("train", "amp_dtype"): OneOf(("bf16", "fp16")),
+    ("train", "seed"): NON_NEGATIVE,
+    ("train", "log_interval"): COUNT,
+    ("train", "eval_interval"): NON_NEGATIVE,
+    ("train", "evaluator"): OneOf(_evaluators),
+    ("train", "checkpoint_interval"): COUNT,
+}
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a config field (``max_iters`` → ``--max-iters``), as ``cli/config_options.py``
+    derives it."""
+    return "--" + name.replace("_", "-")
+
+
+def invalid(section: str, name: str, problem: str, value: Any) -> LibraError:
+    """The one wording of a bad setting: ``section.field (--flag): problem; got VALUE``."""
+    shown = list(value) if isinstance(value, tuple) else value
+    return LibraError(f"{section}.{name} ({flag_of(name)}): {problem}; got {shown!r}")
+
+
+def check_field_rules(config: RunConfig) -> None:
+    """Raise :func:`invalid` for the first field that breaks its FIELD_RULES entry."""
+    for (section, name), rule in FIELD_RULES.items():
+        value = getattr(getattr(config, section), name)
+        problem = None if value is None else rule.problem(value)
+        if problem is not None:
+            raise invalid(section, name, problem, value)
 
 
 def validate(config: RunConfig) -> None:
-    """Reject contradictory or out-of-range settings before any work starts."""
+    """Reject out-of-range and contradictory settings before any work starts: each field against its rule
+    (FIELD_RULES), then the settings that must agree with each other."""
     m, d, t, lib = config.model, config.data, config.train, config.libra
-    _check_choice("model.arch", m.arch, ("faster_rcnn", "mask_rcnn", "retinanet"))
-    _check_choice("model.backbone", m.backbone, ("resnet18", "resnet34", "resnet50"))
-    _check_choice("model.norm", m.norm, ("gn", "bn", "frozen_bn"))
-    _check_choice("model.roi_align", m.roi_align, ("auto", "grid_sample", "torchvision"))
-    _check_choice("train.schedule", t.schedule, ("step", "cosine"))
-    _check_choice("train.amp_dtype", t.amp_dtype, ("bf16", "fp16"))
-    _check_choice("data.on_bad_sample", d.on_bad_sample, ("error", "skip"))
-    _check_choice("data.synth_difficulty (--synth-difficulty)", d.synth_difficulty, ("default", "coco-like"))
-    _check_choice("libra.iou_bins_upper", lib.iou_bins_upper, ("max-iou", "neg-thr"))
-    _check_choice("libra.iou_last_bin (--iou-last-bin)", lib.iou_last_bin, ("closed", "half-open"))
-    _check_choice("model.box_head_init (--box-head-init)", m.box_head_init, ("torchvision", "reference"))
-    _check_choice("model.rpn_loss_norm (--rpn-loss-norm)", m.rpn_loss_norm, ("sampled", "reference"))
-    _check_choice("libra.bfp_refine", lib.bfp_refine, ("non_local", "conv", "none"))
-    _check_choice("model.roi_box_loss (--roi-box-loss)", m.roi_box_loss, ROI_BOX_LOSSES)
-    _check_choice("model.retinanet_loss_norm (--retinanet-loss-norm)", m.retinanet_loss_norm, ("image", "batch"))
-    _check_choice("model.retinanet_p6 (--retinanet-p6)", m.retinanet_p6, ("p5", "c5"))
-    _check_choice("libra.bfp_init (--bfp-init)", lib.bfp_init, ("xavier", "identity"))
-    _check_choice("libra.eql_freq (--eql-freq)", lib.eql_freq, ("annotated", "all"))
-    from libra_cli.engine.metrics import EVALUATORS
-
-    _check_choice("train.evaluator (--evaluator)", t.evaluator, EVALUATORS)
-    if not 0 < lib.eql_prior < 1:
-        raise LibraError(f"libra.eql_prior (--eql-prior): must lie in (0, 1), got {lib.eql_prior}")
-    if m.rpn_neg_pos_ub is not None and m.rpn_neg_pos_ub < 0:
-        raise LibraError(
-            f"model.rpn_neg_pos_ub (--rpn-neg-pos-ub): must be >= 0 (or null for no cap), got {m.rpn_neg_pos_ub}"
-        )
-    if m.rpn_min_pos_iou is not None and not 0 <= m.rpn_min_pos_iou <= 1:
-        raise LibraError(
-            "model.rpn_min_pos_iou (--rpn-min-pos-iou): must lie in [0, 1] (or null for no floor), "
-            f"got {m.rpn_min_pos_iou}"
-        )
-    if not m.roi_smooth_l1_beta > 0:
-        raise LibraError(f"model.roi_smooth_l1_beta (--roi-smooth-l1-beta): must be > 0, got {m.roi_smooth_l1_beta}")
-    positive = {
-        "model.min_size": m.min_size,
-        "model.max_size": m.max_size,
-        "model.fpn_channels": m.fpn_channels,
-        "model.roi_batch_size_per_image": m.roi_batch_size_per_image,
-        "data.batch_size": d.batch_size,
-        "train.max_iters": t.max_iters,
-        "train.log_interval": t.log_interval,
-        "train.checkpoint_interval": t.checkpoint_interval,
-        "libra.iou_bins": lib.iou_bins,
-    }
-    for where, value in positive.items():
-        if value <= 0:
-            raise LibraError(f"{where}: must be positive, got {value}")
-    if m.train_min_sizes is not None and (not m.train_min_sizes or min(m.train_min_sizes) <= 0):
-        raise LibraError(
-            f"model.train_min_sizes (--train-min-sizes): expected positive sizes, got {list(m.train_min_sizes)}"
-        )
+    check_field_rules(config)
+    if m.train_min_sizes is not None and not m.train_min_sizes:
+        raise invalid("model", "train_min_sizes", "needs at least one size (or null)", m.train_min_sizes)
     if m.max_size < m.min_size:
-        raise LibraError(f"model.max_size: {m.max_size} is smaller than model.min_size {m.min_size}")
+        raise invalid("model", "max_size", f"must be at least model.min_size ({m.min_size})", m.max_size)
     if len(m.anchor_sizes) != 5:
-        raise LibraError(f"model.anchor_sizes: need one size per pyramid level (5), got {len(m.anchor_sizes)}")
-    if not 0 < m.roi_positive_fraction <= 1:
-        raise LibraError(f"model.roi_positive_fraction: must be in (0, 1], got {m.roi_positive_fraction}")
-    if not 0 <= lib.iou_floor_fraction <= 1:
-        raise LibraError(f"libra.iou_floor_fraction: must be in [0, 1], got {lib.iou_floor_fraction}")
-    if t.lr <= 0:
-        raise LibraError(f"train.lr: must be positive, got {t.lr}")
-    if d.num_workers < 0:
-        raise LibraError(f"data.num_workers: must be >= 0, got {d.num_workers}")
-    if t.eval_interval < 0:
-        raise LibraError(f"train.eval_interval: must be >= 0, got {t.eval_interval}")
+        raise invalid("model", "anchor_sizes", "needs one size per pyramid level (5)", m.anchor_sizes)
     if not (t.device == "cpu" or t.device == "cuda" or t.device.startswith("cuda:")):
-        raise LibraError(f"train.device: {t.device!r} is not cpu, cuda or cuda:N")
-    if any(f <= 0 or f >= 1 for f in t.lr_milestones):
-        raise LibraError(f"train.lr_milestones: fractions must lie in (0, 1), got {list(t.lr_milestones)}")
-    if not 0 <= m.frozen_stages <= 4:
-        raise LibraError(f"model.frozen_stages (--frozen-stages): must lie in 0..4, got {m.frozen_stages}")
-    if t.epochs is not None and t.epochs <= 0:
-        raise LibraError(f"train.epochs (--epochs): must be positive, got {t.epochs}")
-    if t.reference_batch <= 0:
-        raise LibraError(f"train.reference_batch (--reference-batch): must be positive, got {t.reference_batch}")
+        raise invalid("train", "device", "must be cpu, cuda or cuda:N", t.device)
     if t.lr_milestones_epochs is not None:
         if t.epochs is None:
-            raise LibraError("train.lr_milestones_epochs (--lr-milestones-epochs): needs train.epochs (--epochs)")
+            raise invalid("train", "lr_milestones_epochs", "needs train.epochs (--epochs)", t.lr_milestones_epochs)
         if any(not 0 < e < t.epochs for e in t.lr_milestones_epochs):
-            raise LibraError(
-                f"train.lr_milestones_epochs (--lr-milestones-epochs): epochs must lie in (0, {t.epochs}), "
-                f"got {list(t.lr_milestones_epochs)}"
+            raise invalid(
+                "train", "lr_milestones_epochs", f"epochs must lie in (0, {t.epochs})", t.lr_milestones_epochs
             )
-    if d.repeat_factor_thr is not None and not d.repeat_factor_thr > 0:
-        raise LibraError(
-            f"data.repeat_factor_thr (--repeat-factor-thr): must be > 0 (or null), got {d.repeat_factor_thr}"
-        )
-    if d.scale_jitter is not None and (len(d.scale_jitter) != 2 or not 0 < d.scale_jitter[0] <= d.scale_jitter[1]):
-        raise LibraError(f"data.scale_jitter: expected [low, high] with 0 < low <= high, got {d.scale_jitter}")
+    if d.scale_jitter is not None and (len(d.scale_jitter) != 2 or not d.scale_jitter[0] <= d.scale_jitter[1]):
+        raise invalid("data", "scale_jitter", "expected [low, high] with 0 < low <= high", d.scale_jitter)
     # Contradictions between switches and the architecture.
     if m.arch == "retinanet":
         if lib.eql:
@@ -491,10 +569,14 @@ def validate(config: RunConfig) -> None:
     from libra_cli.components import check_components
 
     check_components(config)
-    from libra_cli.data.voc import check_split_name, is_voc_source
+    from libra_cli.data.voc import check_split_name, is_voc_source, voc_path_problem
 
     for name in ("train_split", "val_split"):
         check_split_name(f"data.{name}", getattr(d, name))
+    for name in ("train_ann", "val_ann"):  # a VOCdevkit root or its Annotations/ folder: say what to pass
+        problem = voc_path_problem(getattr(d, name))
+        if problem is not None:
+            raise invalid("data", name, problem, getattr(d, name))
     # A VOC year folder locates its own JPEGImages, so its image folder is optional.
     if (d.train_ann is None) != (d.train_images is None) and not is_voc_source(d.train_ann):
         raise LibraError("data: --train-ann and --train-images must be given together")

@@ -16,6 +16,7 @@ phrase the caller puts after the file's name. This module imports nothing from l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,22 +81,60 @@ def image_tensor(pil: Image.Image) -> torch.Tensor:
 
 def upright_size(pil: Image.Image) -> tuple[int, int]:
     """(width, height) of ``pil`` once its EXIF orientation is applied (5–8 swap the two), without decoding."""
-    try:
-        orientation = pil.getexif().get(0x0112, 1)
-    except Exception:  # a damaged EXIF block: PIL's exif_transpose then leaves the image as stored
-        orientation = 1
     width, height = pil.size
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return (height, width) if _orientation(pil) in (5, 6, 7, 8) else (width, height)
 
 
 def image_file_problem(path: Path) -> str | None:
     """Why the image file at ``path`` cannot be used (a short phrase), or None if it looks sound."""
+    return check_image_file(path).problem
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """What :func:`check_image_file` found: a problem (a short phrase) or the upright size and orientation."""
+
+    problem: str | None
+    size: tuple[int, int] | None = None  # (width, height) once the EXIF orientation is applied
+    orientation: int = 1  # the EXIF orientation tag (1: stored upright; 5–8 swap width and height)
+
+
+def check_image_file(path: Path) -> ImageCheck:
+    """Open ``path``, read its upright size from the header and verify its data stream, decoding no pixels.
+
+    PIL's ``verify`` checks the header of every format and PNG's chunk checksums, so missing, truncated
+    and foreign files show here rather than mid-training.
+    """
     try:
         with Image.open(path) as pil:
-            pil.verify()
+            pil.verify()  # must come first after opening; the file is opened again for its size
+        with Image.open(path) as pil:
+            size, orientation = upright_size(pil), _orientation(pil)
     except FileNotFoundError:
-        return "image file not found"
+        return ImageCheck("image file not found")
     except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, … for damaged files
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"cannot decode image ({detail})"
-    return None
+        return ImageCheck(f"cannot decode image ({detail})")
+    return ImageCheck(None, size, orientation)
+
+
+def size_mismatch(check: ImageCheck, declared: tuple[int, int]) -> str | None:
+    """A short phrase when a sound image's upright size differs from the (width, height) its annotation
+    declares, e.g. "declared 160 × 200 (width × height), the image is 200 × 160 upright (EXIF
+    orientation 6)"; None when they agree."""
+    if check.size is None or check.size == tuple(declared):
+        return None
+    upright = f" upright (EXIF orientation {check.orientation})" if check.orientation != 1 else ""
+    return (
+        f"declared {declared[0]} × {declared[1]} (width × height), the image is "
+        f"{check.size[0]} × {check.size[1]}{upright}"
+    )
+
+
+def _orientation(pil: Image.Image) -> int:
+    """The EXIF orientation tag of ``pil`` (1 when absent or damaged)."""
+    try:
+        orientation = pil.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: PIL's exif_transpose then leaves the image as stored
+        return 1
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1

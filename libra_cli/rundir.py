@@ -10,7 +10,8 @@ RUN_DIR/
   checkpoints/best.pt   the state with the best val AP so far
   eval/detections.json  COCO results of the last evaluation (training's final one or `libra eval`)
   eval/segmentations.json  Mask R-CNN runs: the same detections' masks as COCO results (compressed RLE)
-  eval/metrics.json     their metrics
+  eval/metrics.json     their metrics (always the run's own val split: what reports and analyses read)
+  eval/<set>/           the same three files for an evaluation on another set (`libra eval RUN --ann OTHER`)
   analysis/             <name>.json, .csv and .png of each `libra analyze <name>`
 
 Every file is written atomically (``libra_cli.io``): a crash leaves the old file or the new one. What a
@@ -20,6 +21,7 @@ checkpoint holds is ``engine/checkpoint.py``'s concern; where it lives is this m
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +41,28 @@ CHECKPOINTS = "checkpoints"
 LAST = f"{CHECKPOINTS}/last.pt"
 BEST = f"{CHECKPOINTS}/best.pt"
 EVAL = "eval"
-DETECTIONS = f"{EVAL}/detections.json"
-SEGMENTATIONS = f"{EVAL}/segmentations.json"
-METRICS = f"{EVAL}/metrics.json"
+# The files of one evaluation, in eval/ (the run's val split) or eval/<set>/ (another set).
+DETECTIONS_FILE, SEGMENTATIONS_FILE, METRICS_FILE = "detections.json", "segmentations.json", "metrics.json"
+DETECTIONS = f"{EVAL}/{DETECTIONS_FILE}"
+SEGMENTATIONS = f"{EVAL}/{SEGMENTATIONS_FILE}"
+METRICS = f"{EVAL}/{METRICS_FILE}"
 ANALYSIS = "analysis"
 # Fields every dataset.json holds; later fields (e.g. num_annotated_images) are read with a fallback.
 DATASET_FIELDS = ("category_ids", "images_per_class", "num_images")
+
+
+def eval_set_name(ann: str | Path) -> str:
+    """The folder name of an evaluation on ``ann`` (in ``RUN/eval/``): the annotation file's stem
+    (``instances_val2017``), a Pascal VOC list as ``<year>_<split>`` (``VOC2007_test``), a VOC year folder by
+    its name, a ``+`` union by its parts joined with ``+``."""
+    parts = []
+    for part in str(ann).split("+"):
+        path = Path(part)
+        name = path.stem if path.suffix else path.name
+        if path.parent.name == "Main" and path.parent.parent.name == "ImageSets":
+            name = f"{path.parent.parent.parent.name}_{name}"
+        parts.append(re.sub(r"[^A-Za-z0-9._+-]+", "_", name) or "set")
+    return "+".join(parts)
 
 
 @dataclass(frozen=True)
@@ -148,23 +166,23 @@ class RunLayout:
 
     # --- eval/ ---------------------------------------------------------------------------------------
 
+    def eval_files(self, set_name: str | None = None) -> EvalFiles:
+        """Where an evaluation's files go: ``eval/`` for the run's own val split (None), ``eval/<set_name>/``
+        for another set, so that evaluating elsewhere never replaces the run's own results."""
+        return EvalFiles(self.eval_dir if set_name is None else self.eval_dir / set_name)
+
     def write_detections(self, detections: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.detections, json.dumps(detections))
+        self.eval_files().write_detections(detections)
 
     def write_segmentations(self, segmentations: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.segmentations, json.dumps(segmentations))
+        self.eval_files().write_segmentations(segmentations)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
-        atomic_write_text(self.metrics, json.dumps(metrics, indent=2))
+        self.eval_files().write_metrics(metrics)
 
     def read_metrics(self) -> dict[str, Any] | None:
-        """The last evaluation's metrics, or None when the run has not been evaluated."""
-        if not self.metrics.is_file():
-            return None
-        metrics = _read_json_object(self.metrics)
-        if not isinstance(metrics.get("summary"), dict):
-            raise LibraError(f"{self.metrics}: missing the 'summary' object")
-        return metrics
+        """The last evaluation's metrics on the run's val split, or None when the run has not been evaluated."""
+        return self.eval_files().read_metrics()
 
     # --- analysis/ -----------------------------------------------------------------------------------
 
@@ -205,6 +223,44 @@ class RunLayout:
             return False
         iteration = int(load_checkpoint(self.last)["iteration"])
         return iteration >= max_iters and self.metrics.is_file()
+
+
+@dataclass(frozen=True)
+class EvalFiles:
+    """The files of one evaluation in ``folder``: detections.json, segmentations.json (Mask R-CNN) and
+    metrics.json; what ``engine.evaluate.evaluate_model`` writes."""
+
+    folder: Path
+
+    @property
+    def detections(self) -> Path:
+        return self.folder / DETECTIONS_FILE
+
+    @property
+    def segmentations(self) -> Path:
+        return self.folder / SEGMENTATIONS_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / METRICS_FILE
+
+    def write_detections(self, detections: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.detections, json.dumps(detections))
+
+    def write_segmentations(self, segmentations: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.segmentations, json.dumps(segmentations))
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        atomic_write_text(self.metrics, json.dumps(metrics, indent=2))
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        """The metrics, or None when there are none."""
+        if not self.metrics.is_file():
+            return None
+        metrics = _read_json_object(self.metrics)
+        if not isinstance(metrics.get("summary"), dict):
+            raise LibraError(f"{self.metrics}: missing the 'summary' object")
+        return metrics
 
 
 class JsonlLog:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from libra_cli.config import RunConfig, load_config
 from libra_cli.errors import LibraError
-from libra_cli.rundir import RunLayout
+from libra_cli.rundir import RunLayout, eval_set_name
 
 RunState = Literal["new", "resume", "done"]
 Outcome = Literal["skipped", "trained", "resumed", "failed"]
@@ -121,11 +121,14 @@ def run_state(config: RunConfig) -> RunState:
     return "done" if layout.is_finished(max_iters) else "resume"
 
 
-def train_run(config: RunConfig, *, resume: bool = False, hooks: TrainHooks = TrainHooks()) -> Any:
-    """Train one run into ``config.train.out`` and evaluate it; returns the ``TrainResult``."""
+def train_run(
+    config: RunConfig, *, resume: bool = False, extend: bool = False, hooks: TrainHooks = TrainHooks()
+) -> Any:
+    """Train one run into ``config.train.out`` and evaluate it; returns the ``TrainResult``. ``resume``
+    continues it with its saved schedule, ``extend`` trains a finished one on (``engine.train.train``)."""
     from libra_cli.engine.train import train
 
-    result = train(config, resume=resume, on_start=hooks.on_start, progress=hooks.progress)
+    result = train(config, resume=resume, extend=extend, on_start=hooks.on_start, progress=hooks.progress)
     if hooks.on_end is not None:
         hooks.on_end(result)
     return result
@@ -208,37 +211,51 @@ def evaluate_run(
     *,
     ann: str | Path | None = None,
     images: str | Path | None = None,
+    out: str | Path | None = None,
     checkpoint: str = "best",
     device: str | None = None,
     batch_size: int | None = None,
     evaluator: str | None = None,
     display: Display = QUIET,
 ) -> dict[str, Any]:
-    """Evaluate a run's checkpoint on its val split (or on ``ann``/``images``) into ``RUN_DIR/eval``;
-    returns the metrics (with the checkpoint's path and iteration). ``evaluator``: who scores box AP
-    (default: the run's ``train.evaluator``)."""
+    """Evaluate a run's checkpoint on its val split into ``RUN_DIR/eval``, or on another set
+    (``ann``/``images``) into ``out`` (default ``RUN_DIR/eval/<set>/``, see ``rundir.eval_set_name``): the run's own
+    validation results, which reports and analyses read, are never replaced by another set's. Returns the
+    metrics (with the checkpoint's path and iteration, the set evaluated and the folder written).
+    ``evaluator``: who scores box AP (default: the run's ``train.evaluator``)."""
     from libra_cli.data.build import build_eval_dataset
     from libra_cli.engine.evaluate import evaluate_model
     from libra_cli.engine.run import load_trained_model
     from libra_cli.engine.train import amp_dtype
+    from libra_cli.rundir import EvalFiles
 
     if (ann is None) != (images is None):
         raise LibraError("--ann and --images must be given together")
     config, model, info, meta = load_trained_model(run_dir, checkpoint, device)
+    layout = RunLayout(run_dir)
+    own = ann is None or Path(ann).resolve() == Path(info["val_ann"]).resolve()
     ann = ann if ann is not None else info["val_ann"]
     images = images if images is not None else info["val_images"]
+    if out is not None:
+        files = EvalFiles(Path(out))
+        if files.folder.resolve() == layout.eval_dir.resolve() and not own:
+            raise LibraError(f"--out {out}: holds the run's own validation results; choose another folder")
+    else:
+        files = layout.eval_files(None if own else eval_set_name(ann))
     dataset = build_eval_dataset(ann, images, info["category_ids"], config.data.on_bad_sample)
+    dataset.verify_images()  # unreadable files and sizes other than the annotated ones, before inference
     target = next(model.parameters()).device
+    set_name = "val" if own else eval_set_name(ann)
     with display.count("inference", len(dataset)) as count:
         return evaluate_model(
             model,
             dataset,
-            RunLayout(run_dir),
+            files,
             device=target,
             batch_size=batch_size or config.data.batch_size,
             num_workers=config.data.num_workers,
             autocast_dtype=amp_dtype(config, target),
-            extra=meta,
+            extra={**meta, "eval_set": set_name, "eval_dir": str(files.folder)},
             progress=count,
             evaluator=evaluator or config.train.evaluator,
         )

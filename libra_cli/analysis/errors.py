@@ -52,7 +52,7 @@ from libra_cli.data.coco import read_annotation_file
 from libra_cli.engine.metrics import detect_annotation_format
 from libra_cli.errors import LibraError
 from libra_cli.io import read_json
-from libra_cli.rundir import RunLayout
+from libra_cli.rundir import RunLayout, eval_set_name
 
 COCO_KINDS = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds 0:.01:1, as COCOeval spells them
@@ -365,6 +365,7 @@ class ErrorInputs:
     run_dir: Path
     ground_truth: GroundTruth
     detections: list[dict[str, Any]]
+    detections_file: Path | None = None  # where the detections were read
 
 
 def load_error_inputs(
@@ -379,10 +380,14 @@ def load_error_inputs(
     layout = RunLayout(run_dir)
     if not layout.root.is_dir():
         raise LibraError(f"{run_dir}: not a run directory (folder not found)")
-    if not layout.detections.is_file():
-        raise LibraError(f"{layout.detections}: not found; run `libra eval {run_dir}` first")
+    files = layout.eval_files()
+    if ann is not None and layout.eval_files(eval_set_name(ann)).detections.is_file():
+        files = layout.eval_files(eval_set_name(ann))  # what `libra eval RUN --ann ANN` wrote on that set
+    if not files.detections.is_file():
+        raise LibraError(f"{files.detections}: not found; run `libra eval {run_dir}` first")
     ground_truth = load_ground_truth(ground_truth_file(layout, ann, images))
-    return ErrorInputs(layout.root, ground_truth, read_detections(layout.detections, ground_truth))
+    detections = read_detections(files.detections, ground_truth)
+    return ErrorInputs(layout.root, ground_truth, detections, files.detections)
 
 
 def analyze_errors(
@@ -411,7 +416,8 @@ def analyze_errors(
 
 
 def errors_result(inputs: ErrorInputs, progress: Progress | None = None) -> dict[str, Any]:
-    """The ``errors.json`` dict of loaded inputs: {"analysis": "errors", "run", "ann", "format",
+    """The ``errors.json`` dict of loaded inputs: {"analysis": "errors", "run", "ann", "detections" (the file
+    read), "format",
     "num_images", "num_detections", "note", "coco": :func:`coco_decomposition`, "tide": :func:`tide_errors`}."""
     ground_truth = inputs.ground_truth
     analysed = set(ground_truth.category_ids)
@@ -420,6 +426,7 @@ def errors_result(inputs: ErrorInputs, progress: Progress | None = None) -> dict
         "analysis": "errors",
         "run": str(inputs.run_dir),
         "ann": str(ground_truth.path),
+        "detections": str(inputs.detections_file) if inputs.detections_file is not None else None,
         "format": ground_truth.format,
         "num_images": len(ground_truth.dataset["images"]),
         "num_detections": len(inputs.detections),
@@ -487,5 +494,5 @@ def error_figure(result: dict[str, Any]) -> Figure:
     handles, labels = axes.get_legend_handles_labels()
     axes.legend(handles[::-1], labels[::-1], loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="recall", ylabel="precision")
-    axes.set_title(f"{Path(result['run']).name}: overall, area all, {MAX_DETS} detections")
+    axes.set_title(f"{Path(result['run']).name}: overall, area all, at most {MAX_DETS} detections per image")
     return figure

@@ -206,10 +206,12 @@ def errors_command(
 ) -> None:
     """Where the AP goes: the COCO error decomposition (C75 … FN) and TIDE's error kinds at IoU 0.5.
 
-    Reads RUN_DIR/eval/detections.json; does not run the model.
+    Reads RUN_DIR/eval/detections.json (with --ann, RUN_DIR/eval/<set>/detections.json when `libra eval --ann`
+    wrote it); does not run the model.
     """
     # Read and check the inputs before the progress bar starts, so that bad input is one line.
     inputs = load_error_inputs(run_dir, ann=ann, images=images)
+    console.print(f"detections {inputs.detections_file} scored against {inputs.ground_truth.path}", highlight=False)
     with RichDisplay().count(f"{Path(run_dir).name} · errors", len(inputs.ground_truth.category_ids)) as count:
         result = errors_result(inputs, count)
     written = write_errors(result)

@@ -52,7 +52,7 @@ class ConfigOption:
     def parameter(self) -> inspect.Parameter:
         """The keyword parameter Typer reads this option from."""
         metavar = f"{self.item_type.__name__.upper()},…" if self.item_type is not None else None
-        text = self.help if self.default is None else f"{self.help} [default: {self.default}]"
+        text = self.help if self.default is None else f"{self.help} (default: {self.default})"
         # The option's own default is None ("not given"), so the dataclass default is part of the help.
         option = typer.Option(
             None, *self.names, help=escape(text), rich_help_panel=self.panel, show_default=False, metavar=metavar

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from libra_cli.cli import data_show
 from libra_cli.cli.ui import console, count_progress, handle_errors, progress_callback
+from libra_cli.data.build import benchmark_train_flags
 from libra_cli.data.synth import (
     LONG_TAIL_NUM_CLASSES,
     SynthSpec,
@@ -130,6 +131,8 @@ def synth_command(
     for split, info in summary["splits"].items():
         table.add_row(split, str(info["images"]), str(info["annotations"]), str(info["crowd"]), info["annotation_file"])
     console.print(table)
+    line = f"train on it: libra train {benchmark_train_flags(out)}"
+    console.print(line, highlight=False, soft_wrap=True, markup=False)  # one line to copy, never wrapped
 
 
 def write_voc_benchmark(out: Path, spec: SynthSpec) -> dict:

@@ -8,6 +8,7 @@ from typing import Any
 
 from libra_cli.cli.ui import (
     ParallelTrainProgress,
+    PlainCount,
     TrainProgress,
     category_table,
     console,
@@ -28,6 +29,9 @@ class RichDisplay(Display):
 
     @contextlib.contextmanager
     def count(self, label: str, total: int) -> Iterator[Count | None]:
+        if not console.is_terminal:  # a log file: coarse lines instead of a bar that prints only at its end
+            yield PlainCount(label, total)
+            return
         with count_progress(label) as progress:
             task = progress.add_task(label, total=total)
 
@@ -42,6 +46,15 @@ class RichDisplay(Display):
         label = run_label(config)
 
         def on_end(result: Any) -> None:
+            if result.finished_before and is_main_process():
+                console.print(
+                    f"{label}: already trained to iteration {result.iterations} and evaluated; nothing to resume "
+                    f"(`libra eval {result.run_dir}` evaluates it again, --extend trains it on)",
+                    highlight=False,
+                )
+                if result.metrics is not None:
+                    console.print(metrics_table(result.metrics, title=f"{label} @ {result.iterations}"))
+                return
             if result.metrics is not None and is_main_process():
                 console.print(metrics_table(result.metrics, title=f"{label} @ {result.iterations}"))
                 console.print(category_table(result.metrics))

@@ -11,7 +11,6 @@ from libra_cli import workflow
 from libra_cli.cli.display import RichDisplay
 from libra_cli.cli.ui import category_table, console, handle_errors, metrics_table
 from libra_cli.engine.distributed import is_main_process
-from libra_cli.rundir import RunLayout
 
 
 def evaluate_run(run_dir: str | Path, *, show: bool = True, **options: Any) -> dict[str, Any]:
@@ -29,7 +28,7 @@ def evaluate_run(run_dir: str | Path, *, show: bool = True, **options: Any) -> d
                 f"Pascal VOC mAP@0.5: [bold]{_percent(summary.get('mAP'))}[/] (area, VOC2010+), "
                 f"mAP_07 [bold]{_percent(summary.get('mAP_07'))}[/] (11-point, VOC2007)"
             )
-        console.print(f"detections and metrics written to {RunLayout(run_dir).eval_dir}")
+        console.print(f"detections and metrics of {metrics['eval_set']} written to {metrics['eval_dir']}")
     return metrics
 
 
@@ -49,6 +48,12 @@ def eval_command(
     images: Path = typer.Option(
         None, "--images", help="Image folder for --ann (VOC: the folder holding the year folder, or its JPEGImages)."
     ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="Folder for the results on --ann (default RUN_DIR/eval/<set>/, the annotation file's name); the run's "
+        "own RUN_DIR/eval/ is kept for its val split.",
+    ),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best | last | a checkpoint path."),
     device: str = typer.Option(None, "--device", help="cpu | cuda (default: the run's device)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Images per inference batch."),
@@ -59,11 +64,13 @@ def eval_command(
         "default: the run's train.evaluator.",
     ),
 ) -> None:
-    """Evaluate a trained run: detections.json (segmentations.json for Mask R-CNN) and metrics.json in RUN_DIR/eval."""
+    """Evaluate a trained run: detections.json (segmentations.json for Mask R-CNN) and metrics.json in RUN_DIR/eval
+    (another set's: in RUN_DIR/eval/<set>/ or --out)."""
     evaluate_run(
         run_dir,
         ann=ann,
         images=images,
+        out=out,
         checkpoint=checkpoint,
         device=device,
         batch_size=batch_size,

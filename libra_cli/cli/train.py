@@ -78,9 +78,10 @@ def describe_start(config: RunConfig, info: dict[str, Any]) -> None:
     table.add_row("run", config.train.out)
     table.add_row(
         "train",
-        f"{info['num_images']} images, {len(info['category_ids'])} classes ({info['format']}) from {info['train_ann']}",
+        f"{info['num_images']} images, {len(info['category_ids'])} classes ({info['format']}) "
+        f"from {info['given']['train_ann']}",
     )
-    table.add_row("val", f"{info['num_val_images']} images from {info['val_ann']}")
+    table.add_row("val", f"{info['num_val_images']} images from {info['given']['val_ann']}")
     params = sum(p.numel() for p in info["model"].parameters()) / 1e6
     table.add_row(
         "model",
@@ -137,7 +138,17 @@ def train_command(
         help="Resize images to this size (sets min_size and max_size).",
     ),
     resume: bool = typer.Option(
-        False, "--resume", rich_help_panel=PANELS["train"], help="Continue the run in --out from its last checkpoint."
+        False,
+        "--resume",
+        rich_help_panel=PANELS["train"],
+        help="Continue the run in --out from its last checkpoint, with its saved schedule (a changed one is refused).",
+    ),
+    extend: bool = typer.Option(
+        False,
+        "--extend",
+        rich_help_panel=PANELS["train"],
+        help="With --resume and a larger --max-iters: train a finished step schedule on; the milestones stay at "
+        "the iterations they were, so the added iterations keep the final learning rate.",
     ),
     settings: list[str] = typer.Option(
         None,
@@ -153,7 +164,7 @@ def train_command(
 
     overrides = overrides_from_flags({**fields, "image_size": image_size, "settings": settings})
     config = load_config(preset, overrides)
-    workflow.train_run(config, resume=resume, hooks=RichDisplay().training(config))
+    workflow.train_run(config, resume=resume, extend=extend, hooks=RichDisplay().training(config))
 
 
 with_config_options(train_command, CONFIG_OPTIONS)

@@ -59,13 +59,20 @@ def count_progress(description: str) -> Progress:
 
 
 class TrainProgress:
-    """A rich progress bar for the training loop: iteration, losses, learning rate, ETA."""
+    """The training loop's progress: iteration, losses, learning rate, ETA.
+
+    On a terminal a rich progress bar; elsewhere (nohup, Slurm, torchrun to a file, a pipe) one plain line per
+    log interval, flushed at once (:func:`plain_train_line`), since a bar there prints only when it ends.
+    """
+
+    BAR_WIDTH = 20
 
     def __init__(self, description: str = "train") -> None:
         self.description = description
+        self.plain = not console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=self.BAR_WIDTH),
             MofNCompleteColumn(),
             TaskProgressColumn(),
             TimeElapsedColumn(),
@@ -75,17 +82,75 @@ class TrainProgress:
             console=console,
         )
         self.task = None
+        self.total = 0
 
     def start(self, total: int, completed: int) -> None:
+        self.total = total
+        if self.plain:
+            plain_line(f"{self.description} {completed}/{total}: {'resuming' if completed else 'starting'}")
+            return
         self.progress.start()
         self.task = self.progress.add_task(self.description, total=total, completed=completed, status="")
 
     def update(self, iteration: int, record: dict[str, Any] | None) -> None:
-        fields = {"status": loss_status(record)} if record is not None else {}
+        if self.plain:
+            if record is not None:
+                plain_line(plain_train_line(self.description, iteration, self.total, record))
+            return
+        fields = {"status": self.fit(loss_status(record))} if record is not None else {}
         self.progress.update(self.task, completed=iteration, **fields)
 
+    def fit(self, status: str) -> str:
+        """``status`` cut to the width the bar's other columns leave, so that a narrow terminal loses the
+        last loss terms, never the iteration count or the ETA."""
+        digits = len(str(self.total))
+        # description, bar, "done/total", "100%", elapsed "0:00:00", "ETA", remaining "0:00:00", 7 gaps
+        others = len(self.description) + self.BAR_WIDTH + 2 * digits + 1 + 4 + 7 + 3 + 7 + 8
+        room = console.width - others - 1
+        if len(status) <= room:
+            return status
+        return status[: max(0, room - 1)] + "…" if room > 0 else ""
+
     def stop(self) -> None:
-        self.progress.stop()
+        if not self.plain:
+            self.progress.stop()
+
+
+def plain_line(text: str) -> None:
+    """One line of progress for a log file: never wrapped, no markup, flushed at once."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    console.file.flush()
+
+
+def plain_train_line(description: str, iteration: int, total: int, record: dict[str, Any]) -> str:
+    """``train 40/450 (9%) loss 1.234 (classifier 0.500 …) lr 2.00e-02 0.52 s/it ETA 3:33`` of a log record;
+    the ETA is the iterations left at the window's time per iteration."""
+    per_iter = float(record.get("time_per_iter", 0.0))
+    eta = _duration(max(0, total - iteration) * per_iter)
+    percent = 100 * iteration // max(1, total)
+    return f"{description} {iteration}/{total} ({percent}%) {loss_status(record)} {per_iter:.2f} s/it ETA {eta}"
+
+
+def _duration(seconds: float) -> str:
+    """``H:MM:SS`` (``M:SS`` under an hour)."""
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class PlainCount:
+    """A counted task's progress for a log file: a line each time another tenth of the total is done."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.shown = label, total, -1
+
+    def __call__(self, done: int, of: int) -> None:
+        total = of or self.total
+        tenth = 10 * done // max(1, total)
+        if tenth > self.shown:
+            self.shown = tenth
+            plain_line(f"{self.label} {done}/{total}")
 
 
 def loss_status(record: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from libra_cli.data.synth import (
     benchmark_exists,
     difficulty_settings,
     generate_benchmark,
+    read_benchmark_spec,
 )
 from libra_cli.data.transforms import TrainAugmentation
 from libra_cli.data.voc import check_split_lists, is_voc_source, parse_voc_sources, voc_image_root, voc_spec
@@ -46,15 +48,38 @@ def benchmark_paths(root: str | Path) -> DataPaths:
     )
 
 
+def benchmark_train_flags(root: str | Path) -> str:
+    """The `libra train` flags that train on the benchmark in ``root`` as on any COCO / LVIS files."""
+    paths = benchmark_paths(root)
+    return " ".join(
+        f"--{name.replace('_', '-')} {shlex.quote(str(getattr(paths, name)))}"
+        for name in ("train_ann", "train_images", "val_ann", "val_images")
+    )
+
+
 def ensure_benchmark(
     root: str | Path, spec: SynthSpec, progress: Callable[[int, int], None] | None = None
 ) -> tuple[DataPaths, bool]:
     """Generate the benchmark into ``root`` unless it is already there with this spec.
 
-    Returns the paths and whether it was generated now.
+    Returns the paths and whether it was generated now. A complete benchmark made with other settings (by
+    ``libra data synth``) is never replaced: LibraError names the settings that differ and the flags that
+    train on it. (An interrupted or outdated one is generated again; a folder holding anything else is
+    refused by the generator.)
     """
     if benchmark_exists(root, spec):
         return benchmark_paths(root), False
+    existing = read_benchmark_spec(root)
+    if existing is not None:
+        differences = [
+            f"{item.name} {getattr(existing, item.name)!r}, not {getattr(spec, item.name)!r}"
+            for item in dataclasses.fields(SynthSpec)
+            if getattr(existing, item.name) != getattr(spec, item.name)
+        ]
+        raise LibraError(
+            f"{root}: holds a synthetic benchmark made with other settings ({', '.join(differences)}); "
+            f"to train on it pass {benchmark_train_flags(root)}, or choose another --synth-dir"
+        )
     generate_benchmark(root, spec, progress=progress)
     return benchmark_paths(root), True
 
@@ -75,6 +100,18 @@ def resolve_data_paths(data: DataConfig, progress: Callable[[int, int], None] | 
         if not getattr(paths, name).is_dir():
             raise LibraError(f"{getattr(paths, name)}: image folder not found (data.{name})")
     return paths
+
+
+def absolute_paths(paths: DataPaths) -> DataPaths:
+    """``paths`` made absolute (each part of a ``+``-joined VOC union), as a run directory records them, so
+    that evaluation, analyses and reports find the data from any working directory."""
+
+    def absolute(path: Path) -> Path:
+        if not is_voc_source(path):
+            return path.absolute()
+        return Path("+".join(str(Path(part).absolute()) for part in str(path).split("+")))
+
+    return DataPaths(*(absolute(getattr(paths, item.name)) for item in dataclasses.fields(DataPaths)))
 
 
 def split_files(ann: str | Path, images: str | Path | None, split: str, where: str) -> tuple[Path, Path]:

@@ -39,9 +39,9 @@ import torch
 from pycocotools import mask as mask_utils
 
 from libra_cli.data.transforms import TrainAugmentation, resize_masks
-from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, is_voc_source, read_voc_spec
+from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, is_voc_source, read_voc_spec, voc_path_problem
 from libra_cli.errors import LibraError
-from libra_cli.images import ImageReadError, image_file_problem, image_tensor, open_rgb
+from libra_cli.images import ImageReadError, check_image_file, image_tensor, open_rgb, size_mismatch
 
 # The reference's training set leaves out images under this many pixels on a side (``_filter_imgs(min_size=32)``).
 MIN_IMAGE_SIDE = 32
@@ -70,6 +70,8 @@ def read_annotation_file(path: str | Path, *, voc_use_difficult: bool = False) -
     if is_voc_source(path):
         return read_voc_spec(path, use_difficult=voc_use_difficult)
     path = Path(path)
+    if path.is_dir():
+        raise LibraError(f"{path}: {voc_path_problem(path) or 'is a folder, not an annotation file'}")
     try:
         with open(path, encoding="utf-8") as handle:
             dataset = json.load(handle)
@@ -381,19 +383,22 @@ class DetectionDataset(torch.utils.data.Dataset):
 
         The check opens each file and verifies its data stream without decoding pixels (PIL's
         ``verify``: the header for every format, chunk checksums for PNG), so missing, truncated and
-        foreign files surface here rather than mid-training. With ``on_bad_sample="error"`` the first bad
+        foreign files surface here rather than mid-training; and it compares the image's size, upright by
+        its EXIF orientation, with the width and height the annotation declares, since boxes placed on a
+        differently sized (or sideways) image are wrong. With ``on_bad_sample="error"`` the first bad
         image raises LibraError; with "skip" bad images and their annotations are dropped (also from
         ``self.dataset``, so evaluation scores only the images that were used) and counted in
         ``skipped_images``.
         """
         workers = min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            problems = list(pool.map(image_file_problem, (record.path for record in self.records)))
-        bad = [
-            (record, _with_tried(problem, record))
-            for record, problem in zip(self.records, problems, strict=True)
-            if problem
-        ]
+            checks = list(pool.map(check_image_file, (record.path for record in self.records)))
+        bad = []
+        for record, check in zip(self.records, checks, strict=True):
+            problem = _with_tried(check.problem, record) if check.problem else None
+            problem = problem or size_mismatch(check, (record.width, record.height))
+            if problem:
+                bad.append((record, problem))
         if not bad:
             return
         if self.on_bad_sample != "skip":

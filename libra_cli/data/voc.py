@@ -101,6 +101,30 @@ def _is_year_folder(path: Path) -> bool:
     return path.is_dir() and (path / ANNOTATIONS_DIR).is_dir()
 
 
+def voc_path_problem(spec: str | Path | None) -> str | None:
+    """What is wrong with a folder given where a VOC source goes, when it is the devkit root or a folder
+    inside a year folder, saying what to pass instead, e.g. "VOCdevkit holds VOC2007, VOC2012: pass a year
+    folder, or VOCdevkit/VOC2007+VOCdevkit/VOC2012"; None for anything else (a year folder, a file)."""
+    if spec is None or SOURCE_SEPARATOR in str(spec):
+        return None
+    path = Path(spec)
+    if not path.is_dir() or _is_year_folder(path):
+        return None
+    years = sorted(child.name for child in path.iterdir() if _is_year_folder(child))
+    if len(years) == 1:
+        return f"{path.name} holds {years[0]}: pass the year folder {path / years[0]}"
+    if years:
+        union = SOURCE_SEPARATOR.join(str(path / year) for year in years)
+        return f"{path.name} holds {', '.join(years)}: pass a year folder, or {union} for their union"
+    for year_dir in (path.parent, path.parent.parent):  # Annotations/, JPEGImages/, ImageSets/; ImageSets/Main/
+        if _is_year_folder(year_dir):
+            return (
+                f"{path.relative_to(year_dir)} is a folder inside the year folder {year_dir.name}: pass {year_dir} "
+                "(its split set by --train-split / --val-split) or one of its ImageSets/Main/<split>.txt lists"
+            )
+    return None
+
+
 def parse_voc_sources(spec: str | Path, default_split: str) -> list[VocSource] | None:
     """The VOC sources ``spec`` names, or None when it names none (a COCO / LVIS JSON file).
 

@@ -28,7 +28,7 @@ from libra_cli.engine.metrics import (
     evaluate_detections,
     evaluate_lvis,
 )
-from libra_cli.rundir import RunLayout
+from libra_cli.rundir import EvalFiles, RunLayout
 
 MASK_THRESHOLD = 0.5  # a pixel belongs to a detection's mask when its probability exceeds this
 
@@ -189,7 +189,7 @@ def predict(
 def evaluate_model(
     model: nn.Module,
     dataset: DetectionDataset,
-    run: RunLayout,
+    run: RunLayout | EvalFiles,
     *,
     device: torch.device,
     batch_size: int = 4,
@@ -199,7 +199,8 @@ def evaluate_model(
     progress: Callable[[int, int], None] | None = None,
     evaluator: str = "auto",
 ) -> dict[str, Any]:
-    """Predict, write the run's ``eval/detections.json`` and ``eval/metrics.json``, return the metrics.
+    """Predict, write ``detections.json`` and ``metrics.json`` into ``run``'s eval folder (a run's own ``eval/``,
+    or the :class:`EvalFiles` of another set), return the metrics.
     ``evaluator`` chooses who scores box AP (``libra_cli.engine.metrics.EVALUATORS``; the metrics name it).
 
     For a model with a mask branch (Mask R-CNN) the masks also go to ``eval/segmentations.json`` and their

@@ -14,19 +14,23 @@ import torch
 from torch import nn
 
 from libra_cli.config import RunConfig
+from libra_cli.data.build import absolute_paths
 from libra_cli.engine.checkpoint import load_checkpoint
 from libra_cli.errors import LibraError
 from libra_cli.rundir import RunLayout
 
 
-def dataset_info(paths: Any, train_set: Any) -> dict[str, Any]:
+def dataset_info(paths: Any, train_set: Any, given: Any = None) -> dict[str, Any]:
     """The ``dataset.json`` payload of a run: where its data lives and the training set's categories and
-    per-class counts (``paths`` is a ``DataPaths``, ``train_set`` a ``DetectionDataset``)."""
+    per-class counts (``paths`` is a ``DataPaths``, ``train_set`` a ``DetectionDataset``).
+
+    The paths are saved absolute, so that the run can be evaluated, analysed and reported from any working
+    directory; ``given`` (the ``DataPaths`` as the user typed them) is kept under "given" for display."""
+    names = ("train_ann", "train_images", "val_ann", "val_images")
+    absolute = absolute_paths(paths)
     return {
-        "train_ann": str(paths.train_ann),
-        "train_images": str(paths.train_images),
-        "val_ann": str(paths.val_ann),
-        "val_images": str(paths.val_images),
+        **{name: str(getattr(absolute, name)) for name in names},
+        "given": {name: str(getattr(given if given is not None else paths, name)) for name in names},
         "format": train_set.format,
         "category_ids": train_set.category_ids,
         "category_names": train_set.category_names(),

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from libra_cli.config import RunConfig, TrainConfig
-from libra_cli.data.build import build_eval_dataset, build_train_dataset, resolve_data_paths
+from libra_cli.config import RunConfig, TrainConfig, flag_of
+from libra_cli.data.build import absolute_paths, build_eval_dataset, build_train_dataset, resolve_data_paths
 from libra_cli.data.coco import DetectionDataset, collate
 from libra_cli.data.sampler import IterationBatchSampler, aspect_ratio_groups, repeat_factors
 from libra_cli.engine.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint, weights_state
@@ -189,6 +189,86 @@ class TrainResult:
     iterations: int
     wall_s: float
     metrics: dict[str, Any] | None
+    # --resume of a run already trained to max_iters and evaluated: nothing ran, ``metrics`` are its saved ones
+    finished_before: bool = False
+
+
+# The settings that make up the learning-rate schedule: a resumed run must keep them (or --extend max_iters).
+SCHEDULE_FIELDS = (
+    "max_iters",
+    "epochs",
+    "lr",
+    "scale_lr",
+    "reference_batch",
+    "warmup_iters",
+    "warmup_factor",
+    "schedule",
+    "lr_milestones",
+    "lr_milestones_epochs",
+)
+
+
+class RunFinished(Exception):
+    """Raised by :func:`setup_training` for ``--resume`` of a run already trained and evaluated."""
+
+    def __init__(self, iteration: int, metrics: dict[str, Any]) -> None:
+        super().__init__(f"finished at iteration {iteration}")
+        self.iteration = iteration
+        self.metrics = metrics
+
+
+def extended_schedule(saved: RunConfig, planned: RunConfig) -> RunConfig:
+    """``planned`` (a longer ``train.max_iters`` than ``saved``'s) as the continuation of the saved run
+    (``--resume --extend``): every other schedule setting is the saved one and the step schedule's milestones
+    stay at the iterations where the run dropped its learning rate, so the added iterations train on at the
+    rate the run ended with (the fractions of max_iters are rescaled: 0.75 of 20 → 0.5 of 30, iteration 15).
+    A cosine schedule ends at 0 and an epoch schedule is sized by the data, so neither can be extended."""
+    old, new = saved.train, planned.train
+    if new.max_iters <= old.max_iters:
+        raise LibraError(
+            f"train.max_iters (--max-iters): --extend needs more iterations than the run's {old.max_iters}; "
+            f"got {new.max_iters}"
+        )
+    if old.schedule != "step" or old.epochs is not None or new.epochs is not None:
+        raise LibraError(
+            "--extend: only a step schedule in iterations can be extended (a cosine schedule ends at lr 0, an "
+            "epoch schedule is sized by the data); train a new run instead"
+        )
+    milestones = tuple(round(m * old.max_iters) / new.max_iters for m in old.lr_milestones)
+    kept = {name: getattr(old, name) for name in SCHEDULE_FIELDS if name != "max_iters"}
+    train_cfg = dataclasses.replace(new, **{**kept, "lr_milestones": milestones})
+    return dataclasses.replace(planned, train=train_cfg)
+
+
+def check_resumed_schedule(config: RunConfig, layout: RunLayout, iteration: int, *, extend: bool) -> RunConfig:
+    """The config a resumed run continues with: ``config`` itself when its schedule is the saved one
+    (config.yaml); with ``extend`` the :func:`extended_schedule` to its larger max_iters. Any other change is
+    one line naming each changed field and its saved value: a new schedule would change the learning rate
+    mid-run, and config.yaml would no longer describe what the checkpoint was trained with."""
+    saved = layout.read_config()
+    changed = [
+        f"train.{name} ({flag_of(name)}) saved {_shown(getattr(saved.train, name))}, "
+        f"got {_shown(getattr(config.train, name))}"
+        for name in SCHEDULE_FIELDS
+        if getattr(saved.train, name) != getattr(config.train, name) and not (extend and name == "max_iters")
+    ]
+    if changed:
+        raise LibraError(
+            f"{layout.root}: --resume keeps the run's schedule; changed: {'; '.join(changed)} (give the saved "
+            "values, or --extend with a larger --max-iters to train a finished step schedule on)"
+        )
+    if extend:
+        config = extended_schedule(saved, config)
+    if iteration > config.train.max_iters:
+        raise LibraError(
+            f"{layout.last}: is at iteration {iteration}, past train.max_iters {config.train.max_iters} of "
+            f"{layout.config}"
+        )
+    return config
+
+
+def _shown(value: Any) -> str:
+    return repr(list(value) if isinstance(value, tuple) else value)
 
 
 class NoLog:
@@ -450,7 +530,10 @@ def open_checkpoint(config: RunConfig, layout: RunLayout, ctx: DistributedContex
 
 
 def load_training_data(config: RunConfig) -> TrainingData:
-    paths = resolve_data_paths(config.data)
+    given = resolve_data_paths(config.data)
+    # Absolute from here on: the run's files (dataset.json, metrics.json's ann_file) must not depend on the
+    # folder training ran in.
+    paths = absolute_paths(given)
     train_set = build_train_dataset(config.data, paths, with_masks=config.model.arch == "mask_rcnn")
     val_set = build_eval_dataset(paths.val_ann, paths.val_images, train_set.category_ids, config.data.on_bad_sample)
     # Every image file is checked before any work starts; "skip" drops bad ones and counts them.
@@ -465,7 +548,7 @@ def load_training_data(config: RunConfig) -> TrainingData:
         "val_boxes": val_set.skipped_boxes,
         "val_images": val_set.skipped_images,
     }
-    return TrainingData(train_set, val_set, dataset_info(paths, train_set), skipped)
+    return TrainingData(train_set, val_set, dataset_info(paths, train_set, given), skipped)
 
 
 def build_model_and_step(config: RunConfig, data: TrainingData, ctx: DistributedContext) -> tuple[nn.Module, TrainStep]:
@@ -596,18 +679,31 @@ def training_loader(
 
 
 def setup_training(
-    config: RunConfig, *, resume: bool, on_start: Callable[[dict[str, Any]], None] | None
+    config: RunConfig,
+    *,
+    resume: bool,
+    on_start: Callable[[dict[str, Any]], None] | None,
+    extend: bool = False,
 ) -> TrainingRun:
     """Check the run directory, load the data, build the model and its step, restore a checkpoint when
     resuming and start the run directory: everything before the first step, in that order (the RNG
-    draws depend on it)."""
+    draws depend on it). A resumed run keeps its saved schedule (``extend``: see :func:`extended_schedule`);
+    one already trained and evaluated raises :class:`RunFinished`."""
     layout = RunLayout(config.train.out)
     ctx = init_distributed(config.train.device)
+    if extend and not resume:
+        raise LibraError("--extend: continues a run; use it with --resume")
     checkpoint = open_checkpoint(config, layout, ctx, resume)
     check_backbone_weights(config)  # a missing ImageNet file stops the run before the data is read
     data = load_training_data(config)
     # An epoch schedule becomes iterations here, from the training set's size; the run uses and saves that.
     config = resolve_schedule(config, len(data.train_set))
+    if checkpoint is not None:
+        iteration = int(checkpoint["iteration"])
+        config = check_resumed_schedule(config, layout, iteration, extend=extend)
+        metrics = layout.read_metrics()
+        if iteration >= config.train.max_iters and metrics is not None:
+            raise RunFinished(iteration, metrics)
     model, step = build_model_and_step(config, data, ctx)
     start_iter, best_ap, window = 0, -1.0, []
     if checkpoint is not None:
@@ -773,17 +869,27 @@ def train(
     config: RunConfig,
     *,
     resume: bool = False,
+    extend: bool = False,
     on_start: Callable[[dict[str, Any]], None] | None = None,
     progress: Any | None = None,
 ) -> TrainResult:
     """Train the detector described by ``config`` into ``config.train.out``.
+
+    ``resume`` continues from ``checkpoints/last.pt`` with the saved schedule; ``extend`` (with ``resume``)
+    trains a finished step schedule on to a larger ``train.max_iters`` (:func:`extended_schedule`). A
+    resumed run already trained and evaluated is left as it is: the result has ``finished_before`` and its
+    saved metrics (``libra eval`` evaluates it again).
 
     ``on_start(info)`` receives a summary (dataset sizes, components, tail classes) before the first step;
     ``progress`` is an optional object with ``start(total, completed)``, ``update(iteration, fields)``
     and ``stop()`` (the CLI passes a rich progress bar).
     """
     start_wall = time.perf_counter()
-    run = setup_training(config, resume=resume, on_start=on_start)
+    try:
+        run = setup_training(config, resume=resume, on_start=on_start, extend=extend)
+    except RunFinished as finished:
+        wall = time.perf_counter() - start_wall
+        return TrainResult(Path(config.train.out), finished.iteration, wall, finished.metrics, finished_before=True)
     tcfg = run.config.train  # with an epoch schedule resolved into iterations
     base_lr = peak_lr(run.config)
     if not run.ctx.is_main:

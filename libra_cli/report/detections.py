@@ -28,7 +28,7 @@ import json
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +361,7 @@ class DrawnDetections:
     shown: list[str]  # labels of the runs with a column
     skipped: list[str]  # "label: why" for runs without a column
     ann_file: Path
+    blank: list[str] = field(default_factory=list)  # labels of columns with no detection ≥ the score threshold
 
 
 def validation_files(run: RunRecord) -> tuple[Path, Path]:
@@ -419,4 +420,9 @@ def detections_figure(
         columns.append((run.label, detections[run.label]))
     chosen = choose_images(validation, detections[reference.label], options)
     draw_detections(validation, chosen, columns, path, options.score_thr)
-    return DrawnDetections(path, chosen, reference.label, [title for title, _ in columns], skipped, ann)
+    blank = [
+        title
+        for title, found in columns
+        if not any(found.get(choice.image_id, Boxes(scores=())).above(options.score_thr).xyxy for choice in chosen)
+    ]
+    return DrawnDetections(path, chosen, reference.label, [title for title, _ in columns], skipped, ann, blank)

@@ -115,6 +115,20 @@ def add_metrics(document: Document, groups: list[RunGroup]) -> None:
     if missing:
         document.add(para("Not evaluated (no ", Code(METRICS), "): " + ", ".join(missing) + "."))
     document.add(tables.metrics_table(groups))
+    evaluated_on: dict[str, list[str]] = {}
+    for group in groups:
+        for run in group.runs:
+            if run.metrics is not None:
+                evaluated_on.setdefault(str(run.metrics.get("ann_file", "an unnamed file")), []).append(run.label)
+    document.add(
+        para(
+            "Each run's own validation results (",
+            Code(METRICS),
+            "; evaluations on other sets are kept apart in eval/<set>/), on "
+            + "; ".join(f"{ann} ({', '.join(labels)})" for ann, labels in evaluated_on.items())
+            + ". AR1, AR10 and AR100: recall with at most 1, 10 and 100 detections per image.",
+        )
+    )
     add_masks_and_voc(document, groups)
 
 
@@ -224,6 +238,14 @@ def add_categories(document: Document, groups: list[RunGroup], out_dir: Path, na
         bars = [plots.Bar(item.name, item.ap.mean, item.ap.std, item.frequency) for item in stats]
         n = tables.evaluated_runs(group)
         over = f" (mean over {n} seeds, bars ± std)" if n > 1 else ""
+        if all(bar.value == 0 for bar in bars):
+            document.add(
+                para(
+                    f"{group.label}: every category's AP is 0 (no box matched at IoU ≥ 0.5), so there are no bars "
+                    "to draw; the run has not learned to detect yet."
+                )
+            )
+            continue
         file = names("category_ap", group.label)
         plots.plot_category_ap(bars, f"{group.label}: per-category AP{over}", out_dir / file)
         lvis = any(item.frequency for item in stats)
@@ -297,8 +319,17 @@ def add_training(document: Document, groups: list[RunGroup], out_dir: Path, name
             xs, ys = _curve(records, lambda record: _sum_or_none(split_loss_terms(record)[1]))
             balance_panel.series.append(plots.Series(group.label, xs, ys, colour, dashed=True))
 
-    file = names("loss_terms")
     panels = [panel for panel in loss_panels if panel.series] + ([lr_panel] if lr_panel.series else [])
+    points = max((len(series.x) for panel in panels for series in panel.series), default=0)
+    if points < 2:
+        document.add(
+            para(
+                f"Each run logged {points} training record{'s' if points != 1 else ''}: too few points for curves "
+                "(the table above holds the values); log more often with --log-interval or train longer."
+            )
+        )
+        return
+    file = names("loss_terms")
     plots.plot_panels(panels, out_dir / file)
     document.add(
         Figure(
@@ -436,7 +467,8 @@ def _copy_figure(
 
 ERRORS = "errors"
 ERROR_FIGURE = "errors.png"
-# The COCO error decomposition's curves, each one fixing one more error kind (area "all", 100 detections).
+# The COCO error decomposition's curves, each one fixing one more error kind (area "all", at most 100 detections
+# per image).
 ERROR_CURVES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 # Successive curves (upper, lower) and the error kind whose fixing gains the AP between them.
 ERROR_GAPS = (
@@ -546,7 +578,8 @@ def errors_tables(grouped: list[tuple[RunGroup, list[dict]]]) -> list[Table]:
             ["run", "n", *ERROR_CURVES],
             areas,
             [False, True] + [True] * len(ERROR_CURVES),
-            "Area under each precision–recall curve of the COCO error decomposition (area all, 100 detections).",
+            "Area under each precision–recall curve of the COCO error decomposition (area all, at most 100 "
+            "detections per image).",
         ),
         table(
             ["run", "n", *(f"{name}: {up} − {low}" for up, low, name in ERROR_GAPS)],
@@ -732,6 +765,13 @@ def add_detections(
         return
     for note in drawn.skipped:
         document.add(para(f"No column for {note}."))
+    if drawn.blank:
+        document.add(
+            para(
+                f"{', '.join(drawn.blank)}: no detection with score ≥ {options.score_thr:g} on these images, so "
+                "the column is empty (lower the threshold with --score-thr to see weaker detections)."
+            )
+        )
     worst = sum(choice.reason == "most missed" for choice in drawn.chosen)
     drawn_by_seed = len(drawn.chosen) - worst
     document.add(

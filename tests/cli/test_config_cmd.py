@@ -117,7 +117,7 @@ def test_bad_values_are_one_line_errors():
     result = runner.invoke(app, ["config", "--frozen-stages", "7"])
     assert result.exit_code == 2
     assert [line for line in result.output.splitlines() if line.strip()] == [
-        "error: model.frozen_stages (--frozen-stages): must lie in 0..4, got 7"
+        "error: model.frozen_stages (--frozen-stages): must lie in [0, 4]; got 7"
     ]
 
 

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from libra_cli.cli import app
+from libra_cli.cli import app, load_command
 from libra_cli.cli.config_options import config_options, field_comment, overrides_from_options, with_config_options
 from libra_cli.config import SECTIONS, DataConfig, LibraConfig, ModelConfig, load_config
 
@@ -32,7 +32,7 @@ OPTIONS_BEFORE = {
 
 
 def train_params() -> list[Any]:
-    return typer.main.get_command(app).commands["train"].params
+    return load_command("train").params
 
 
 def option_names() -> set[str]:
@@ -43,7 +43,7 @@ def option_names() -> set[str]:
 def trained_configs(monkeypatch) -> list[Any]:
     """The configs `libra train` would train, captured instead of training."""
     configs: list[Any] = []
-    monkeypatch.setattr("libra_cli.workflow.train_run", lambda config, resume, hooks=None: configs.append(config))
+    monkeypatch.setattr("libra_cli.workflow.train_run", lambda config, **_: configs.append(config))
     return configs
 
 

@@ -565,5 +565,5 @@ def test_the_config_accepts_exactly_the_named_difficulties():
 
     for name in DIFFICULTIES:
         assert load_config(None, {"data": {"synth_difficulty": name}}).data.synth_difficulty == name
-    with pytest.raises(LibraError, match="data.synth_difficulty .*'hard' is not one of default, coco-like"):
+    with pytest.raises(LibraError, match="data.synth_difficulty .*must be one of default, coco-like; got 'hard'"):
         load_config(None, {"data": {"synth_difficulty": "hard"}})

@@ -315,3 +315,35 @@ def test_split_names_are_checked_and_only_voc_may_leave_out_its_image_folder(dev
     (tmp_path / "ann.json").write_text("{}")
     with pytest.raises(LibraError, match="--train-ann and --train-images must be given together"):
         load_config(None, {"data": {"train_ann": str(tmp_path / "ann.json"), "val_ann": str(devkit / "VOC2007")}})
+
+
+def test_the_devkit_root_is_refused_naming_its_year_folders_and_the_union(devkit):
+    with pytest.raises(LibraError) as error:
+        load_config(None, {"data": {"train_ann": str(devkit), "val_ann": str(devkit / "VOC2007")}})
+    # The devkit fixture holds VOC2007 and VOC2012; images may be left out for VOC, so no "given together".
+    assert str(error.value) == (
+        f"data.train_ann (--train-ann): VOCdevkit holds VOC2007, VOC2012: pass a year folder, or "
+        f"{devkit / 'VOC2007'}+{devkit / 'VOC2012'} for their union; got {str(devkit)!r}"
+    )
+
+
+@pytest.mark.parametrize("inner", ["Annotations", "JPEGImages", "ImageSets", "ImageSets/Main"])
+def test_a_folder_inside_a_year_folder_is_refused_naming_the_year_folder(devkit, inner):
+    with pytest.raises(LibraError) as error:
+        load_config(None, {"data": {"train_ann": str(devkit / "VOC2007"), "val_ann": str(devkit / "VOC2007" / inner)}})
+    message = str(error.value)
+    assert message.startswith(f"data.val_ann (--val-ann): {inner} is a folder inside the year folder VOC2007: ")
+    assert f"pass {devkit / 'VOC2007'} " in message and "\n" not in message
+
+
+def test_train_and_eval_say_what_a_devkit_root_holds(devkit, tmp_path):
+    result = CliRunner().invoke(
+        app, ["train", "--train-ann", str(devkit), "--val-ann", str(devkit / "VOC2007"), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "VOCdevkit holds VOC2007, VOC2012: pass a year folder" in lines[0]
+    assert "must be given together" not in result.output and "not found" not in result.output
+    # `libra eval RUN --ann DEVKIT` reads its annotations through the same reader.
+    with pytest.raises(LibraError, match="VOCdevkit holds VOC2007, VOC2012: pass a year folder"):
+        read_annotation_file(devkit)

@@ -245,5 +245,7 @@ def test_evaluate_detections_passes_the_choice_on():
 def test_config_rejects_an_unknown_evaluator_naming_the_field():
     config = RunConfig()
     config.train.evaluator = "fastest"
-    with pytest.raises(LibraError, match=r"train\.evaluator \(--evaluator\): 'fastest' is not one of auto, official"):
+    with pytest.raises(
+        LibraError, match=r"train\.evaluator \(--evaluator\): must be one of auto, official, faster; got 'fastest'"
+    ):
         validate(config)

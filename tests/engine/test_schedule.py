@@ -87,8 +87,8 @@ def test_linear_scaling_rule_by_hand():
     [
         ({"lr_milestones_epochs": [8]}, "needs train.epochs"),
         ({"epochs": 12, "lr_milestones_epochs": [8, 12]}, "must lie in (0, 12)"),
-        ({"epochs": 0}, "train.epochs (--epochs): must be positive, got 0"),
-        ({"reference_batch": 0}, "train.reference_batch (--reference-batch): must be positive"),
+        ({"epochs": 0}, "train.epochs (--epochs): must be >= 1; got 0"),
+        ({"reference_batch": 0}, "train.reference_batch (--reference-batch): must be >= 1; got 0"),
     ],
 )
 def test_schedule_settings_are_checked(train_cfg, message):

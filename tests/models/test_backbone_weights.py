@@ -132,5 +132,5 @@ def test_frozen_stages_match_torchvisions_trainable_layers(frozen_stages):
 
 
 def test_frozen_stages_out_of_range_is_one_line():
-    with pytest.raises(LibraError, match=r"model.frozen_stages \(--frozen-stages\): must lie in 0..4, got 5"):
+    with pytest.raises(LibraError, match=r"model.frozen_stages \(--frozen-stages\): must lie in \[0, 4\]; got 5"):
         load_config(None, {"model": {"frozen_stages": 5}})

@@ -144,7 +144,9 @@ def test_switches_select_the_libra_parts_under_mask_rcnn(tmp_path):
 
 
 def test_arch_is_validated_with_the_choices(tmp_path):
-    with pytest.raises(LibraError, match="model.arch: 'mask_rnn' is not one of faster_rcnn, mask_rcnn, retinanet"):
+    with pytest.raises(
+        LibraError, match=r"model.arch \(--arch\): must be one of faster_rcnn, mask_rcnn, retinanet; got 'mask_rnn'"
+    ):
         tiny_mask_config(tmp_path, model__arch="mask_rnn")
 
 

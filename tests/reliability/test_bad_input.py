@@ -147,7 +147,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
         lambda r: ["--on-bad-sample", "ignore"],
         ["data.on_bad_sample", "'ignore'"],
     ),
-    ("zero-batch", lambda r: ["--batch-size", "0"], ["data.batch_size", "must be positive, got 0"]),
+    ("zero-batch", lambda r: ["--batch-size", "0"], ["data.batch_size (--batch-size)", "must be >= 1; got 0"]),
     ("negative-rpn-cap", lambda r: ["--rpn-neg-pos-ub", "-2"], ["--rpn-neg-pos-ub", "got -2"]),
     ("unknown-bfp-init", lambda r: ["--bfp-init", "zeros"], ["--bfp-init", "'zeros'"]),
     ("unknown-eql-freq", lambda r: ["--eql-freq", "boxes"], ["--eql-freq", "'boxes'"]),

@@ -111,3 +111,64 @@ def test_a_skipping_run_logs_its_counts_and_evaluates_only_the_images_it_kept(tm
     assert start["skipped"] == {"train_boxes": 1, "train_images": 2, "val_boxes": 0, "val_images": 1}
     assert json.loads((tmp_path / "run" / "dataset.json").read_text())["num_images"] == 2
     assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["num_images"] == 2
+
+
+def write_exif_rotated_jpeg(root, *, declared_width=160, declared_height=200):
+    """A phone-style JPEG: 200 × 160 pixels stored, EXIF orientation 6 (turn 90° clockwise to view), so it is
+    160 wide and 200 tall upright. Its left 40 stored columns are white, the rest black: upright (rotated
+    clockwise) the white band lies along the top, rows 0..39. One box is annotated on it."""
+    folder = root / "img"
+    folder.mkdir(parents=True)
+    stored = np.zeros((160, 200, 3), dtype=np.uint8)  # height 160, width 200 as stored
+    stored[:, :40] = 255
+    pil = Image.fromarray(stored)
+    exif = pil.getexif()
+    exif[0x0112] = 6
+    pil.save(folder / "phone.jpg", exif=exif.tobytes(), quality=95)
+    images = [{"id": 1, "file_name": "phone.jpg", "width": declared_width, "height": declared_height}]
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 50, 100, 100], "iscrowd": 0}]
+    ann = root / "ann.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
+    return ann, folder
+
+
+def test_an_exif_rotated_jpeg_loads_upright_and_passes_the_size_check(tmp_path):
+    ann, folder = write_exif_rotated_jpeg(tmp_path)
+    dataset = DetectionDataset(ann, folder)
+    dataset.verify_images()  # declared 160 × 200 = the upright size: no complaint
+    image, target = dataset[0]
+    # Upright the image is 160 wide, 200 tall: [3, 200, 160]; the stored pixels would be [3, 160, 200].
+    assert image.shape == (3, 200, 160)
+    # The white stored columns 0..39 become the top rows 0..39 once turned clockwise (JPEG blurs the edge).
+    assert image[:, :35].mean() > 0.95 and image[:, 45:].mean() < 0.05
+    # The box stays where it was annotated: no rescaling, since sizes agree.
+    assert target["boxes"].tolist() == [[10.0, 50.0, 110.0, 150.0]]
+
+
+def test_a_declared_size_that_differs_from_the_image_is_refused_in_one_line(tmp_path):
+    ann, folder = write_exif_rotated_jpeg(tmp_path, declared_width=999)
+    dataset = DetectionDataset(ann, folder)
+    with pytest.raises(LibraError) as error:
+        dataset.verify_images()
+    message = str(error.value)
+    assert "\n" not in message
+    assert "phone.jpg" in message
+    # Declared 999 × 200; upright the image is 160 × 200 (stored 200 × 160, orientation 6 swaps them).
+    assert "declared 999 × 200 (width × height), the image is 160 × 200 upright (EXIF orientation 6)" in message
+    assert "--on-bad-sample skip" in message
+
+
+def test_a_stored_size_declared_for_a_rotated_jpeg_is_a_mismatch(tmp_path):
+    # Annotated as stored (200 × 160) although the image is viewed upright as 160 × 200: the boxes of such a
+    # file were drawn on other pixels, so it is refused rather than silently rescaled.
+    ann, folder = write_exif_rotated_jpeg(tmp_path, declared_width=200, declared_height=160)
+    with pytest.raises(LibraError, match=r"declared 200 × 160 \(width × height\), the image is 160 × 200"):
+        DetectionDataset(ann, folder).verify_images()
+
+
+def test_skip_drops_an_image_whose_declared_size_is_wrong(tmp_path):
+    ann, folder = write_exif_rotated_jpeg(tmp_path, declared_width=999)
+    dataset = DetectionDataset(ann, folder, on_bad_sample="skip")
+    dataset.verify_images()
+    assert dataset.skipped_images == 1  # the one image, with its one box
+    assert dataset.records == [] and dataset.dataset["annotations"] == []
