@@ -307,17 +307,20 @@ def _federated_rows(dataset: dict, table: ResultsTable) -> np.ndarray:
     return np.isin(rows, np.array(pairs, dtype=np.int64))
 
 
-# Detections held as records (dicts) at once: beyond this many, evaluation goes a chunk of categories at
-# a time. Every category's AP is independent of the others' in both protocols, and the summary is the
-# official ``summarize`` over the chunks' precision and recall tables put side by side, so the numbers
-# are those of one pass (tests/engine/test_chunked_eval.py). One chunk holds the detections of COCO val.
+# How much one evaluation pass holds: at most CHUNK_DETECTIONS detections as records (dicts), and at most
+# CHUNK_CELLS (image, category) pairs, for which the evaluators keep a match table each (empty or not:
+# about 1 KiB per pair in faster-coco-eval, benchmarks/RESULTS.md). Beyond either, evaluation goes a chunk
+# of categories at a time. Every category's AP is independent of the others' in both protocols, and the
+# summary is the official ``summarize`` over the chunks' precision and recall tables put side by side, so
+# the numbers are those of one pass (tests/engine/test_chunked_eval.py). COCO val (5,000 images × 80
+# categories, 500,000 detections) is one chunk.
 CHUNK_DETECTIONS = 1_000_000
+CHUNK_CELLS = 2_000_000
 
 
 def _scored_in_chunks(
-    dataset: dict, table: ResultsTable, score: Callable[[dict, list[dict]], Any], *, quiet: bool,
-    chunk_detections: int | None = None,
-) -> Any:  # fmt: skip
+    dataset: dict, table: ResultsTable, score: Callable[[dict, list[dict]], Any], *, quiet: bool
+) -> Any:
     """The evaluator that ``score(dataset, records)`` builds (after ``evaluate`` and ``accumulate``), run
     once per chunk of categories (:func:`libra_cli.engine.results_table.category_chunks`, consecutive in
     sorted id order) and then summarised over all of them.
@@ -327,10 +330,10 @@ def _scored_in_chunks(
     [T, K, A(, M)] along K, the category ids and, for LVIS, the frequency groups — into its own
     ``summarize``.
     """
-    limit = CHUNK_DETECTIONS if chunk_detections is None else chunk_detections
     categories = dataset["categories"]
     order = sorted(range(len(categories)), key=lambda position: categories[position]["id"])
-    chunks = category_chunks(np.bincount(table.category_index, minlength=len(categories)), order, limit)
+    rows = np.bincount(table.category_index, minlength=len(categories))
+    chunks = category_chunks(rows, order, CHUNK_DETECTIONS, max(1, CHUNK_CELLS // max(1, len(dataset["images"]))))
     precision, recall = [], []
     with _silenced(quiet), warnings.catch_warnings():
         if quiet:  # e.g. faster-coco-eval's note that an annotation id 0 reads as 'unmatched'

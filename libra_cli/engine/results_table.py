@@ -174,15 +174,17 @@ def _finite_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def category_chunks(rows_per_category: np.ndarray, order: Sequence[int], max_rows: int) -> list[list[int]]:
-    """The category positions in ``order`` cut into consecutive runs holding at most ``max_rows`` rows
-    (``rows_per_category[position]`` each; a category with more rows is a run by itself); one run when
-    everything fits."""
+def category_chunks(
+    rows_per_category: np.ndarray, order: Sequence[int], max_rows: int, max_categories: int
+) -> list[list[int]]:
+    """The category positions in ``order`` cut into consecutive runs of at most ``max_categories``
+    categories holding at most ``max_rows`` rows (``rows_per_category[position]`` each; a category with
+    more rows is a run by itself); one run when everything fits."""
     chunks: list[list[int]] = [[]]
     held = 0
     for position in order:
         count = int(rows_per_category[position])
-        if held + count > max_rows and chunks[-1]:
+        if chunks[-1] and (held + count > max_rows or len(chunks[-1]) >= max_categories):
             chunks.append([])
             held = 0
         chunks[-1].append(position)

@@ -235,8 +235,10 @@ def test_category_chunks_cut_consecutive_runs_within_the_limit():
     # Rows per category position: 4, 0, 3, 9, 2 visited in the order 4, 0, 1, 2, 3 (sorted ids).
     rows = np.array([4, 0, 3, 9, 2])
     # limit 6: [4]=2, [0]=4 → 6 fits; [1]=0 → 6 fits; [2]=3 → 9 > 6: new run; [3]=9 alone exceeds: its own run.
-    assert category_chunks(rows, [4, 0, 1, 2, 3], 6) == [[4, 0, 1], [2], [3]]
-    assert category_chunks(rows, [4, 0, 1, 2, 3], 100) == [[4, 0, 1, 2, 3]]  # all 18 rows fit: one run
+    assert category_chunks(rows, [4, 0, 1, 2, 3], 6, 10) == [[4, 0, 1], [2], [3]]
+    assert category_chunks(rows, [4, 0, 1, 2, 3], 100, 10) == [[4, 0, 1, 2, 3]]  # all 18 rows fit: one run
+    # At most two categories a run, whatever the rows.
+    assert category_chunks(rows, [4, 0, 1, 2, 3], 100, 2) == [[4, 0], [1, 2], [3]]
 
 
 def test_top_scoring_per_image_keeps_the_best_with_ties_in_given_order():
