@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from libra_cli import __version__
-from libra_cli.cli import ablate, analyze, config_cmd, data, demo, evaluate, report, train
+from libra_cli.cli import ablate, analyze, config_cmd, data, demo, evaluate, report, score, train
 
 app = typer.Typer(
     name="libra",
@@ -20,6 +20,7 @@ app.command("demo")(demo.demo_command)
 app.command("report")(report.report_command)
 app.command("ablate")(ablate.ablate_command)
 app.command("config")(config_cmd.config_command)
+app.command("score")(score.score_command)
 app.add_typer(data.app, name="data")
 app.add_typer(analyze.app, name="analyze")
 
