@@ -9,12 +9,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from libra_cli.cli import data_stats
 from libra_cli.cli.ui import console, count_progress, handle_errors, progress_callback
 from libra_cli.data.synth import LONG_TAIL_NUM_CLASSES, SynthSpec, generate_benchmark, split_image_counts
 from libra_cli.data.voc_export import export_benchmark_to_voc, voc_year_dir
 from libra_cli.errors import LibraError
 
-app = typer.Typer(help="Datasets: generate the synthetic benchmark.", no_args_is_help=True)
+app = typer.Typer(help="Datasets: generate the synthetic benchmark; count an annotation file.", no_args_is_help=True)
 DEFAULTS = SynthSpec()
 
 
@@ -103,3 +104,6 @@ def write_voc_benchmark(out: Path, spec: SynthSpec) -> dict:
         table.add_row(split, str(info["images"]), str(info["objects"]), str(info["difficult"]))
     console.print(table)
     return summary
+
+
+app.command("stats")(data_stats.stats_command)
