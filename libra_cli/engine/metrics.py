@@ -307,55 +307,82 @@ def _federated_rows(dataset: dict, table: ResultsTable) -> np.ndarray:
     return np.isin(rows, np.array(pairs, dtype=np.int64))
 
 
-# How much one evaluation pass holds: at most CHUNK_DETECTIONS detections as records (dicts), and at most
-# CHUNK_CELLS (image, category) pairs, for which the evaluators keep a match table each (empty or not:
-# about 1 KiB per pair in faster-coco-eval, benchmarks/RESULTS.md). Beyond either, evaluation goes a chunk
-# of categories at a time. Every category's AP is independent of the others' in both protocols, and the
+# The evaluators keep an entry for every (image, category) pair, empty or not (faster-coco-eval a Python
+# list and a C++ match table each, about 8 µs and 1 KiB a pair): at LVIS val size, 19,809 × 1,203 = 24
+# million pairs, that outweighs the detections. An evaluation of at most ONE_PASS_CELLS pairs and
+# CHUNK_DETECTIONS detections is scored in one pass (COCO val: 5,000 × 80), as before. A larger one goes a
+# chunk of categories at a time, each chunk over only the images that hold an annotation or a detection
+# of its categories — an image without either adds nothing to a category's precision or recall in both
+# protocols — with at most CHUNK_CELLS pairs and CHUNK_DETECTIONS detections (held as dicts) in a chunk.
+# Small chunks leave out most empty pairs: at a fifth of LVIS val, 20,000-pair chunks take half the CPU
+# time of one pass (benchmarks/RESULTS.md). Every category's AP is independent of the others', and the
 # summary is the official ``summarize`` over the chunks' precision and recall tables put side by side, so
-# the numbers are those of one pass (tests/engine/test_chunked_eval.py). COCO val (5,000 images × 80
-# categories, 500,000 detections) is one chunk.
+# the numbers are those of one pass (tests/engine/test_chunked_eval.py).
+ONE_PASS_CELLS = 1_000_000
+CHUNK_CELLS = 20_000
 CHUNK_DETECTIONS = 1_000_000
-CHUNK_CELLS = 2_000_000
 
 
 def _scored_in_chunks(
     dataset: dict, table: ResultsTable, score: Callable[[dict, list[dict]], Any], *, quiet: bool
 ) -> Any:
     """The evaluator that ``score(dataset, records)`` builds (after ``evaluate`` and ``accumulate``), run
-    once per chunk of categories (:func:`libra_cli.engine.results_table.category_chunks`, consecutive in
-    sorted id order) and then summarised over all of them.
+    once when the whole evaluation fits the limits above, else once per chunk of categories
+    (:func:`libra_cli.engine.results_table.category_chunks`, consecutive in sorted id order), then
+    summarised over all of them.
 
-    Each chunk sees every image, the chunk's categories, their annotations and their detections. The
-    last chunk's evaluator carries the joined tables — ``precision`` [T, R, K, A(, M)] and ``recall``
-    [T, K, A(, M)] along K, the category ids and, for LVIS, the frequency groups — into its own
-    ``summarize``.
+    A chunk sees its categories, their annotations and detections, and the images holding any of them
+    (at least one image). The last chunk's evaluator carries the joined tables — ``precision``
+    [T, R, K, A(, M)] and ``recall`` [T, K, A(, M)] along K, the category ids and, for LVIS, the frequency
+    groups — into its own ``summarize``.
     """
-    categories = dataset["categories"]
+    categories, images = dataset["categories"], dataset["images"]
     order = sorted(range(len(categories)), key=lambda position: categories[position]["id"])
     rows = np.bincount(table.category_index, minlength=len(categories))
-    chunks = category_chunks(rows, order, CHUNK_DETECTIONS, max(1, CHUNK_CELLS // max(1, len(dataset["images"]))))
+    whole = len(table) <= CHUNK_DETECTIONS and len(images) * len(categories) <= ONE_PASS_CELLS
+    chunks = [] if whole else category_chunks(_images_of(dataset, table), rows, order, CHUNK_DETECTIONS, CHUNK_CELLS)
     precision, recall = [], []
     with _silenced(quiet), warnings.catch_warnings():
         if quiet:  # e.g. faster-coco-eval's note that an annotation id 0 reads as 'unmatched'
             warnings.simplefilter("ignore")
+        if whole:
+            scorer = score(dataset, table.records(dataset))
         for chunk in chunks:
-            if len(chunks) == 1:
-                part, records = dataset, table.records(dataset)
-            else:
-                ids = {categories[position]["id"] for position in chunk}
-                annotations = [ann for ann in dataset["annotations"] if ann["category_id"] in ids]
-                part = {**dataset, "categories": [categories[p] for p in chunk], "annotations": annotations}
-                in_chunk = np.zeros(len(categories), dtype=bool)
-                in_chunk[chunk] = True
-                records = table.take(in_chunk[table.category_index]).records(dataset)
+            ids = {categories[position]["id"] for position in chunk.categories}
+            annotations = [ann for ann in dataset["annotations"] if ann["category_id"] in ids]
+            part = {
+                **dataset,
+                "images": [images[i] for i in (chunk.images.tolist() or [0])],
+                "categories": [categories[position] for position in chunk.categories],
+                "annotations": annotations,
+            }
+            in_chunk = np.zeros(len(categories), dtype=bool)
+            in_chunk[chunk.categories] = True
+            records = table.take(in_chunk[table.category_index]).records(dataset)
             scorer = score(part, records)
             del records
             precision.append(scorer.eval["precision"])
             recall.append(scorer.eval["recall"])
-        if len(chunks) > 1:
+        if chunks:
             _join_chunks(scorer, [categories[position] for position in order], precision, recall)
         scorer.summarize()
     return scorer
+
+
+def _images_of(dataset: dict, table: ResultsTable) -> list[np.ndarray]:
+    """Per category position: the ascending positions of the images where it is annotated or detected."""
+    image_position = {image["id"]: index for index, image in enumerate(dataset["images"])}
+    category_position = {category["id"]: index for index, category in enumerate(dataset["categories"])}
+    num_images = max(1, len(image_position))
+    annotated = [
+        category_position[ann["category_id"]] * num_images + image_position[ann["image_id"]]
+        for ann in dataset["annotations"]
+        if ann["image_id"] in image_position and ann["category_id"] in category_position
+    ]
+    detected = table.category_index * num_images + table.image_index
+    codes = np.unique(np.concatenate([np.array(annotated, dtype=np.int64), detected]))
+    bounds = np.searchsorted(codes, np.arange(len(category_position) + 1) * num_images)
+    return [codes[bounds[k] : bounds[k + 1]] - k * num_images for k in range(len(category_position))]
 
 
 def _join_chunks(scorer: Any, categories: list[dict], precision: list, recall: list) -> None:

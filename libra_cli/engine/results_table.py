@@ -174,19 +174,44 @@ def _finite_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Categories scored together (positions in the ground truth's ``categories``) and the images that
+    hold an annotation or a detection of one of them (positions in ``images``, ascending)."""
+
+    categories: list[int]
+    images: np.ndarray
+
+
 def category_chunks(
-    rows_per_category: np.ndarray, order: Sequence[int], max_rows: int, max_categories: int
-) -> list[list[int]]:
-    """The category positions in ``order`` cut into consecutive runs of at most ``max_categories``
-    categories holding at most ``max_rows`` rows (``rows_per_category[position]`` each; a category with
-    more rows is a run by itself); one run when everything fits."""
-    chunks: list[list[int]] = [[]]
-    held = 0
+    images_of: list[np.ndarray], rows_per_category: np.ndarray, order: Sequence[int], max_rows: int, max_cells: int
+) -> list[Chunk]:
+    """The category positions in ``order`` cut into consecutive chunks, each holding at most ``max_rows``
+    rows (``rows_per_category[position]`` each) and at most ``max_cells`` (image, category) pairs counted
+    over the images that concern the chunk (``images_of[position]``: the image positions where the
+    category is annotated or detected). A category over either limit is a chunk by itself."""
+    num_images = 1 + max((int(images.max()) for images in images_of if images.size), default=0)
+    chunks: list[Chunk] = []
+    members: list[int] = []
+    touched = np.zeros(num_images, dtype=bool)
+    held = count = 0
+
+    def close() -> None:
+        chunks.append(Chunk(list(members), np.flatnonzero(touched)))
+
     for position in order:
-        count = int(rows_per_category[position])
-        if chunks[-1] and (held + count > max_rows or len(chunks[-1]) >= max_categories):
-            chunks.append([])
-            held = 0
-        chunks[-1].append(position)
-        held += count
+        images = images_of[position]
+        new_images = int((~touched[images]).sum()) if images.size else 0
+        rows = int(rows_per_category[position])
+        too_many = held + rows > max_rows or (count + new_images) * (len(members) + 1) > max_cells
+        if members and too_many:
+            close()
+            members, held, count = [], 0, 0
+            touched[:] = False
+            new_images = int(images.size)
+        members.append(position)
+        touched[images] = True
+        held += rows
+        count += new_images
+    close()
     return chunks

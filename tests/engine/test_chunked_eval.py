@@ -30,8 +30,10 @@ LVIS_SUMMARY = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", 
 
 @pytest.fixture
 def chunk_counter(monkeypatch):
-    """At most 6 detections a chunk; counts the chunks scored."""
+    """At most 6 detections and 40 (image, category) pairs a chunk; counts the chunks scored."""
     monkeypatch.setattr(metrics, "CHUNK_DETECTIONS", 6)
+    monkeypatch.setattr(metrics, "CHUNK_CELLS", 40)
+    monkeypatch.setattr(metrics, "ONE_PASS_CELLS", 40)
     counted = {"chunks": 0}
     original = metrics.category_chunks
 
@@ -231,14 +233,21 @@ def test_lvis_ignore_flags_in_chunks_equal_lviseval(chunk_counter, tmp_path):
 # ------------------------------------------------------------------------------------ the pieces
 
 
-def test_category_chunks_cut_consecutive_runs_within_the_limit():
-    # Rows per category position: 4, 0, 3, 9, 2 visited in the order 4, 0, 1, 2, 3 (sorted ids).
+def test_category_chunks_cut_consecutive_runs_within_the_limits():
+    # Five categories visited in the order 4, 0, 1, 2, 3 (sorted ids); rows and images of each:
     rows = np.array([4, 0, 3, 9, 2])
-    # limit 6: [4]=2, [0]=4 → 6 fits; [1]=0 → 6 fits; [2]=3 → 9 > 6: new run; [3]=9 alone exceeds: its own run.
-    assert category_chunks(rows, [4, 0, 1, 2, 3], 6, 10) == [[4, 0, 1], [2], [3]]
-    assert category_chunks(rows, [4, 0, 1, 2, 3], 100, 10) == [[4, 0, 1, 2, 3]]  # all 18 rows fit: one run
-    # At most two categories a run, whatever the rows.
-    assert category_chunks(rows, [4, 0, 1, 2, 3], 100, 2) == [[4, 0], [1, 2], [3]]
+    images_of = [np.array([0, 1]), np.array([], dtype=np.int64), np.array([1]), np.array([2, 3]), np.array([0])]
+    # Rows ≤ 6: [4] 2 rows, + [0] 4 → 6, + [1] 0 → 6, + [2] 3 → 9 > 6: a new chunk; [3] 9 alone exceeds: its own.
+    chunks = category_chunks(images_of, rows, [4, 0, 1, 2, 3], max_rows=6, max_cells=100)
+    assert [chunk.categories for chunk in chunks] == [[4, 0, 1], [2], [3]]
+    # The images of each chunk: the union of its categories' images.
+    assert [chunk.images.tolist() for chunk in chunks] == [[0, 1], [1], [2, 3]]
+    # Pairs ≤ 4: [4] 1 image × 1, + [0] images {0, 1} × 2 = 4, + [1] {0, 1} × 3 = 6 > 4: new chunk;
+    # [1] + [2]: {1} × 2 = 2; + [3]: {1, 2, 3} × 3 = 9 > 4: new chunk.
+    chunks = category_chunks(images_of, rows, [4, 0, 1, 2, 3], max_rows=100, max_cells=4)
+    assert [chunk.categories for chunk in chunks] == [[4, 0], [1, 2], [3]]
+    # Everything fits: one chunk.
+    assert len(category_chunks(images_of, rows, [4, 0, 1, 2, 3], max_rows=100, max_cells=100)) == 1
 
 
 def test_top_scoring_per_image_keeps_the_best_with_ties_in_given_order():
