@@ -63,14 +63,15 @@ EMPTY_IMAGE_FRACTION = 0.01  # COCO train2017 has 1,021 of 118,287 images withou
 
 
 def object_counts(num_images: int, num_annotations: int, seed: int, empty_fraction: float) -> np.ndarray:
-    """Objects per image: long-tailed (a negative binomial with the mean ``num_annotations / num_images``
-    and a standard deviation about its size, as in COCO, where most images hold a few objects and some over
-    fifty), about ``empty_fraction`` of the images empty, summing to exactly ``num_annotations``."""
+    """Objects per image: ``empty_fraction`` of the images empty, the others 1 + a negative binomial (a
+    standard deviation about the mean, as in COCO, where most images hold a few objects and some over
+    fifty), summing to exactly ``num_annotations``."""
     rng = np.random.default_rng(seed)
-    mean = num_annotations / num_images
+    empty = rng.uniform(size=num_images) < empty_fraction
+    mean = num_annotations / (num_images - int(empty.sum())) - 1  # of the negative binomial part
     shape = 1.5  # the negative binomial's n: variance mean + mean² / n
-    counts = rng.negative_binomial(shape, shape / (shape + mean), size=num_images)
-    counts[rng.uniform(size=num_images) < empty_fraction] = 0
+    counts = 1 + rng.negative_binomial(shape, shape / (shape + mean), size=num_images)
+    counts[empty] = 0
     nonempty = np.flatnonzero(counts)
     difference = num_annotations - int(counts.sum())
     # Spread the difference one object at a time over non-empty images (never emptying one).
