@@ -131,7 +131,8 @@ def write_stats(stats: dict[str, Any], out: str | Path) -> dict[str, Path]:
         sizes.axvline(histogram["edges"].index(limit) - 0.5, color="grey", linestyle="--")
     counts = stats["box_sizes"]
     sizes.set_title(
-        f"box side √(w·h), px: small {counts['small']:,} · medium {counts['medium']:,} · large {counts['large']:,}"
+        f"box side √(w·h), px\nsmall {counts['small']:,} · medium {counts['medium']:,} · large {counts['large']:,}",
+        fontsize=10,
     )
     sizes.set_ylabel("boxes")
     buffer = io.BytesIO()
