@@ -15,7 +15,7 @@ from libra_cli.data.synth import LONG_TAIL_NUM_CLASSES, SynthSpec, generate_benc
 from libra_cli.data.voc_export import export_benchmark_to_voc, voc_year_dir
 from libra_cli.errors import LibraError
 
-app = typer.Typer(help="Datasets: generate the synthetic benchmark; count an annotation file.", no_args_is_help=True)
+app = typer.Typer(help="Datasets: generate the synthetic benchmark.", no_args_is_help=True)
 DEFAULTS = SynthSpec()
 
 
