@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -94,14 +95,16 @@ def _jittered(rng: np.random.Generator, box: np.ndarray, scale: float) -> list[f
     return [round(float(v), 2) for v in (x + dx, y + dy, max(1.0, w + dw), max(1.0, h + dh))]
 
 
-def coco_ground_truth(num_images: int, boxes_per_image: float, seed: int) -> dict:
-    """A COCO-style annotation dict: Poisson(``boxes_per_image``) boxes per image over the 80 sparse ids,
-    about 1 % of them crowd regions."""
+def coco_ground_truth(
+    num_images: int, boxes_per_image: float, seed: int, *, counts: Sequence[int] | None = None
+) -> dict:
+    """A COCO-style annotation dict: Poisson(``boxes_per_image``) boxes per image (or ``counts[i]`` on image
+    ``i + 1``) over the 80 sparse ids, about 1 % of them crowd regions."""
     rng = np.random.default_rng(seed)
     images, annotations = [], []
     for image_id, (width, height) in enumerate(_image_sizes(rng, num_images), start=1):
         images.append({"id": image_id, "width": width, "height": height, "file_name": f"{image_id:012d}.jpg"})
-        count = int(rng.poisson(boxes_per_image))
+        count = int(rng.poisson(boxes_per_image)) if counts is None else int(counts[image_id - 1])
         categories = rng.choice(COCO_CATEGORY_IDS, size=count)
         for box, category_id in zip(_random_boxes(rng, count, width, height), categories, strict=True):
             crowd = int(rng.uniform() < 0.01)
@@ -110,21 +113,33 @@ def coco_ground_truth(num_images: int, boxes_per_image: float, seed: int) -> dic
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def lvis_ground_truth(num_images: int, boxes_per_image: float, seed: int) -> dict:
+# How much likelier a category of each frequency group is to be present in an image.
+LVIS_FREQUENCY_WEIGHTS = {"r": 1.0, "c": 8.0, "f": 60.0}
+
+
+def lvis_ground_truth(
+    num_images: int,
+    boxes_per_image: float,
+    seed: int,
+    *,
+    counts: Sequence[int] | None = None,
+    frequency_weights: dict[str, float] = LVIS_FREQUENCY_WEIGHTS,
+) -> dict:
     """An LVIS-style annotation dict: 1,203 categories (r / c / f), a few categories per image with a few
-    instances each (frequent categories more likely), negative and not-exhaustive category lists."""
+    instances each (frequent categories more likely, by ``frequency_weights``), negative and not-exhaustive
+    category lists. Poisson(``boxes_per_image``) boxes per image, or ``counts[i]`` on image ``i + 1``."""
     rng = np.random.default_rng(seed)
     frequencies = [label for label, count in LVIS_FREQUENCY_COUNTS for _ in range(count)]
     order = rng.permutation(len(frequencies))  # frequencies interleaved over the ids, as in LVIS
     categories = [
         {"id": i + 1, "name": f"class_{i + 1}", "frequency": frequencies[order[i]]} for i in range(len(frequencies))
     ]
-    weight = np.array([{"r": 1.0, "c": 8.0, "f": 60.0}[c["frequency"]] for c in categories])
+    weight = np.array([frequency_weights[c["frequency"]] for c in categories])
     weight /= weight.sum()
     category_ids = np.arange(1, len(categories) + 1)
     images, annotations = [], []
     for image_id, (width, height) in enumerate(_image_sizes(rng, num_images), start=1):
-        count = int(rng.poisson(boxes_per_image))
+        count = int(rng.poisson(boxes_per_image)) if counts is None else int(counts[image_id - 1])
         present = rng.choice(category_ids, size=max(1, count // 3), replace=False, p=weight)
         labels = rng.choice(present, size=count) if count else np.array([], dtype=int)
         annotated = np.unique(labels)
@@ -144,12 +159,23 @@ def lvis_ground_truth(num_images: int, boxes_per_image: float, seed: int) -> dic
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def synthetic_detections(dataset: dict, per_image: int, seed: int, *, negatives: bool = False) -> list[dict]:
+def synthetic_detections(
+    dataset: dict, per_image: int, seed: int, *, negatives: bool = False, quality: float | None = None
+) -> list[dict]:
     """``per_image`` results records per image: for each GT box a jittered hit (10 % with a wrong
     category) and, half the time, a looser duplicate; the rest background boxes. With ``negatives`` a
     share of the background is of the image's negative categories (counted as false positives by LVIS)
     and the rest of random categories (mostly outside the image's federated sets, hence not counted).
-    Scores have three decimals, as detectors' results files often do, so ties occur."""
+    Scores have three decimals, as detectors' results files often do, so ties occur.
+
+    ``quality`` in [0, 1] sets how good the detector is instead of the defaults above: a GT box is missed
+    with probability (1 − quality) / 2, its hit is jittered by 0.02 + 0.25 (1 − quality) of its sides and
+    has a wrong category with probability 0.3 (1 − quality). Higher quality, higher AP."""
+    if quality is not None and not 0 <= quality <= 1:
+        raise ValueError(f"quality must be in [0, 1], got {quality}")
+    jitter, wrong, missed = (0.06, 0.1, 0.0) if quality is None else (
+        0.02 + 0.25 * (1 - quality), 0.3 * (1 - quality), (1 - quality) / 2
+    )  # fmt: skip
     rng = np.random.default_rng(seed)
     category_ids = np.array([c["id"] for c in dataset["categories"]])
     boxes_of: dict[int, list[dict]] = {image["id"]: [] for image in dataset["images"]}
@@ -159,9 +185,11 @@ def synthetic_detections(dataset: dict, per_image: int, seed: int, *, negatives:
     for image in dataset["images"]:
         records = []
         for ann in boxes_of[image["id"]]:
+            if missed and rng.uniform() < missed:
+                continue
             box = np.asarray(ann["bbox"], dtype=float)
-            category_id = ann["category_id"] if rng.uniform() > 0.1 else int(rng.choice(category_ids))
-            records.append((category_id, _jittered(rng, box, 0.06), rng.uniform(0.3, 1.0)))
+            category_id = ann["category_id"] if rng.uniform() > wrong else int(rng.choice(category_ids))
+            records.append((category_id, _jittered(rng, box, jitter), rng.uniform(0.3, 1.0)))
             if rng.uniform() < 0.5:
                 records.append((ann["category_id"], _jittered(rng, box, 0.2), rng.uniform(0.05, 0.8)))
         records = records[:per_image]
@@ -225,11 +253,12 @@ def _none_if_missing(value: float) -> float | None:
 def run_coco(evaluator: str, dataset: dict, detections: list[dict]) -> dict:
     """Score with pycocotools (``official``) or faster-coco-eval (``faster``), stage by stage, the way
     ``libra_cli.engine.metrics.evaluate_coco`` drives pycocotools."""
-    from libra_cli.engine.metrics import _checked_detections, _silenced, _with_coco_defaults, coco_apis
+    from libra_cli.engine.metrics import _silenced, _with_coco_defaults, coco_apis
+    from libra_cli.engine.results_table import results_table
 
     timer = StageTimer()
     dataset = _with_coco_defaults(dataset)
-    results = _checked_detections(detections, dataset)
+    results = results_table(detections, dataset).records(dataset)
     timer.lap("prepare")
     if evaluator == "official":
         from pycocotools.cocoeval import COCOeval
@@ -267,11 +296,12 @@ def run_lvis(evaluator: str, dataset: dict, detections: list[dict], max_dets: in
     """Score with the lvis package (``official``) or faster-coco-eval's ``lvis_style`` (``faster``), stage
     by stage, the way ``libra_cli.engine.metrics.evaluate_lvis`` drives lvis: the ``max_dets``
     highest-scoring detections of each image are kept before either evaluator sees them."""
-    from libra_cli.engine.metrics import _checked_detections, _silenced, _top_scoring_per_image, _with_lvis_defaults
+    from libra_cli.engine.metrics import _silenced, _with_lvis_defaults
+    from libra_cli.engine.results_table import results_table
 
     timer = StageTimer()
     dataset = _with_lvis_defaults(dataset)
-    results = _top_scoring_per_image(_checked_detections(detections, dataset), max_dets)
+    results = results_table(detections, dataset).top_scoring_per_image(max_dets).records(dataset)
     timer.lap("prepare")
     if evaluator == "official":
         from libra_cli.compat import import_lvis

@@ -13,6 +13,7 @@ Layers, top to bottom: ``cli`` → ``workflow`` → ``engine``, ``analysis``, ``
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -275,6 +276,64 @@ def analyse_run(
     with display.count(f"{Path(run_dir).name} · {name}", options.get("num_images", 0)) as count:
         result = analysis.analyze(run_dir, progress=count, **options)
     return result, analysis.write(result)
+
+
+# --- any detector's results file ---------------------------------------------------------------------
+
+
+def score_results(
+    gt: str | Path,
+    results: str | Path,
+    *,
+    iou_type: str = "bbox",
+    out: str | Path | None = None,
+    errors: bool = False,
+    evaluator: str = "auto",
+    display: Display = QUIET,
+) -> dict[str, Any]:
+    """Score a results file (COCO results records, from any detector) against COCO or LVIS ground truth
+    with the evaluator ``libra eval`` uses, so other detectors are compared under the same protocol.
+
+    Returns the metrics of :func:`libra_cli.engine.metrics.evaluate_detections` plus ``ann_file``,
+    ``results_file``, ``num_images`` and ``num_detections``; with ``errors`` also ``errors``, the error
+    decomposition of :func:`libra_cli.analysis.errors.errors_result` (box results only). With ``out`` the
+    metrics go to ``OUT/metrics.json`` and the error decomposition to ``OUT/analysis/errors.{json,csv,png}``.
+
+    Raises LibraError in one line naming the file: unreadable or malformed files, a results record whose
+    image or category the ground truth does not have.
+    """
+    from libra_cli.engine.metrics import evaluate_detections, load_ground_truth
+    from libra_cli.io import atomic_write_text, read_json
+
+    if errors and iou_type != "bbox":
+        raise LibraError("--errors: the error decomposition reads boxes; not with --iou-type segm")
+    dataset = load_ground_truth(gt)
+    detections = read_json(Path(results), "results file", list)
+    try:
+        metrics = evaluate_detections(dataset, detections, iou_type=iou_type, evaluator=evaluator)
+    except LibraError as exc:
+        raise LibraError(f"{results}: {exc}") from None
+    metrics.update(
+        {"ann_file": str(gt), "results_file": str(results), "num_images": len(dataset["images"]),
+         "num_detections": len(detections)}
+    )  # fmt: skip
+    del detections
+    if errors:
+        from libra_cli.analysis import errors as error_analysis
+
+        ground_truth = error_analysis.load_ground_truth(Path(gt))
+        inputs = error_analysis.ErrorInputs(
+            Path(out or "."), ground_truth, error_analysis.read_detections(Path(results), ground_truth)
+        )
+        with display.count("errors", len(ground_truth.category_ids)) as count:
+            metrics["errors"] = error_analysis.errors_result(inputs, count)
+        if out is not None:
+            error_analysis.write_errors(metrics["errors"])
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        written = {key: value for key, value in metrics.items() if key != "errors"}  # errors: analysis/
+        atomic_write_text(Path(out) / "metrics.json", json.dumps(written, indent=2) + "\n")
+    return metrics
 
 
 def report_runs(run_dirs: Sequence[str | Path], out: str | Path, *, detections: Any = None, **options: Any) -> Path:

@@ -11,7 +11,7 @@ Registering a command is one line in :data:`COMMANDS`: its name, where it lives 
 attribute a command function or a ``typer.Typer`` of sub-commands) and the one line ``libra --help`` shows
 for it (a test checks it against the command's own help), e.g.::
 
-    LazyCommand("predict", "libra_cli.cli.predict:predict_command", "Draw a run's detections on images."),
+    LazyCommand("export", "libra_cli.cli.export:export_command", "Write weights to share: …"),
 
 :func:`load_command` gives the click command of a name, for tests that inspect a command's options.
 """
@@ -43,9 +43,10 @@ COMMANDS = (
     LazyCommand("report", "libra_cli.cli.report:report_command", "Write report.md with the runs' tables (metrics, ablation, LVIS, errors, training, analyses) and figures."),  # noqa: E501
     LazyCommand("ablate", "libra_cli.cli.ablate:ablate_command", "Train a grid of configurations × seeds (finished runs skipped, stopped ones resumed), then report."),  # noqa: E501
     LazyCommand("config", "libra_cli.cli.config_cmd:config_command", "Print the config `libra train` would run with the same arguments, as YAML (its config.yaml)."),  # noqa: E501
+    LazyCommand("score", "libra_cli.cli.score:score_command", "Score a results file with the protocol `libra eval` uses (COCO, or LVIS' federated one)."),  # noqa: E501
     LazyCommand("predict", "libra_cli.cli.predict:predict_command", "Detect objects on new images: OUT/predictions.json (COCO results + file and category names) and drawings."),  # noqa: E501
     LazyCommand("export", "libra_cli.cli.export:export_command", "Write weights to share: no optimizer or training state; `libra predict` and Detector.from_file read it."),  # noqa: E501
-    LazyCommand("data", "libra_cli.cli.data:app", "Datasets: generate the synthetic benchmark, draw a dataset's ground truth."),  # noqa: E501
+    LazyCommand("data", "libra_cli.cli.data:app", "Datasets: generate the synthetic benchmark, draw a dataset's ground truth, count what a file holds."),  # noqa: E501
     LazyCommand("analyze", "libra_cli.cli.analyze:app", "Imbalance diagnostics of a run: sampling (IoU of negatives), features (pyramid levels), gradients, tail (per-class positive vs discouraging gradients); errors (where the AP goes, from the detections)."),  # noqa: E501
 )  # fmt: skip
 _BY_NAME = {command.name: command for command in COMMANDS}

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from libra_cli.cli import data_show
+from libra_cli.cli import data_show, data_stats
 from libra_cli.cli.ui import console, count_progress, handle_errors, progress_callback
 from libra_cli.data.build import benchmark_train_flags
 from libra_cli.data.synth import (
@@ -23,7 +23,8 @@ from libra_cli.data.voc_export import export_benchmark_to_voc, voc_year_dir
 from libra_cli.errors import LibraError
 
 app = typer.Typer(
-    help="Datasets: generate the synthetic benchmark, draw a dataset's ground truth.", no_args_is_help=True
+    help="Datasets: generate the synthetic benchmark, draw a dataset's ground truth, count what a file holds.",
+    no_args_is_help=True,
 )
 app.command("show")(data_show.show_command)
 DEFAULTS = SynthSpec()
@@ -148,3 +149,6 @@ def write_voc_benchmark(out: Path, spec: SynthSpec) -> dict:
         table.add_row(split, str(info["images"]), str(info["objects"]), str(info["difficult"]))
     console.print(table)
     return summary
+
+
+app.command("stats")(data_stats.stats_command)

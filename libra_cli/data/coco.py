@@ -109,6 +109,8 @@ def _image_file_name(image: dict, where: str) -> str:
 
 
 def _resolve_image_path(root: Path, name: str, where: str) -> Path:
+    if _plain_component(name) and not os.path.islink(root / name):
+        return root / name  # ``root`` is resolved and the name is one component, not a link: resolve() would give this
     path = (root / name).resolve()
     if not path.is_relative_to(root):
         raise LibraError(f"{where}.file_name: {name!r} points outside the image folder {root}")
@@ -168,6 +170,9 @@ def image_path_candidates(root: Path, image: dict, where: str) -> list[Path]:
 def resolve_image_file(root: Path, image: dict, where: str) -> tuple[Path, tuple[Path, ...]]:
     """The first existing candidate of :func:`image_path_candidates`, and ``()``; or, when none exists, the
     first candidate and every path tried (so that the bad-sample check can say where it looked)."""
+    first = _resolve_image_path(root, _image_file_name(image, where), where)
+    if first.is_file():  # the common case, checked before the alternatives are worked out
+        return first, ()
     candidates = image_path_candidates(root, image, where)
     for candidate in candidates:
         if candidate.is_file():
@@ -237,9 +242,10 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     # --- parsing -------------------------------------------------------------------------------------
     def _read_categories(self) -> dict[int, dict]:
+        source = str(self.ann_file)  # formatted once: a COCO train file has 860,001 annotations to name
         categories: dict[int, dict] = {}
         for i, category in enumerate(self.dataset["categories"]):
-            where = f"{self.ann_file}: categories[{i}]"
+            where = f"{source}: categories[{i}]"
             if not isinstance(category, dict):
                 raise LibraError(f"{where}: expected an object")
             cat_id = _field(category, "id", where, int)
@@ -252,9 +258,10 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def _read_records(self, on_bad_sample: str) -> list[ImageRecord]:
         label_of = {cat_id: label for label, cat_id in enumerate(self.category_ids, start=1)}
+        source = str(self.ann_file)  # formatted once: a COCO train file has 860,001 annotations to name
         images: dict[int, dict] = {}
         for i, image in enumerate(self.dataset["images"]):
-            where = f"{self.ann_file}: images[{i}]"
+            where = f"{source}: images[{i}]"
             if not isinstance(image, dict):
                 raise LibraError(f"{where}: expected an object")
             image_id = _field(image, "id", where, int)
@@ -268,7 +275,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         labels: dict[int, list[int]] = {image_id: [] for image_id in images}
         segmentations: dict[int, list[tuple[int, Any]]] = {image_id: [] for image_id in images}
         for i, ann in enumerate(self.dataset["annotations"]):
-            where = f"{self.ann_file}: annotations[{i}]"
+            where = f"{source}: annotations[{i}]"
             if not isinstance(ann, dict):
                 raise LibraError(f"{where}: expected an object")
             image_id = _field(ann, "image_id", where, int)
@@ -305,7 +312,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         records = []
         for image_id in sorted(images):
             image = images[image_id]
-            where = f"{self.ann_file}: image {image_id}"
+            where = f"{source}: image {image_id}"
             path, tried = resolve_image_file(self.image_root, image, where)
             records.append(
                 ImageRecord(
@@ -335,22 +342,17 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def images_per_class(self) -> torch.Tensor:
         """int64 [C]: number of images containing each class (crowd excluded), for EQL's frequencies."""
-        counts = torch.zeros(self.num_classes, dtype=torch.int64)
-        for record in self.records:
-            for label in set(record.labels):
-                counts[label - 1] += 1
-        return counts
+        pairs = {(index, label) for index, record in enumerate(self.records) for label in record.labels}
+        labels = np.fromiter((label for _, label in pairs), dtype=np.int64, count=len(pairs))
+        return torch.from_numpy(np.bincount(labels - 1, minlength=self.num_classes)[: self.num_classes])
 
     def num_annotated_images(self) -> int:
         """Images with at least one (non-crowd) box: the EQL reference's frequency denominator."""
         return sum(1 for record in self.records if record.labels)
 
     def instances_per_class(self) -> torch.Tensor:
-        counts = torch.zeros(self.num_classes, dtype=torch.int64)
-        for record in self.records:
-            for label in record.labels:
-                counts[label - 1] += 1
-        return counts
+        labels = np.fromiter((label for record in self.records for label in record.labels), dtype=np.int64)
+        return torch.from_numpy(np.bincount(labels - 1, minlength=self.num_classes)[: self.num_classes])
 
     def __len__(self) -> int:
         return len(self.records)

@@ -27,7 +27,8 @@ import logging
 import math
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +37,7 @@ import numpy as np
 from libra_cli.compat import import_lvis
 from libra_cli.data.coco import read_annotation_file
 from libra_cli.data.voc import is_voc_dataset
+from libra_cli.engine.results_table import ResultsTable, category_chunks, results_table
 from libra_cli.errors import LibraError
 
 COCO_SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -124,12 +126,12 @@ def evaluate_coco(
     silences pycocotools' progress prints and summary table. ``evaluator``: see :data:`EVALUATORS`.
     """
     dataset = _with_coco_defaults(_checked_ground_truth(load_ground_truth(gt), iou_type))
-    results = _checked_detections(detections, dataset, iou_type)
+    table = results_table(detections, dataset, iou_type)
     faster = _use_faster(evaluator, iou_type, dataset, "coco")
     if faster:
-        scorer = _faster_coco_eval(dataset, results, lvis_max_dets=None, quiet=quiet)
+        scorer = _scored_in_chunks(dataset, table, partial(_faster_coco_eval, lvis_max_dets=None), quiet=quiet)
     else:
-        scorer = _official_coco_eval(dataset, results, iou_type, quiet=quiet)
+        scorer = _scored_in_chunks(dataset, table, partial(_official_coco_eval, iou_type=iou_type), quiet=quiet)
 
     stats = zip(COCO_SUMMARY_NAMES, scorer.stats, strict=True)
     summary = {name: _metric_or_none(value) for name, value in stats}
@@ -172,16 +174,14 @@ def coco_apis(dataset: dict, results: list[dict]) -> tuple[Any, Any]:
     return gt_api, dt_api
 
 
-def _official_coco_eval(dataset: dict, results: list[dict], iou_type: str, *, quiet: bool) -> Any:
-    """pycocotools' ``COCOeval`` after ``evaluate``, ``accumulate`` and ``summarize``."""
+def _official_coco_eval(dataset: dict, results: list[dict], *, iou_type: str) -> Any:
+    """pycocotools' ``COCOeval`` after ``evaluate`` and ``accumulate``."""
     from pycocotools.cocoeval import COCOeval
 
-    with _silenced(quiet):
-        gt_api, dt_api = coco_apis(dataset, results)
-        scorer = COCOeval(gt_api, dt_api, iouType=iou_type)
-        scorer.evaluate()
-        scorer.accumulate()
-        scorer.summarize()
+    gt_api, dt_api = coco_apis(dataset, results)
+    scorer = COCOeval(gt_api, dt_api, iouType=iou_type)
+    scorer.evaluate()
+    scorer.accumulate()
     return scorer
 
 
@@ -214,20 +214,31 @@ def evaluate_lvis(
     dataset = _with_lvis_defaults(_checked_ground_truth(load_ground_truth(gt), iou_type))
     if not dataset["images"]:
         raise LibraError("ground truth: LVIS evaluation needs at least one image")
-    results = _top_scoring_per_image(_checked_detections(detections, dataset, iou_type), max_dets)
+    table = results_table(detections, dataset, iou_type).top_scoring_per_image(max_dets)
+    # The federated rule, applied before the evaluators apply it (the same outcome, fewer records to hold):
+    # a detection counts only where its category is annotated in or listed as absent from its image.
+    table = table.take(_federated_rows(dataset, table))
     faster = _use_faster(evaluator, iou_type, dataset, "lvis")
     if faster:
         # lvis matches a crowd annotation like any other box; faster-coco-eval would ignore it.
         annotations = [{**ann, "iscrowd": 0} for ann in dataset["annotations"]]
-        scorer = _faster_coco_eval(
-            {**dataset, "annotations": annotations}, results, lvis_max_dets=max_dets, quiet=quiet
-        )
+        scorer = _scored_in_chunks(
+            {**dataset, "annotations": annotations}, table, partial(_faster_coco_eval, lvis_max_dets=max_dets),
+            quiet=quiet,
+        )  # fmt: skip
         summary = _faster_lvis_summary(scorer.all_stats, max_dets)
         # precision: [iou_thresholds, recall_points, categories, area_ranges, max_dets (only ``max_dets``)]
         precision = scorer.eval["precision"][:, :, :, scorer.params.areaRngLbl.index("all"), 0]
         category_ids = scorer.params.catIds
     else:
-        summary, precision, category_ids = _official_lvis_eval(dataset, results, iou_type, max_dets, quiet=quiet)
+        score = partial(_official_lvis_eval, iou_type=iou_type, max_dets=max_dets)
+        scorer = _scored_in_chunks(dataset, table, score, quiet=quiet)
+        if not quiet:
+            scorer.print_results()
+        summary = {name: _metric_or_none(value) for name, value in scorer.get_results().items()}
+        # precision: [iou_thresholds, recall_points, categories, area_ranges]
+        precision = scorer.eval["precision"][:, :, :, scorer.params.area_rng_lbl.index("all")]
+        category_ids = scorer.params.cat_ids
     num_gt = Counter(ann["category_id"] for ann in dataset["annotations"])
     categories = {category["id"]: category for category in dataset["categories"]}
     per_category = [
@@ -245,17 +256,14 @@ def evaluate_lvis(
     return {"format": "lvis", "summary": summary, "per_category": per_category, "evaluator": scored_by}
 
 
-def _official_lvis_eval(
-    dataset: dict, results: list[dict], iou_type: str, max_dets: int, *, quiet: bool
-) -> tuple[dict, np.ndarray, list]:
-    """The lvis package's summary, its precision array at area "all" ([iou_thresholds, recall_points,
-    categories]) and the category ids of its third axis."""
+def _official_lvis_eval(dataset: dict, results: list[dict], *, iou_type: str, max_dets: int) -> Any:
+    """The lvis package's ``LVISEval`` after ``evaluate`` and ``accumulate``."""
     LVIS, LVISResults, LVISEval = import_lvis()
     if not results:
         # ``LVISResults`` reads the first record to learn the result type, so it cannot take an empty
         # list. LVISEval only evaluates ground-truth categories, so one detection of an id outside them is
         # dropped before matching and the outcome is exactly that of no detections.
-        unused_category_id = max((category["id"] for category in dataset["categories"]), default=0) + 1
+        unused_category_id = _unused_id(dataset["categories"])
         placeholder = {"image_id": dataset["images"][0]["id"], "category_id": unused_category_id}
         shape = {"bbox": [0.0, 0.0, 1.0, 1.0]} if iou_type == "bbox" else {"segmentation": dict(EMPTY_RLE)}
         results = [{**placeholder, **shape, "score": 0.0}]
@@ -266,19 +274,137 @@ def _official_lvis_eval(
         def _load_json(self, path: str) -> dict:
             return dataset
 
-    with _silenced(quiet):
-        gt_api = InMemoryLVIS("<in memory>")
-        # max_dets=-1 turns off LVISResults' own per-image limit, already applied above.
-        scorer = LVISEval(gt_api, LVISResults(gt_api, results, max_dets=-1), iou_type=iou_type)
-        scorer.params.max_dets = max_dets  # only names the AR entries (AR@300 ...)
-        scorer.run()
-        if not quiet:
-            scorer.print_results()
+    gt_api = InMemoryLVIS("<in memory>")
+    # max_dets=-1 turns off LVISResults' own per-image limit, already applied above.
+    scorer = LVISEval(gt_api, LVISResults(gt_api, results, max_dets=-1), iou_type=iou_type)
+    scorer.params.max_dets = max_dets  # only names the AR entries (AR@300 ...)
+    scorer.evaluate()
+    scorer.accumulate()
+    return scorer
 
-    summary = {name: _metric_or_none(value) for name, value in scorer.get_results().items()}
-    # precision: [iou_thresholds, recall_points, categories, area_ranges]
-    precision = scorer.eval["precision"][:, :, :, scorer.params.area_rng_lbl.index("all")]
-    return summary, precision, scorer.params.cat_ids
+
+def _unused_id(categories: list[dict]) -> Any:
+    """A category id outside ``categories`` (the ids may be of any type the evaluators accept)."""
+    integers = [category["id"] for category in categories if type(category["id"]) is int]
+    return max(integers, default=0) + 1
+
+
+def _federated_rows(dataset: dict, table: ResultsTable) -> np.ndarray:
+    """bool [N]: the rows whose category is annotated in their image or in its ``neg_category_ids`` — the
+    only detections LVIS' federated evaluation counts (``LVISEval._prepare`` drops the others)."""
+    image_position = {image["id"]: index for index, image in enumerate(dataset["images"])}
+    category_position = {category["id"]: index for index, category in enumerate(dataset["categories"])}
+    num_categories = len(category_position)
+    pairs = [
+        image_position[ann["image_id"]] * num_categories + category_position[ann["category_id"]]
+        for ann in dataset["annotations"]
+        if ann["image_id"] in image_position and ann["category_id"] in category_position
+    ]
+    for image in dataset["images"]:
+        base = image_position[image["id"]] * num_categories
+        pairs.extend(base + category_position[c] for c in image["neg_category_ids"] if c in category_position)
+    rows = table.image_index * num_categories + table.category_index
+    return np.isin(rows, np.array(pairs, dtype=np.int64))
+
+
+# The evaluators keep an entry for every (image, category) pair, empty or not (faster-coco-eval a Python
+# list and a C++ match table each, about 8 µs and 1 KiB a pair): at LVIS val size, 19,809 × 1,203 = 24
+# million pairs, that outweighs the detections. An evaluation of at most ONE_PASS_CELLS pairs and
+# CHUNK_DETECTIONS detections is scored in one pass (COCO val: 5,000 × 80), as before. A larger one goes a
+# chunk of categories at a time, each chunk over only the images that hold an annotation or a detection
+# of its categories — an image without either adds nothing to a category's precision or recall in both
+# protocols — with at most CHUNK_CELLS pairs and CHUNK_DETECTIONS detections (held as dicts) in a chunk.
+# Small chunks leave out most empty pairs: on 990 LVIS-val-like images, chunks of 10,000 to 30,000 pairs
+# take half the CPU time of one pass (benchmarks/RESULTS.md). Every category's AP is independent of the
+# others', and the summary is the official ``summarize`` over the chunks' precision and recall tables put
+# side by side, so the numbers are those of one pass (tests/engine/test_chunked_eval.py).
+ONE_PASS_CELLS = 1_000_000
+CHUNK_CELLS = 20_000
+CHUNK_DETECTIONS = 1_000_000
+
+
+def _scored_in_chunks(
+    dataset: dict, table: ResultsTable, score: Callable[[dict, list[dict]], Any], *, quiet: bool
+) -> Any:
+    """The evaluator that ``score(dataset, records)`` builds (after ``evaluate`` and ``accumulate``), run
+    once when the whole evaluation fits the limits above, else once per chunk of categories
+    (:func:`libra_cli.engine.results_table.category_chunks`, consecutive in sorted id order), then
+    summarised over all of them.
+
+    A chunk sees its categories, their annotations and detections, and the images holding any of them
+    (at least one image). The last chunk's evaluator carries the joined tables — ``precision``
+    [T, R, K, A(, M)] and ``recall`` [T, K, A(, M)] along K, the category ids and, for LVIS, the frequency
+    groups — into its own ``summarize``.
+    """
+    categories, images = dataset["categories"], dataset["images"]
+    order = sorted(range(len(categories)), key=lambda position: categories[position]["id"])
+    rows = np.bincount(table.category_index, minlength=len(categories))
+    whole = len(table) <= CHUNK_DETECTIONS and len(images) * len(categories) <= ONE_PASS_CELLS
+    chunks = [] if whole else category_chunks(_images_of(dataset, table), rows, order, CHUNK_DETECTIONS, CHUNK_CELLS)
+    precision, recall = [], []
+    with _silenced(quiet), warnings.catch_warnings():
+        if quiet:  # e.g. faster-coco-eval's note that an annotation id 0 reads as 'unmatched'
+            warnings.simplefilter("ignore")
+        if whole:
+            scorer = score(dataset, table.records(dataset))
+        for chunk in chunks:
+            ids = {categories[position]["id"] for position in chunk.categories}
+            annotations = [ann for ann in dataset["annotations"] if ann["category_id"] in ids]
+            part = {
+                **dataset,
+                "images": [images[i] for i in (chunk.images.tolist() or [0])],
+                "categories": [categories[position] for position in chunk.categories],
+                "annotations": annotations,
+            }
+            in_chunk = np.zeros(len(categories), dtype=bool)
+            in_chunk[chunk.categories] = True
+            records = table.take(in_chunk[table.category_index]).records(dataset)
+            scorer = score(part, records)
+            del records
+            precision.append(scorer.eval["precision"])
+            recall.append(scorer.eval["recall"])
+        if chunks:
+            _join_chunks(scorer, [categories[position] for position in order], precision, recall)
+        scorer.summarize()
+    return scorer
+
+
+def _images_of(dataset: dict, table: ResultsTable) -> list[np.ndarray]:
+    """Per category position: the ascending positions of the images where it is annotated or detected."""
+    image_position = {image["id"]: index for index, image in enumerate(dataset["images"])}
+    category_position = {category["id"]: index for index, category in enumerate(dataset["categories"])}
+    num_images = max(1, len(image_position))
+    annotated = [
+        category_position[ann["category_id"]] * num_images + image_position[ann["image_id"]]
+        for ann in dataset["annotations"]
+        if ann["image_id"] in image_position and ann["category_id"] in category_position
+    ]
+    detected = table.category_index * num_images + table.image_index
+    codes = np.unique(np.concatenate([np.array(annotated, dtype=np.int64), detected]))
+    bounds = np.searchsorted(codes, np.arange(len(category_position) + 1) * num_images)
+    return [codes[bounds[k] : bounds[k + 1]] - k * num_images for k in range(len(category_position))]
+
+
+def _join_chunks(scorer: Any, categories: list[dict], precision: list, recall: list) -> None:
+    """Give ``scorer`` (pycocotools', lvis' or faster-coco-eval's evaluator) the tables of every chunk,
+    joined along the category axis, and the sorted ``categories`` they cover."""
+    scorer.eval = {
+        **scorer.eval,
+        "precision": np.concatenate(precision, axis=2),
+        "recall": np.concatenate(recall, axis=1),
+    }
+    ids = [category["id"] for category in categories]
+    params = scorer.params
+    if hasattr(params, "cat_ids") and not hasattr(params, "catIds"):  # the lvis package
+        params.cat_ids = ids
+        labels = params.img_count_lbl
+    else:
+        params.catIds = ids
+        labels = getattr(params, "imgCountLbl", None)
+    if hasattr(scorer, "freq_groups") and labels is not None:  # LVIS: APr, APc, APf by category position
+        scorer.freq_groups = [
+            [k for k, category in enumerate(categories) if category.get("frequency") == label] for label in labels
+        ]
 
 
 def _use_faster(evaluator: str, iou_type: str, dataset: dict, annotation_format: AnnotationFormat) -> bool:
@@ -314,29 +440,24 @@ def _faster_mismatch(iou_type: str, dataset: dict, annotation_format: Annotation
     return None
 
 
-def _faster_coco_eval(dataset: dict, results: list[dict], *, lvis_max_dets: int | None, quiet: bool) -> Any:
-    """faster-coco-eval's ``COCOeval_faster`` on box results after ``evaluate``, ``accumulate`` and
-    ``summarize``: the COCO protocol, or LVIS' federated one with ``lvis_max_dets`` detections per image
-    (``lvis_style``; the per-image limit itself is already applied to ``results``)."""
+def _faster_coco_eval(dataset: dict, results: list[dict], *, lvis_max_dets: int | None) -> Any:
+    """faster-coco-eval's ``COCOeval_faster`` on box results after ``evaluate`` and ``accumulate``: the
+    COCO protocol, or LVIS' federated one with ``lvis_max_dets`` detections per image (``lvis_style``; the
+    per-image limit itself is already applied to ``results``)."""
     from faster_coco_eval import COCO, COCOeval_faster
 
-    report = _discard if quiet else print
-    with warnings.catch_warnings():
-        if quiet:  # e.g. its note that an annotation id 0 reads as 'unmatched', as in pycocotools
-            warnings.simplefilter("ignore")
-        gt_api = COCO(print_function=report)
-        gt_api.dataset = dataset
-        gt_api.createIndex()
-        dt_api = gt_api.loadRes(results)
-        lvis_style = lvis_max_dets is not None
-        # Without separate_eval, evaluate() matches and accumulates in one C++ pass: about half the time
-        # and less memory than keeping every per-image result for a separate accumulate().
-        scorer = COCOeval_faster(gt_api, dt_api, iouType="bbox", print_function=report, lvis_style=lvis_style)
-        if lvis_style:
-            scorer.params.maxDets = [lvis_max_dets]
-        scorer.evaluate()
-        scorer.accumulate()
-        scorer.summarize()
+    gt_api = COCO(print_function=_discard)
+    gt_api.dataset = dataset
+    gt_api.createIndex()
+    dt_api = gt_api.loadRes(results)
+    lvis_style = lvis_max_dets is not None
+    # Without separate_eval, evaluate() matches and accumulates in one C++ pass: about half the time
+    # and less memory than keeping every per-image result for a separate accumulate().
+    scorer = COCOeval_faster(gt_api, dt_api, iouType="bbox", print_function=_discard, lvis_style=lvis_style)
+    if lvis_style:
+        scorer.params.maxDets = [lvis_max_dets]
+    scorer.evaluate()
+    scorer.accumulate()
     return scorer
 
 
@@ -400,89 +521,6 @@ def _checked_ground_truth(dataset: dict, iou_type: str) -> dict:
                     f"got {found!r}"
                 )
     return dataset
-
-
-def _checked_detections(detections: Sequence[dict], dataset: dict, iou_type: str = "bbox") -> list[dict]:
-    """Copies of the detections (the evaluators add fields to them) after checking each one.
-
-    Box results need a ``bbox``; mask results (``iou_type="segm"``) a compressed-RLE ``segmentation``, and
-    a ``bbox`` of theirs is dropped: the evaluators would take its area for the detection's area.
-
-    Raises LibraError naming the first detection whose image or category is not in the ground truth, or
-    whose fields are missing or malformed.
-    """
-    image_ids = {image["id"] for image in dataset["images"]}
-    category_ids = {category["id"] for category in dataset["categories"]}
-    checked = []
-    for index, detection in enumerate(detections):
-        where = f"detections[{index}]"
-        if not isinstance(detection, dict):
-            raise LibraError(f"{where}: expected an object, got {type(detection).__name__}")
-        if iou_type == "segm":
-            checked.append(_checked_segmentation(detection, where, image_ids, category_ids))
-            continue
-        _check_fields_and_ids(detection, where, "bbox", image_ids, category_ids)
-        bbox = detection["bbox"]
-        if not isinstance(bbox, list | tuple) or len(bbox) != 4:
-            raise LibraError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
-        box = [_finite_float(value) for value in bbox]
-        if None in box or box[2] < 0 or box[3] < 0:
-            raise LibraError(f"{where}: bbox [x, y, w, h] needs finite numbers and w, h >= 0, got {bbox!r}")
-        score = _finite_float(detection["score"])
-        if score is None:
-            raise LibraError(f"{where}: score must be a finite number, got {detection['score']!r}")
-        checked.append({**detection, "bbox": box, "score": score})
-    return checked
-
-
-def _check_fields_and_ids(detection: dict, where: str, shape: str, image_ids: set, category_ids: set) -> None:
-    """One result record has its fields (``shape``: "bbox" or "segmentation") and ids of the ground truth."""
-    missing = [key for key in ("image_id", "category_id", shape, "score") if key not in detection]
-    if missing:
-        raise LibraError(f"{where}: missing {', '.join(missing)}")
-    if detection["image_id"] not in image_ids:
-        raise LibraError(f"{where}: image_id {detection['image_id']!r} is not an image of the ground truth")
-    if detection["category_id"] not in category_ids:
-        raise LibraError(f"{where}: category_id {detection['category_id']!r} is not a category of the ground truth")
-
-
-def _checked_segmentation(detection: dict, where: str, image_ids: set, category_ids: set) -> dict:
-    """A copy of one mask result (without any ``bbox``) after checking its ids, score and compressed RLE."""
-    _check_fields_and_ids(detection, where, "segmentation", image_ids, category_ids)
-    rle = detection["segmentation"]
-    size = rle.get("size") if isinstance(rle, dict) else None
-    if (
-        not isinstance(size, list | tuple)
-        or len(size) != 2
-        or not all(isinstance(side, int) and side >= 0 for side in size)
-        or not isinstance(rle.get("counts"), str | bytes)
-    ):
-        raise LibraError(f"{where}: segmentation must be a compressed RLE {{'size': [h, w], 'counts': str}}")
-    score = _finite_float(detection["score"])
-    if score is None:
-        raise LibraError(f"{where}: score must be a finite number, got {detection['score']!r}")
-    copy = {key: value for key, value in detection.items() if key != "bbox"}
-    return {**copy, "segmentation": {"size": list(size), "counts": rle["counts"]}, "score": score}
-
-
-def _finite_float(value: Any) -> float | None:
-    """``value`` as a float, or None when it is not a finite number."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _top_scoring_per_image(detections: list[dict], max_dets: int) -> list[dict]:
-    """The ``max_dets`` highest-scoring detections of each image (ties keep input order)."""
-    by_image: dict[Any, list[dict]] = {}
-    for detection in detections:
-        by_image.setdefault(detection["image_id"], []).append(detection)
-    kept = []
-    for image_detections in by_image.values():
-        kept.extend(sorted(image_detections, key=lambda detection: -detection["score"])[:max_dets])
-    return kept
 
 
 def _mean_valid_precision(precision: np.ndarray) -> float | None:
