@@ -67,7 +67,24 @@ def describe_components(config: RunConfig) -> str:
         if name == "iou_sampling":
             name += f" ({iou_sampling_reading(lib.iou_floor_thr, lib.iou_bins_upper)} reading)"
         names.append(name)
-    return ", ".join(names) or "off (plain torchvision detector)"
+    details = reference_details(config)
+    if names:
+        return ", ".join(names) + (f"; reference details: {', '.join(details)}" if details else "")
+    return f"off; reference details: {', '.join(details)}" if details else "off (plain torchvision detector)"
+
+
+def reference_details(config: RunConfig) -> list[str]:
+    """The reference's training details (SPEC §9) that ``config`` switches on, as short names."""
+    m, d, lib = config.model, config.data, config.libra
+    details = [
+        ("box-head init", m.box_head_init == "reference"),
+        (f"RPN positives IoU >= {m.rpn_min_pos_iou:g}" if m.rpn_min_pos_iou else "", bool(m.rpn_min_pos_iou)),
+        ("RPN loss divisor", m.rpn_loss_norm == "reference"),
+        (f"RPN negatives <= {m.rpn_neg_pos_ub} x positives", m.rpn_neg_pos_ub is not None),
+        ("unannotated images dropped", d.drop_unannotated),
+        ("half-open last IoU bin", lib.iou_sampling and lib.iou_last_bin == "half-open"),
+    ]
+    return [name for name, on in details if on]
 
 
 def describe_start(config: RunConfig, info: dict[str, Any]) -> None:
