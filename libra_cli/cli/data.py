@@ -17,6 +17,8 @@ from libra_cli.data.synth import (
     SynthSpec,
     difficulty_settings,
     generate_benchmark,
+    read_benchmark_spec,
+    spec_differences,
     split_image_counts,
 )
 from libra_cli.data.voc_export import export_benchmark_to_voc, voc_year_dir
@@ -79,6 +81,9 @@ def synth_command(
         None, "--clutter-factor", help="Clutter lines and blobs per image, times the default's (default 1)."
     ),
     seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Same seed, same bytes."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a benchmark that OUT holds with other settings (refused without it)."
+    ),
     data_format: str = typer.Option(
         "coco",
         "--format",
@@ -123,6 +128,13 @@ def synth_command(
     if data_format == "voc":
         write_voc_benchmark(out, spec)
         return
+    existing = read_benchmark_spec(out)
+    if existing is not None and existing != spec and not force:
+        differences = ", ".join(spec_differences(existing, spec))
+        raise LibraError(
+            f"{out}: holds a synthetic benchmark made with other settings ({differences}); "
+            "pass --force to replace it, or choose another folder"
+        )
     with count_progress("synth") as progress:
         total = sum(split_image_counts(spec).values())
         summary = generate_benchmark(out, spec, progress=progress_callback(progress, "images", total))

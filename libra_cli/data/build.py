@@ -17,6 +17,7 @@ from libra_cli.data.synth import (
     difficulty_settings,
     generate_benchmark,
     read_benchmark_spec,
+    spec_differences,
 )
 from libra_cli.data.transforms import TrainAugmentation
 from libra_cli.data.voc import check_split_lists, is_voc_source, parse_voc_sources, voc_image_root, voc_spec
@@ -71,13 +72,9 @@ def ensure_benchmark(
         return benchmark_paths(root), False
     existing = read_benchmark_spec(root)
     if existing is not None:
-        differences = [
-            f"{item.name} {getattr(existing, item.name)!r}, not {getattr(spec, item.name)!r}"
-            for item in dataclasses.fields(SynthSpec)
-            if getattr(existing, item.name) != getattr(spec, item.name)
-        ]
         raise LibraError(
-            f"{root}: holds a synthetic benchmark made with other settings ({', '.join(differences)}); "
+            f"{root}: holds a synthetic benchmark made with other settings "
+            f"({', '.join(spec_differences(existing, spec))}); "
             f"to train on it pass {benchmark_train_flags(root)}, or choose another --synth-dir"
         )
     generate_benchmark(root, spec, progress=progress)

@@ -803,6 +803,15 @@ def read_benchmark_spec(out_dir: str | Path) -> SynthSpec | None:
     return spec
 
 
+def spec_differences(existing: SynthSpec, wanted: SynthSpec) -> list[str]:
+    """The settings in which ``existing`` differs from ``wanted``, as ``"name EXISTING, not WANTED"``."""
+    return [
+        f"{item.name} {getattr(existing, item.name)!r}, not {getattr(wanted, item.name)!r}"
+        for item in fields(SynthSpec)
+        if getattr(existing, item.name) != getattr(wanted, item.name)
+    ]
+
+
 def benchmark_exists(out_dir: str | Path, spec: SynthSpec) -> bool:
     """True if ``out_dir`` holds a complete benchmark generated with exactly ``spec``."""
     return read_benchmark_spec(out_dir) == spec

@@ -59,3 +59,25 @@ def test_data_synth_ends_with_the_flags_that_train_on_it(tmp_path):
     data = yaml.safe_load(config.output)["data"]
     assert data["train_ann"] == str(bench / "annotations" / "train.json")
     assert data["val_images"] == str(bench / "images" / "val")
+
+
+def test_data_synth_refuses_to_replace_a_benchmark_with_other_settings_unless_forced(tmp_path):
+    bench = tmp_path / "bench"
+    assert runner.invoke(app, ["data", "synth", str(bench), *SMALL]).exit_code == 0
+    before = folder_digest(bench)
+    # Same folder, one setting changed (4 training images instead of 3): one line, exit 2, files untouched.
+    other = ["--num-train", "4", "--num-val", "2", "--image-size", "64"]
+    refused = runner.invoke(app, ["data", "synth", str(bench), *other])
+    assert refused.exit_code == 2
+    assert refused.output.strip() == (
+        f"error: {bench}: holds a synthetic benchmark made with other settings (num_train 3, not 4); "
+        "pass --force to replace it, or choose another folder"
+    )
+    assert folder_digest(bench) == before
+    # The same settings again write the same bytes (same seed, same bytes), so nothing is lost by allowing it.
+    assert runner.invoke(app, ["data", "synth", str(bench), *SMALL]).exit_code == 0
+    assert folder_digest(bench) == before
+    # --force replaces it: 4 training images now (000000.png … 000003.png).
+    forced = runner.invoke(app, ["data", "synth", str(bench), *other, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert sorted(p.name for p in (bench / "images" / "train").iterdir()) == [f"{i:06d}.png" for i in range(4)]
