@@ -4,9 +4,9 @@ Each launcher is one node with one process (``--nnodes 2 --nproc-per-node 1``), 
 ``LOCAL_RANK`` 0 and only their global ``RANK`` tells them apart — what differs from the single-node test
 (``test_ddp.py``), which this one follows: with the config that makes every image contribute the same
 samples, the two processes train what one process trains with the same global batch. The run stops at a
-checkpoint (``--max-iters 2``) and is resumed by two new launchers to 4 iterations; the schedule's one
-milestone (0.99 of ``max_iters``) falls after the last iteration in both, so the learning rates are those
-of the uninterrupted run, and the logged losses and the weights must match one process's 4 iterations.
+checkpoint (``--max-iters 2``) and is trained on by two new launchers to 4 iterations (``--resume --extend``);
+the schedule has no milestone (warm-up, then a constant rate), so the learning rates are those of the
+uninterrupted run, and the logged losses and the weights must match one process's 4 iterations.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.conftest import tiny_config
 from tests.reliability.helpers import REPO_ROOT, read_log, subprocess_env, train_losses, write_preset, write_split
 from tests.reliability.test_ddp import TAKE_EVERY_CANDIDATE, free_port
 
-SETTINGS = {**TAKE_EVERY_CANDIDATE, "train__lr_milestones": [0.99]}
+SETTINGS = {**TAKE_EVERY_CANDIDATE, "train__lr_milestones": []}
 
 
 def two_nodes(args: list[str], log_dir: Path, name: str) -> list[int]:
@@ -70,7 +70,7 @@ def test_two_nodes_train_checkpoint_and_resume_like_one_process(tmp_path):
     assert stopped["iteration"] == 2 and stopped["world_size"] == 2 and len(stopped["per_rank"]) == 2
 
     resumed = two_nodes(
-        ["train", str(preset), "--out", str(nodes_dir), "--max-iters", "4", "--resume"], tmp_path, "resumed"
+        ["train", str(preset), "--out", str(nodes_dir), "--max-iters", "4", "--resume", "--extend"], tmp_path, "resumed"
     )
     assert resumed == [0, 0], node_logs(tmp_path, "resumed")
 
