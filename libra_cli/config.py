@@ -47,8 +47,9 @@ class DataConfig:
     val_images: PathStr | None = None  # folder the val file names are relative to (as train_images)
     synth_dir: PathStr = DEFAULT_SYNTH_DIR  # where the default benchmark is generated when no files are given
     synth_long_tail: bool = False  # default benchmark with a Zipf-like class frequency (LVIS format)
-    # the synthetic benchmark's difficulty: "default" (the demo's) or "coco-like" (more, smaller objects, more hard
-    # negatives and classes; see libra_cli/data/synth.py DIFFICULTIES); give each its own synth_dir
+    # the synthetic benchmark's difficulty: "default" (the demo's), "coco-like" (more, smaller objects, more hard
+    # negatives and classes) or "coco-hard" (more of each again; see libra_cli/data/synth.py DIFFICULTIES); give
+    # each its own synth_dir
     synth_difficulty: str = "default"
     hflip_prob: float = 0.5  # horizontal-flip probability during training
     scale_jitter: tuple[float, float] | None = None  # random resize of train images by a factor in range
@@ -436,7 +437,7 @@ def _evaluators() -> tuple[str, ...]:
 
 
 # The synthetic benchmark's named difficulties (data/synth.py DIFFICULTIES, one floor up; a test keeps them equal).
-SYNTH_DIFFICULTIES = ("default", "coco-like")
+SYNTH_DIFFICULTIES = ("default", "coco-like", "coco-hard")
 
 PROBABILITY = Range(0, 1)  # a probability or share: [0, 1]
 COUNT = Range(1)  # something counted that must happen at least once: iterations, images, channels

@@ -60,8 +60,9 @@ def synth_command(
     difficulty: str = typer.Option(
         "default",
         "--difficulty",
-        help="Named knob settings: default (the demo's benchmark) or coco-like (4-15 objects, a quarter forced "
-        "small, up to 10 look-alikes, 3× clutter, 20 classes); the options below override single knobs.",
+        help="Named knob settings: default (the demo's benchmark), coco-like (4-15 objects, a quarter forced "
+        "small, up to 10 look-alikes, 3× clutter, 20 classes) or coco-hard (6-20 objects, half small, up to 16 "
+        "look-alikes, 4× clutter, 40 classes); the options below override single knobs.",
     ),
     min_objects: int = typer.Option(
         None, "--min-objects", help=f"Fewest labelled objects per image (default {DEFAULTS.min_objects})."

@@ -148,6 +148,11 @@ def category_list() -> tuple[tuple[str, str], ...]:
 # size draw (about 65 % under 32² px; the default has 49 %, COCO 41 %),
 # up to 10 look-alike hard negatives and three times the clutter (many easy and some hard negatives per
 # positive), and 20 classes of the 8 shapes × 8 colours instead of 8 (the long-tailed benchmark keeps its 40).
+# A 12-epoch baseline still reaches AP50 ≈ 0.95 on coco-like, so "coco-hard" goes past COCO's statistics
+# where the ceiling comes from: 6-20 objects per image (crowding, more positives per image to balance), half
+# of them forced small (small objects are where detectors lose most), up to 16 look-alikes and four times the
+# clutter (hard and easy negatives), and 40 classes, which brings same-shape categories in colours closer
+# together (class confusion).
 DIFFICULTIES: dict[str, dict[str, object]] = {
     "default": {},
     "coco-like": {
@@ -157,6 +162,14 @@ DIFFICULTIES: dict[str, dict[str, object]] = {
         "small_fraction": 0.25,
         "max_distractors": 10,
         "clutter_factor": 3,
+    },
+    "coco-hard": {
+        "num_classes": 40,
+        "min_objects": 6,
+        "max_objects": 20,
+        "small_fraction": 0.5,
+        "max_distractors": 16,
+        "clutter_factor": 4,
     },
 }
 

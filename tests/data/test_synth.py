@@ -520,8 +520,15 @@ def test_coco_like_difficulty_sets_its_documented_knobs_and_a_long_tail_keeps_it
     assert default_synth_spec(difficulty="default") == SynthSpec()
     long_tail = default_synth_spec(long_tail=True, difficulty="coco-like")
     assert (long_tail.num_classes, long_tail.max_objects, long_tail.long_tail) == (40, 15, True)
-    with pytest.raises(LibraError, match="'hard' is not one of default, coco-like"):
-        default_synth_spec(difficulty="hard")
+    with pytest.raises(LibraError, match="'extreme' is not one of default, coco-like, coco-hard"):
+        default_synth_spec(difficulty="extreme")
+
+
+def test_coco_hard_difficulty_sets_its_documented_knobs():
+    # DIFFICULTIES["coco-hard"]: 6-20 objects, half forced small, up to 16 look-alikes, 4× clutter, 40 classes.
+    spec = default_synth_spec(difficulty="coco-hard")
+    assert (spec.num_classes, spec.min_objects, spec.max_objects) == (40, 6, 20)
+    assert (spec.small_fraction, spec.max_distractors, spec.clutter_factor) == (0.5, 16, 4)
 
 
 def test_small_fraction_one_draws_every_labelled_object_small(tmp_path):
@@ -555,8 +562,8 @@ def test_synth_command_takes_a_difficulty_and_single_knobs_override_it(tmp_path)
     # coco-like's knobs, with --max-objects 6 in place of its 15.
     assert (spec["num_classes"], spec["min_objects"], spec["max_objects"]) == (20, 4, 6)
     assert (spec["small_fraction"], spec["max_distractors"], spec["clutter_factor"]) == (0.25, 10, 3)
-    bad = runner.invoke(app, ["data", "synth", str(tmp_path / "c"), "--difficulty", "hard"])
-    assert bad.exit_code == 2 and "'hard' is not one of default, coco-like" in bad.output
+    bad = runner.invoke(app, ["data", "synth", str(tmp_path / "c"), "--difficulty", "extreme"])
+    assert bad.exit_code == 2 and "'extreme' is not one of default, coco-like, coco-hard" in bad.output
 
 
 def test_the_config_accepts_exactly_the_named_difficulties():
@@ -565,5 +572,5 @@ def test_the_config_accepts_exactly_the_named_difficulties():
 
     for name in DIFFICULTIES:
         assert load_config(None, {"data": {"synth_difficulty": name}}).data.synth_difficulty == name
-    with pytest.raises(LibraError, match="data.synth_difficulty .*must be one of default, coco-like; got 'hard'"):
-        load_config(None, {"data": {"synth_difficulty": "hard"}})
+    with pytest.raises(LibraError, match="data.synth_difficulty .*must be one of default, coco-like, coco-hard; got 'extreme'"):
+        load_config(None, {"data": {"synth_difficulty": "extreme"}})
