@@ -44,13 +44,13 @@ def test_prints_the_resolved_config_as_train_saves_it(tmp_path):
 
 
 @pytest.mark.parametrize("preset", ["baseline_1x", "paper_baseline_1x", "libra_1x"])
-def test_the_1x_presets_train_12_epochs_of_1500_iterations_on_the_coco_like_benchmark(preset, tmp_path):
+def test_the_1x_presets_train_12_epochs_of_1500_iterations_on_the_coco_hard_benchmark(preset, tmp_path):
     # The paper's 1x: 12 epochs, ×0.1 after epochs 8 and 11. 500 images at batch 4 = 125 iterations an epoch.
     synth_dir = str(tmp_path / "synth")
     result = runner.invoke(app, ["config", preset, "--synth-dir", synth_dir])
     assert result.exit_code == 0, result.output
     config = yaml.safe_load(result.output)
-    assert config["data"]["synth_difficulty"] == "coco-like"
+    assert config["data"]["synth_difficulty"] == "coco-hard"
     assert (config["train"]["epochs"], config["train"]["max_iters"]) == (12, 1500)
     assert [round(m * 1500) for m in config["train"]["lr_milestones"]] == [1000, 1375]
     assert config["train"]["warmup_iters"] == 100
