@@ -39,9 +39,10 @@ import torch
 from pycocotools import mask as mask_utils
 
 from libra_cli.data.transforms import TrainAugmentation, resize_masks
-from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, is_voc_source, read_voc_spec, voc_path_problem
+from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, read_voc_spec
 from libra_cli.errors import LibraError
 from libra_cli.images import ImageReadError, check_image_file, image_tensor, open_rgb, size_mismatch
+from libra_cli.voc_sources import is_voc_source, voc_path_problem
 
 # The reference's training set leaves out images under this many pixels on a side (``_filter_imgs(min_size=32)``).
 MIN_IMAGE_SIDE = 32

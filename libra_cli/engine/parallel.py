@@ -6,7 +6,7 @@ sooner than the same two runs one after the other with two threads each (measure
 ``benchmarks/RESULTS.md``). ``libra demo`` trains its baseline and Libra runs this way and ``libra ablate
 --jobs N`` trains N runs of a grid at once.
 
-Each job runs :func:`libra_cli.workflow.train_run` in a fresh (spawned) process with
+Each job runs :func:`libra_cli.engine.train.train` in a fresh (spawned) process with
 ``torch.set_num_threads(threads)`` and reports its progress through a queue; the parent shows one
 progress bar per job. A job that fails with a :class:`LibraError` is reported and the others go on.
 Ctrl-C (or SIGTERM) in the parent is passed on to the running jobs, which write their checkpoint as
@@ -93,12 +93,12 @@ def _run_job(index: int, job: TrainJob, threads: int, events: Any) -> None:
     """Body of a job process: train, then post exactly one final message (done, failed or interrupted)."""
     import torch
 
-    from libra_cli.workflow import TrainHooks, train_run
+    from libra_cli.engine.train import train
 
     os.setpgrp()  # the parent forwards Ctrl-C once; a terminal's SIGINT to the whole group would be a second
     torch.set_num_threads(threads)
     try:
-        result = train_run(job.config, resume=job.resume, hooks=TrainHooks(progress=_QueueProgress(index, events)))
+        result = train(job.config, resume=job.resume, progress=_QueueProgress(index, events))
     except LibraError as exc:
         events.put(("failed", index, str(exc)))
     except KeyboardInterrupt:

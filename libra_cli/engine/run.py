@@ -56,6 +56,15 @@ def eql_frequency_denominator(info: dict[str, Any], mode: str) -> int:
     return int(info.get("num_annotated_images", info["num_images"]))
 
 
+def run_is_finished(layout: RunLayout, max_iters: int) -> bool:
+    """Trained and evaluated: the run's last checkpoint is at ``max_iters`` (or past it) and
+    ``eval/metrics.json`` exists. `libra ablate` and `libra demo` reuse such a run instead of training."""
+    if not layout.last.is_file():
+        return False
+    iteration = int(load_checkpoint(layout.last)["iteration"])
+    return iteration >= max_iters and layout.metrics.is_file()
+
+
 def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise LibraError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")

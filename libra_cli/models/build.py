@@ -1,8 +1,8 @@
 """``build_detector``: compose a torchvision Faster R-CNN, Mask R-CNN or RetinaNet from a run config.
 
 Every part is a torchvision module passed in by constructor injection; the switched-on components of
-``libra_cli.components.COMPONENTS`` supply the parts they replace (``detector_parts``), and this module
-puts them in:
+``libra_cli.components.COMPONENTS`` supply the parts they replace (``models/parts.py``: ``detector_parts``),
+and this module puts them in:
 
 - a backbone wrapper (``--bfp``: ``BackboneWithBFP``, pyramid in, balanced pyramid out);
 - Faster R-CNN and Mask R-CNN: a RoI sampler (``--iou-sampling``, ``--ohem``), a box loss (``--balanced-l1``)
@@ -42,18 +42,12 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from libra_cli.components import (
-    MASK_RCNN,
-    TWO_STAGE,
-    DetectorParts,
-    TrainingStats,
-    detector_parts,
-    iou_balanced_sampler,
-)
+from libra_cli.components import MASK_RCNN, TWO_STAGE
 from libra_cli.config import RunConfig
 from libra_cli.errors import LibraError
 from libra_cli.io import load_tensors_safely
 from libra_cli.models.box_head import init_box_head_as_reference
+from libra_cli.models.parts import DetectorParts, TrainingStats, detector_parts
 from libra_cli.models.precision import float32_outputs
 from libra_cli.models.retinanet import P6FromC5P7NoReLU, use_batch_normalised_losses
 from libra_cli.models.roi_align import FastMultiScaleRoIAlign
@@ -354,8 +348,3 @@ def roi_box_loss(config: RunConfig):
     if math.isclose(model_cfg.roi_smooth_l1_beta, TORCHVISION_SMOOTH_L1_BETA, rel_tol=1e-9):
         return None
     return partial(F.smooth_l1_loss, beta=model_cfg.roi_smooth_l1_beta, reduction="sum")
-
-
-def iou_sampler_from_config(config: RunConfig):
-    """The IoU-balanced RoI sampler of a run's ``model`` and ``libra`` settings (Libra R-CNN §3.1)."""
-    return iou_balanced_sampler(config)
