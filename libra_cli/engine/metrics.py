@@ -36,7 +36,7 @@ import numpy as np
 
 from libra_cli.compat import import_lvis
 from libra_cli.config import EVALUATORS
-from libra_cli.data.coco import read_annotation_file
+from libra_cli.data.coco import checked_annotation_lists, read_annotation_file
 from libra_cli.data.voc import is_voc_dataset
 from libra_cli.engine.results_table import ResultsTable, category_chunks, results_table
 from libra_cli.engine.voc_eval import difficult_as_crowd, evaluate_voc
@@ -71,13 +71,7 @@ def load_ground_truth(gt: str | Path | dict) -> dict:
     """The annotation dict from a JSON file path (or the dict itself), checked for its three lists."""
     if isinstance(gt, str | Path):
         return read_annotation_file(gt)
-    source = "ground truth"
-    if not isinstance(gt, dict):
-        raise LibraError(f"{source}: expected a JSON object with images, annotations and categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(gt.get(key), list):
-            raise LibraError(f"{source}: missing the '{key}' list")
-    return gt
+    return checked_annotation_lists(gt, "ground truth")
 
 
 def evaluate_detections(

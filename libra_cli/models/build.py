@@ -259,7 +259,7 @@ def _build_faster_rcnn(
     anchor_sizes: tuple[tuple[int, ...], ...],
 ) -> FasterRCNN:
     """Faster R-CNN, or Mask R-CNN (``model.arch: mask_rcnn``: the same detector plus torchvision's mask
-    branch), with the RoI heads of the switched-on components."""
+    branch), with the RPN of the model settings and the RoI heads of the switched-on components."""
     model_cfg = config.model
     channels = backbone.out_channels
     anchors = AnchorGenerator(anchor_sizes, (tuple(model_cfg.aspect_ratios),) * len(anchor_sizes))
@@ -271,21 +271,8 @@ def _build_faster_rcnn(
     )
     box_head = TwoMLPHead(channels * 7 * 7, model_cfg.box_head_dim)
     predictor = FastRCNNPredictor(model_cfg.box_head_dim, num_classes + 1)
-    detector: type[FasterRCNN] = FasterRCNN
-    mask_branch: dict[str, nn.Module] = {}
-    if model_cfg.arch == MASK_RCNN:
-        detector = MaskRCNN
-        mask_branch = dict(
-            mask_roi_pool=FastMultiScaleRoIAlign(
-                ["0", "1", "2", "3"],
-                output_size=MASK_POOL_SIZE,
-                sampling_ratio=MASK_SAMPLING_RATIO,
-                implementation=model_cfg.roi_align,
-            ),
-            mask_head=MaskRCNNHeads(channels, MASK_HEAD_LAYERS, dilation=1),
-            mask_predictor=MaskRCNNPredictor(MASK_HEAD_LAYERS[-1], MASK_PREDICTOR_CHANNELS, num_classes + 1),
-        )
-    model = detector(
+    mask_branch = _mask_branch(config, channels, num_classes) if model_cfg.arch == MASK_RCNN else {}
+    model = (MaskRCNN if mask_branch else FasterRCNN)(
         backbone,
         num_classes=None,
         min_size=model_cfg.min_size,
@@ -305,20 +292,7 @@ def _build_faster_rcnn(
         box_positive_fraction=model_cfg.roi_positive_fraction,
         **mask_branch,
     )
-    if model_cfg.rpn_neg_pos_ub is not None:
-        from libra_cli.sampling import NegPosCappedSampler
-
-        plain = model.rpn.fg_bg_sampler
-        model.rpn.fg_bg_sampler = NegPosCappedSampler(
-            plain.batch_size_per_image, plain.positive_fraction, model_cfg.rpn_neg_pos_ub
-        )
-    if model_cfg.rpn_min_pos_iou is not None:
-        plain_matcher = model.rpn.proposal_matcher
-        model.rpn.proposal_matcher = FlooredLowQualityMatcher(
-            plain_matcher.high_threshold, plain_matcher.low_threshold, model_cfg.rpn_min_pos_iou
-        )
-    if model_cfg.rpn_loss_norm == "reference":
-        use_reference_rpn_loss(model.rpn)
+    _use_reference_rpn_choices(config, model.rpn)
     box_loss = parts.roi_box_loss if parts.roi_box_loss is not None else roi_box_loss(config)
     if parts.roi_sampler is not None or parts.eql_tail_mask is not None or box_loss is not None:
         model.roi_heads = LibraRoIHeads.from_plain(
@@ -332,6 +306,42 @@ def _build_faster_rcnn(
     if model_cfg.box_head_init == "reference":
         init_box_head_as_reference(model.roi_heads.box_head, model.roi_heads.box_predictor)
     return model
+
+
+def _mask_branch(config: RunConfig, channels: int, num_classes: int) -> dict[str, nn.Module]:
+    """Mask R-CNN's mask branch (torchvision's defaults, with the RoIAlign of ``model.roi_align``), as the
+    keyword arguments of ``MaskRCNN``."""
+    return dict(
+        mask_roi_pool=FastMultiScaleRoIAlign(
+            ["0", "1", "2", "3"],
+            output_size=MASK_POOL_SIZE,
+            sampling_ratio=MASK_SAMPLING_RATIO,
+            implementation=config.model.roi_align,
+        ),
+        mask_head=MaskRCNNHeads(channels, MASK_HEAD_LAYERS, dilation=1),
+        mask_predictor=MaskRCNNPredictor(MASK_HEAD_LAYERS[-1], MASK_PREDICTOR_CHANNELS, num_classes + 1),
+    )
+
+
+def _use_reference_rpn_choices(config: RunConfig, rpn: nn.Module) -> None:
+    """The reference code's RPN choices the model settings switch on, put into torchvision's RPN in place:
+    the cap on sampled negatives (``rpn_neg_pos_ub``), the floor on low-quality matches
+    (``rpn_min_pos_iou``) and the loss divisor (``rpn_loss_norm: reference``)."""
+    model_cfg = config.model
+    if model_cfg.rpn_neg_pos_ub is not None:
+        from libra_cli.sampling import NegPosCappedSampler
+
+        plain = rpn.fg_bg_sampler
+        rpn.fg_bg_sampler = NegPosCappedSampler(
+            plain.batch_size_per_image, plain.positive_fraction, model_cfg.rpn_neg_pos_ub
+        )
+    if model_cfg.rpn_min_pos_iou is not None:
+        plain_matcher = rpn.proposal_matcher
+        rpn.proposal_matcher = FlooredLowQualityMatcher(
+            plain_matcher.high_threshold, plain_matcher.low_threshold, model_cfg.rpn_min_pos_iou
+        )
+    if model_cfg.rpn_loss_norm == "reference":
+        use_reference_rpn_loss(rpn)
 
 
 def roi_box_loss(config: RunConfig):
