@@ -6,8 +6,9 @@ Callers choose only what is shown. A :class:`Display` receives the workflow's pr
 base class shows nothing (scripts, tests, job processes), the CLI's ``RichDisplay`` draws progress bars
 and tables. Whether a run is finished is decided in one place, :func:`run_state`.
 
-Layers, top to bottom: ``cli`` → ``workflow`` → ``engine``, ``analysis``, ``report`` → ``models``,
-``sampling``, ``losses``, ``data`` → ``rundir``, ``io``, ``config``.
+Layers, top to bottom: ``cli`` → ``predict`` → ``workflow`` → ``analysis``, ``report``, ``api`` → ``engine`` →
+``models`` → ``data``, ``sampling``, ``losses``, ``rundir`` → ``config`` → ``components`` → ``io`` and the
+other leaves (the contract in pyproject.toml, checked by ``lint-imports``).
 """
 
 from __future__ import annotations
