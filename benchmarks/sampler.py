@@ -12,7 +12,7 @@ from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 from benchmarks.profiling import TimingSummary, rotated, summarize, timed
 from benchmarks.workload import Settings
 from libra_cli.config import RunConfig, apply_overrides
-from libra_cli.models.build import iou_sampler_from_config
+from libra_cli.models.parts import iou_sampler_from_config
 
 SAMPLER_PROPOSALS = 2000
 SAMPLER_SAMPLES = 512  # RoIs per image, as in the reference Libra R-CNN

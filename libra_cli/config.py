@@ -20,8 +20,10 @@ from typing import Any, NewType, get_args, get_origin, get_type_hints
 
 import yaml
 
+from libra_cli.components import SWITCHES, check_components
 from libra_cli.errors import LibraError
 from libra_cli.io import atomic_write_text
+from libra_cli.voc_sources import check_split_name, is_voc_source, voc_path_problem
 
 # Where the default synthetic benchmark lives (relative to the working directory) unless told otherwise.
 DEFAULT_SYNTH_DIR = "data/synth"
@@ -158,8 +160,6 @@ class LibraConfig:
 
     def enabled(self) -> list[str]:
         """Switches of the components turned on, in the table's (the papers') order, e.g. ['iou_sampling', 'bfp']."""
-        from libra_cli.components import SWITCHES  # the component table builds on this module
-
         return [name for name in SWITCHES if getattr(self, name)]
 
 
@@ -421,19 +421,19 @@ class Range:
 
 @dataclass(frozen=True)
 class OneOf:
-    """One of ``choices``: a tuple, or a function returning it (for a list kept in a module above this one)."""
+    """One of ``choices``."""
 
-    choices: tuple[Any, ...] | Any
+    choices: tuple[Any, ...]
 
     def problem(self, value: Any) -> str | None:
-        choices = self.choices() if callable(self.choices) else self.choices
-        return None if value in choices else f"must be one of {', '.join(map(str, choices))}"
+        return None if value in self.choices else f"must be one of {', '.join(map(str, self.choices))}"
 
 
-def _evaluators() -> tuple[str, ...]:
-    from libra_cli.engine.metrics import EVALUATORS  # the evaluators' table lives with them
-
-    return tuple(EVALUATORS)
+# Who computes the numbers (engine/metrics.py): "official" (pycocotools, lvis), "faster" (faster-coco-eval's
+# C++ COCOeval_faster, checked to give the official box AP to 1e-6, tests/engine/test_evaluators.py) or "auto"
+# (faster wherever it reproduces the official numbers: box AP with integer ids and, for LVIS, no 'ignore'
+# flags; else official).
+EVALUATORS = ("auto", "official", "faster")
 
 
 # The synthetic benchmark's named difficulties (data/synth.py DIFFICULTIES, one floor up; a test keeps them equal).
@@ -513,7 +513,7 @@ FIELD_RULES: dict[tuple[str, str], Range | OneOf] = {
     ("train", "seed"): NON_NEGATIVE,
     ("train", "log_interval"): COUNT,
     ("train", "eval_interval"): NON_NEGATIVE,
-    ("train", "evaluator"): OneOf(_evaluators),
+    ("train", "evaluator"): OneOf(EVALUATORS),
     ("train", "checkpoint_interval"): COUNT,
 }
 
@@ -567,11 +567,7 @@ def validate(config: RunConfig) -> None:
             raise LibraError("libra.eql: the equalization loss needs the Faster / Mask R-CNN RoI head, not RetinaNet")
         if lib.iou_sampling:
             raise LibraError("libra.iou_sampling: RetinaNet has no RoI sampler; use --arch faster_rcnn or mask_rcnn")
-    from libra_cli.components import check_components
-
     check_components(config)
-    from libra_cli.data.voc import check_split_name, is_voc_source, voc_path_problem
-
     for name in ("train_split", "val_split"):
         check_split_name(f"data.{name}", getattr(d, name))
     for name in ("train_ann", "val_ann"):  # a VOCdevkit root or its Annotations/ folder: say what to pass

@@ -10,6 +10,7 @@ type, so ``config.py``, ``models/build.py``, ``engine/checkpoint.py`` and ``rund
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -21,6 +22,8 @@ from typing import Any
 import torch
 
 from libra_cli.errors import LibraError
+
+HASH_DIGITS = 8  # hex digits of the SHA-256 put in an exported file's name
 
 
 def _umask() -> int:
@@ -56,6 +59,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_named_by_hash(out: Path, data: bytes, *, overwrite: bool = False) -> tuple[Path, str]:
+    """Write ``data`` atomically beside ``out`` as ``<out's stem>-<first HASH_DIGITS hex digits of its
+    SHA-256><out's suffix>`` (an exported weights or ONNX file); returns (that path, the SHA-256 in hex).
+    A file already at that name is a one-line LibraError unless ``overwrite``."""
+    digest = hashlib.sha256(data).hexdigest()
+    path = out.with_name(f"{out.stem}-{digest[:HASH_DIGITS]}{out.suffix}")
+    if path.exists() and not overwrite:
+        raise LibraError(f"{path}: exists already (give --force to replace it)")
+    atomic_write_bytes(path, data)
+    return path, digest
 
 
 def remove_stale_temporaries(folder: Path) -> int:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from libra_cli.config import RunConfig, apply_overrides, read_yaml, save_config, validate
-from libra_cli.engine.checkpoint import load_checkpoint
 from libra_cli.errors import LibraError
 from libra_cli.io import atomic_write_bytes, atomic_write_text, read_json
 
@@ -213,16 +212,6 @@ class RunLayout:
             written[file_name] = self.analysis_dir / file_name
             atomic_write_bytes(written[file_name], data)
         return written
-
-    # --- status --------------------------------------------------------------------------------------
-
-    def is_finished(self, max_iters: int) -> bool:
-        """Trained and evaluated: the last checkpoint is at ``max_iters`` (or past it) and
-        ``eval/metrics.json`` exists. `libra ablate` and `libra demo` reuse such a run instead of training."""
-        if not self.last.is_file():
-            return False
-        iteration = int(load_checkpoint(self.last)["iteration"])
-        return iteration >= max_iters and self.metrics.is_file()
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ Callers choose only what is shown. A :class:`Display` receives the workflow's pr
 base class shows nothing (scripts, tests, job processes), the CLI's ``RichDisplay`` draws progress bars
 and tables. Whether a run is finished is decided in one place, :func:`run_state`.
 
-Layers, top to bottom: ``cli`` → ``workflow`` → ``engine``, ``analysis``, ``report`` → ``models``,
-``sampling``, ``losses``, ``data`` → ``rundir``, ``io``, ``config``.
+Layers, top to bottom: ``cli`` → ``predict`` → ``workflow`` → ``analysis``, ``report``, ``api`` → ``engine`` →
+``models`` → ``data``, ``sampling``, ``losses``, ``rundir`` → ``config`` → ``components`` → ``io`` and the
+other leaves (the contract in pyproject.toml, checked by ``lint-imports``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from libra_cli.config import RunConfig, load_config
+from libra_cli.engine.run import run_is_finished
 from libra_cli.errors import LibraError
 from libra_cli.rundir import RunLayout, eval_set_name
 
@@ -98,8 +100,8 @@ def config_differences(saved: RunConfig, planned: RunConfig) -> list[str]:
 
 
 def run_state(config: RunConfig) -> RunState:
-    """Whether the run of ``config`` (in ``config.train.out``) is ``done`` (last checkpoint at
-    ``max_iters`` and evaluated, :meth:`RunLayout.is_finished`), can ``resume`` from a checkpoint, or is
+    """Whether the run of ``config`` (in ``config.train.out``) is ``done`` (last checkpoint at ``max_iters``
+    and evaluated, :func:`libra_cli.engine.run.run_is_finished`), can ``resume`` from a checkpoint, or is
     ``new``. The one finished-run check of `libra demo` and `libra ablate`.
 
     Raises:
@@ -119,7 +121,7 @@ def run_state(config: RunConfig) -> RunState:
             max_iters = saved.train.max_iters  # the iterations its epochs came to when it started
     if not layout.last.is_file():
         return "new"
-    return "done" if layout.is_finished(max_iters) else "resume"
+    return "done" if run_is_finished(layout, max_iters) else "resume"
 
 
 def train_run(

@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 
 from libra_cli import components
-from libra_cli.components import COMPONENTS, SWITCHES, DetectorParts, TrainingStats, detector_parts
+from libra_cli.components import COMPONENTS, SWITCHES
 from libra_cli.config import LibraConfig, load_config
 from libra_cli.errors import LibraError
+from libra_cli.models.parts import PART_BUILDS, DetectorParts, TrainingStats, detector_parts
 from libra_cli.report import tables
 from libra_cli.sampling import IoUBalancedSampler
 from libra_cli.sampling.ohem import OHEMSampler
@@ -20,6 +21,12 @@ def test_each_component_is_one_boolean_switch_listed_once_in_the_papers_order():
     fields = {field.name: field for field in dataclasses.fields(LibraConfig)}
     assert all(fields[name].type in ("bool", bool) and fields[name].default is False for name in SWITCHES)
     assert len({component.label for component in COMPONENTS}) == len(COMPONENTS)
+
+
+def test_the_table_describes_and_the_models_layer_builds_each_row_once():
+    # components.py imports no implementation; models/parts.py holds one build per switch, in table order,
+    # and none for a component the table does not list.
+    assert tuple(PART_BUILDS) == SWITCHES
 
 
 def test_the_config_and_the_report_read_the_table():

@@ -92,7 +92,7 @@ def test_architecture_dependent_component_defaults():
 
 
 def test_reference_and_paper_presets_name_their_readings():
-    from libra_cli.models.build import iou_sampler_from_config
+    from libra_cli.models.parts import iou_sampler_from_config
 
     libra = load_config("libra")
     assert (libra.libra.iou_floor_thr, libra.libra.iou_bins_upper) == (0.0, "max-iou")

@@ -44,7 +44,7 @@ from libra_cli.analysis.common import (
 )
 from libra_cli.config import RunConfig
 from libra_cli.errors import LibraError
-from libra_cli.models.build import iou_sampler_from_config
+from libra_cli.models.parts import iou_sampler_from_config
 from libra_cli.sampling import READINGS, IoUBalancedSampler, RandomSampler, hard_negatives
 
 METHODS = ("random", "hard", "iou_balanced")

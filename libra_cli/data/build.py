@@ -20,8 +20,8 @@ from libra_cli.data.synth import (
     spec_differences,
 )
 from libra_cli.data.transforms import TrainAugmentation
-from libra_cli.data.voc import check_split_lists, is_voc_source, parse_voc_sources, voc_image_root, voc_spec
 from libra_cli.errors import LibraError
+from libra_cli.voc_sources import check_split_lists, is_voc_source, parse_voc_sources, voc_image_root, voc_spec
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +39,10 @@ import torch
 from pycocotools import mask as mask_utils
 
 from libra_cli.data.transforms import TrainAugmentation, resize_masks
-from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, is_voc_source, read_voc_spec, voc_path_problem
+from libra_cli.data.voc import VOC_FORMAT, is_voc_dataset, read_voc_spec
 from libra_cli.errors import LibraError
 from libra_cli.images import ImageReadError, check_image_file, image_tensor, open_rgb, size_mismatch
+from libra_cli.voc_sources import is_voc_source, voc_path_problem
 
 # The reference's training set leaves out images under this many pixels on a side (``_filter_imgs(min_size=32)``).
 MIN_IMAGE_SIDE = 32
@@ -81,11 +82,17 @@ def read_annotation_file(path: str | Path, *, voc_use_difficult: bool = False) -
         raise LibraError(f"{path}: cannot read ({exc.strerror})") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LibraError(f"{path}: not valid JSON ({exc})") from exc
+    return checked_annotation_lists(dataset, str(path))
+
+
+def checked_annotation_lists(dataset: Any, source: str) -> dict[str, Any]:
+    """``dataset`` if it is an annotation dict with its three lists (images, annotations, categories), else a
+    one-line LibraError starting with ``source`` (the file, or "ground truth" for a dict passed in)."""
     if not isinstance(dataset, dict):
-        raise LibraError(f"{path}: expected a JSON object with images, annotations and categories")
+        raise LibraError(f"{source}: expected a JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key), list):
-            raise LibraError(f"{path}: missing required list field {key!r}")
+            raise LibraError(f"{source}: missing required list field {key!r}")
     return dataset
 
 
@@ -96,6 +103,21 @@ def _field(record: dict, key: str, where: str, kinds: type | tuple[type, ...]) -
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise LibraError(f"{where}.{key}: unexpected value {value!r}")
     return value
+
+
+def _objects_with_unique_ids(items: list, source: str, list_name: str, what: str) -> Iterator[tuple[str, dict, int]]:
+    """``(where, item, its id)`` for each item of the annotation file's list ``list_name``, in order; an item
+    that is not an object, has no integer ``id`` or repeats an earlier id is a one-line LibraError naming it."""
+    seen: set[int] = set()
+    for i, item in enumerate(items):
+        where = f"{source}: {list_name}[{i}]"
+        if not isinstance(item, dict):
+            raise LibraError(f"{where}: expected an object")
+        item_id = _field(item, "id", where, int)
+        if item_id in seen:
+            raise LibraError(f"{where}.id: duplicate {what} id {item_id}")
+        seen.add(item_id)
+        yield where, item, item_id
 
 
 def _image_file_name(image: dict, where: str) -> str:
@@ -242,16 +264,8 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     # --- parsing -------------------------------------------------------------------------------------
     def _read_categories(self) -> dict[int, dict]:
-        source = str(self.ann_file)  # formatted once: a COCO train file has 860,001 annotations to name
-        categories: dict[int, dict] = {}
-        for i, category in enumerate(self.dataset["categories"]):
-            where = f"{source}: categories[{i}]"
-            if not isinstance(category, dict):
-                raise LibraError(f"{where}: expected an object")
-            cat_id = _field(category, "id", where, int)
-            if cat_id in categories:
-                raise LibraError(f"{where}.id: duplicate category id {cat_id}")
-            categories[cat_id] = category
+        entries = _objects_with_unique_ids(self.dataset["categories"], str(self.ann_file), "categories", "category")
+        categories = {cat_id: category for _, category, cat_id in entries}
         if not categories:
             raise LibraError(f"{self.ann_file}: 'categories' is empty")
         return categories
@@ -260,13 +274,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         label_of = {cat_id: label for label, cat_id in enumerate(self.category_ids, start=1)}
         source = str(self.ann_file)  # formatted once: a COCO train file has 860,001 annotations to name
         images: dict[int, dict] = {}
-        for i, image in enumerate(self.dataset["images"]):
-            where = f"{source}: images[{i}]"
-            if not isinstance(image, dict):
-                raise LibraError(f"{where}: expected an object")
-            image_id = _field(image, "id", where, int)
-            if image_id in images:
-                raise LibraError(f"{where}.id: duplicate image id {image_id}")
+        for where, image, image_id in _objects_with_unique_ids(self.dataset["images"], source, "images", "image"):
             for key in ("width", "height"):
                 if _field(image, key, where, int) <= 0:
                     raise LibraError(f"{where}.{key}: must be positive, got {image[key]}")

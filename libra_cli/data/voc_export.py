@@ -30,8 +30,8 @@ from typing import Any
 
 from PIL import Image
 
-from libra_cli.data.voc import ANNOTATIONS_DIR, CLASSES_FILE, IMAGE_SUFFIX, IMAGES_DIR, LISTS_DIR
 from libra_cli.errors import LibraError
+from libra_cli.voc_sources import ANNOTATIONS_DIR, CLASSES_FILE, IMAGE_SUFFIX, IMAGES_DIR, LISTS_DIR
 
 DEVKIT_DIR = "VOCdevkit"
 YEAR_DIR = "VOC2007"

@@ -201,7 +201,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Predict, write ``detections.json`` and ``metrics.json`` into ``run``'s eval folder (a run's own ``eval/``,
     or the :class:`EvalFiles` of another set), return the metrics.
-    ``evaluator`` chooses who scores box AP (``libra_cli.engine.metrics.EVALUATORS``; the metrics name it).
+    ``evaluator`` chooses who scores box AP (``libra_cli.config.EVALUATORS``).
 
     For a model with a mask branch (Mask R-CNN) the masks also go to ``eval/segmentations.json`` and their
     metrics (mask AP, the same structure as the box metrics) into the metrics under ``"segm"``.

@@ -35,9 +35,11 @@ from typing import Any, Literal
 import numpy as np
 
 from libra_cli.compat import import_lvis
-from libra_cli.data.coco import read_annotation_file
+from libra_cli.config import EVALUATORS
+from libra_cli.data.coco import checked_annotation_lists, read_annotation_file
 from libra_cli.data.voc import is_voc_dataset
 from libra_cli.engine.results_table import ResultsTable, category_chunks, results_table
+from libra_cli.engine.voc_eval import difficult_as_crowd, evaluate_voc
 from libra_cli.errors import LibraError
 
 COCO_SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -51,10 +53,6 @@ AnnotationFormat = Literal["coco", "lvis"]
 IoUType = Literal["bbox", "segm"]
 IOU_TYPES = ("bbox", "segm")
 EMPTY_RLE = {"size": [1, 1], "counts": "1"}  # a 1×1 mask with no pixel set
-# Who computes the numbers: "official" (pycocotools, lvis), "faster" (faster-coco-eval's C++ COCOeval_faster,
-# checked to give the official box AP to 1e-6, tests/engine/test_evaluators.py) or "auto" (faster wherever
-# it reproduces the official numbers: box AP with integer ids and, for LVIS, no 'ignore' flags; else official).
-EVALUATORS = ("auto", "official", "faster")
 
 
 def detect_annotation_format(dataset: dict) -> AnnotationFormat:
@@ -73,13 +71,7 @@ def load_ground_truth(gt: str | Path | dict) -> dict:
     """The annotation dict from a JSON file path (or the dict itself), checked for its three lists."""
     if isinstance(gt, str | Path):
         return read_annotation_file(gt)
-    source = "ground truth"
-    if not isinstance(gt, dict):
-        raise LibraError(f"{source}: expected a JSON object with images, annotations and categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(gt.get(key), list):
-            raise LibraError(f"{source}: missing the '{key}' list")
-    return gt
+    return checked_annotation_lists(gt, "ground truth")
 
 
 def evaluate_detections(
@@ -88,17 +80,17 @@ def evaluate_detections(
     """Score detections with the COCO, LVIS or Pascal VOC protocol, whichever format the ground truth is in.
 
     ``options`` go to :func:`evaluate_coco` (``quiet``), :func:`evaluate_lvis` (``max_dets``, ``quiet``) or,
-    for ground truth read from a VOCdevkit, :func:`libra_cli.engine.voc_eval.evaluate_voc` (which passes them
-    and ``evaluator`` on to its COCO-style numbers).
+    for ground truth read from a VOCdevkit, to the COCO-style numbers that
+    :func:`libra_cli.engine.voc_eval.evaluate_voc` completes with the VOC metrics.
     ``evaluator`` (one of :data:`EVALUATORS`) picks the COCO / LVIS implementation.
     """
     dataset = load_ground_truth(gt)
     if detect_annotation_format(dataset) == "lvis":
         return evaluate_lvis(dataset, detections, evaluator=evaluator, **options)
     if is_voc_dataset(dataset):
-        from libra_cli.engine.voc_eval import evaluate_voc  # it builds on evaluate_coco below
-
-        return evaluate_voc(dataset, detections, evaluator=evaluator, **options)
+        dataset = difficult_as_crowd(dataset)
+        coco = evaluate_coco(dataset, detections, evaluator=evaluator, **options)
+        return evaluate_voc(dataset, detections, coco)
     return evaluate_coco(dataset, detections, evaluator=evaluator, **options)
 
 

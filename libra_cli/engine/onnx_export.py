@@ -21,7 +21,6 @@ images and reports the largest differences.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import warnings
@@ -32,19 +31,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from libra_cli.engine.run import eql_frequency_denominator, load_trained_model
+from libra_cli.engine.run import detector_with_state, load_trained_model
 from libra_cli.errors import LibraError
-from libra_cli.io import atomic_write_bytes
+from libra_cli.io import write_named_by_hash
 
 OPSET = 17
-HASH_DIGITS = 8  # hex digits of the SHA-256 put in the file's name, as for weights files
 
 
 def exportable_model(run_dir: str | Path, checkpoint: str) -> tuple[nn.Module, dict[str, Any], Any]:
     """(the run's detector on the CPU in eval mode, built with torchvision's RoIAlign, dataset info, config);
     a LibraError when a part of it cannot be exported."""
-    from libra_cli.models.build import build_detector
-
     config, model, info, _ = load_trained_model(run_dir, checkpoint, "cpu")
     if config.libra.bfp:
         raise LibraError(
@@ -52,13 +48,7 @@ def exportable_model(run_dir: str | Path, checkpoint: str) -> tuple[nn.Module, d
             "only at run time, which torch's ONNX exporter cannot write; export the weights (.pt) instead"
         )
     config.model.roi_align = "torchvision"
-    exportable = build_detector(
-        config,
-        len(info["category_ids"]),
-        images_per_class=torch.tensor(info["images_per_class"]),
-        num_images=eql_frequency_denominator(info, config.libra.eql_freq),
-    )
-    exportable.load_state_dict(model.state_dict())
+    exportable = detector_with_state(config, info, model.state_dict(), f"{run_dir}: ONNX export")
     return exportable.eval(), info, config
 
 
@@ -108,11 +98,7 @@ def export_onnx(
     for key, value in metadata.items():
         graph.metadata_props.add(key=key, value=value)
     data = graph.SerializeToString()
-    digest = hashlib.sha256(data).hexdigest()
-    path = out.with_name(f"{out.stem}-{digest[:HASH_DIGITS]}.onnx")
-    if path.exists() and not overwrite:
-        raise LibraError(f"{path}: exists already (give --force to replace it)")
-    atomic_write_bytes(path, data)
+    path, digest = write_named_by_hash(out, data, overwrite=overwrite)
     summary: dict[str, Any] = {"bytes": len(data), "sha256": digest, "outputs": names}
     if check_images:
         summary["check"] = compare_with_eager(model, data, check_images)

@@ -6,7 +6,7 @@ sooner than the same two runs one after the other with two threads each (measure
 ``benchmarks/RESULTS.md``). ``libra demo`` trains its baseline and Libra runs this way and ``libra ablate
 --jobs N`` trains N runs of a grid at once.
 
-Each job runs :func:`libra_cli.workflow.train_run` in a fresh (spawned) process with
+Each job runs :func:`libra_cli.engine.train.train` in a fresh (spawned) process with
 ``torch.set_num_threads(threads)`` and reports its progress through a queue; the parent shows one
 progress bar per job. A job that fails with a :class:`LibraError` is reported and the others go on.
 Ctrl-C (or SIGTERM) in the parent is passed on to the running jobs, which write their checkpoint as
@@ -93,12 +93,12 @@ def _run_job(index: int, job: TrainJob, threads: int, events: Any) -> None:
     """Body of a job process: train, then post exactly one final message (done, failed or interrupted)."""
     import torch
 
-    from libra_cli.workflow import TrainHooks, train_run
+    from libra_cli.engine.train import train
 
     os.setpgrp()  # the parent forwards Ctrl-C once; a terminal's SIGINT to the whole group would be a second
     torch.set_num_threads(threads)
     try:
-        result = train_run(job.config, resume=job.resume, hooks=TrainHooks(progress=_QueueProgress(index, events)))
+        result = train(job.config, resume=job.resume, progress=_QueueProgress(index, events))
     except LibraError as exc:
         events.put(("failed", index, str(exc)))
     except KeyboardInterrupt:
@@ -107,6 +107,90 @@ def _run_job(index: int, job: TrainJob, threads: int, events: Any) -> None:
         events.put(("failed", index, f"{type(exc).__name__}: {exc}"))
     else:
         events.put(("done", index, result))
+
+
+class _Jobs:
+    """The jobs of one :func:`train_parallel` call: which processes run, how each job ended, and the messages
+    that tell it, passed on to ``on_event``."""
+
+    def __init__(
+        self, jobs: list[TrainJob], context: Any, on_event: Callable[[EventKind, TrainJob, Any], None] | None
+    ) -> None:
+        self.jobs = jobs
+        self.context = context
+        self.on_event = on_event
+        self.events = context.Queue()
+        self.pending = list(range(len(jobs)))
+        self.running: dict[int, Any] = {}
+        self.outcomes: dict[int, JobOutcome] = {}
+
+    def start_next(self, threads: int) -> None:
+        index = self.pending.pop(0)
+        process = self.context.Process(
+            target=_run_job, args=(index, self.jobs[index], threads, self.events), daemon=False
+        )
+        process.start()
+        self.running[index] = process
+
+    def notify(self, kind: EventKind, index: int, payload: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, self.jobs[index], payload)
+
+    def finish(self, index: int, status: Literal["done", "failed", "interrupted"], payload: Any = None) -> None:
+        """Record job ``index``'s end (``payload``: the TrainResult when done, the message when failed)."""
+        outcome = JobOutcome(
+            self.jobs[index],
+            status,
+            result=payload if status == "done" else None,
+            error=payload if status == "failed" else None,
+        )
+        self.outcomes[index] = outcome
+        process = self.running.pop(index, None)
+        if process is not None:
+            process.join()
+        self.notify(status, index, outcome.result if status == "done" else outcome.error)
+
+    def handle(self, message: tuple[str, int, Any]) -> None:
+        kind, index, payload = message
+        if kind in ("start", "update"):
+            self.notify(kind, index, payload)  # type: ignore[arg-type]
+        else:
+            self.finish(index, kind, payload if kind in ("done", "failed") else None)  # type: ignore[arg-type]
+
+    def drain(self, timeout: float) -> None:
+        """Handle the next message (waiting up to ``timeout`` seconds for it) and every one already queued."""
+        try:
+            self.handle(self.events.get(timeout=timeout))
+            while True:
+                self.handle(self.events.get_nowait())
+        except queue_module.Empty:
+            pass
+
+    def reap_silent_exits(self) -> None:
+        """A job process that died without a final message (killed, out of memory) is a failure."""
+        for index, process in list(self.running.items()):
+            if not process.is_alive() and index not in self.outcomes:
+                self.drain(0.2)  # its last messages may still be in the pipe
+                if index not in self.outcomes:
+                    self.finish(index, "failed", f"process exited with code {process.exitcode}")
+
+    def stop(self) -> None:
+        """Pass an interrupt on once (the jobs run in their own process groups, so a Ctrl-C in the terminal
+        reaches only this process), then keep reading messages while the jobs save their checkpoints; a
+        job still running after ``STOP_WAIT_S`` is killed. Every unfinished job ends as interrupted."""
+        for process in self.running.values():
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGINT)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while any(process.is_alive() for process in self.running.values()) and time.monotonic() < deadline:
+            self.drain(POLL_S)
+        self.drain(0.2)
+        for index, process in list(self.running.items()):
+            if process.is_alive():
+                process.kill()
+            if index not in self.outcomes:
+                self.finish(index, "interrupted")
 
 
 def train_parallel(
@@ -130,84 +214,23 @@ def train_parallel(
         return []
     max_parallel = min(max_parallel, len(jobs))
     threads = threads or threads_per_job(max_parallel)
-    context = multiprocessing.get_context("spawn")
-    events = context.Queue()
-    pending = list(range(len(jobs)))
-    running: dict[int, Any] = {}
-    outcomes: dict[int, JobOutcome] = {}
-
-    def notify(kind: EventKind, index: int, payload: Any) -> None:
-        if on_event is not None:
-            on_event(kind, jobs[index], payload)
-
-    def finish(index: int, outcome: JobOutcome) -> None:
-        outcomes[index] = outcome
-        process = running.pop(index, None)
-        if process is not None:
-            process.join()
-        notify(outcome.status, index, outcome.result if outcome.status == "done" else outcome.error)
-
-    def handle(message: tuple[str, int, Any]) -> None:
-        kind, index, payload = message
-        if kind in ("start", "update"):
-            notify(kind, index, payload)  # type: ignore[arg-type]
-        elif kind == "done":
-            finish(index, JobOutcome(jobs[index], "done", result=payload))
-        elif kind == "failed":
-            finish(index, JobOutcome(jobs[index], "failed", error=payload))
-        else:
-            finish(index, JobOutcome(jobs[index], "interrupted"))
-
-    def drain(timeout: float) -> None:
-        try:
-            handle(events.get(timeout=timeout))
-            while True:
-                handle(events.get_nowait())
-        except queue_module.Empty:
-            pass
-
-    def reap_silent_exits() -> None:
-        """A job process that died without a final message (killed, out of memory) is a failure."""
-        for index, process in list(running.items()):
-            if not process.is_alive() and index not in outcomes:
-                drain(0.2)  # its last messages may still be in the pipe
-                if index not in outcomes:
-                    message = f"process exited with code {process.exitcode}"
-                    finish(index, JobOutcome(jobs[index], "failed", error=message))
-
+    table = _Jobs(jobs, multiprocessing.get_context("spawn"), on_event)
     previous_term = None
     if threading.current_thread() is threading.main_thread():
         previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's SIGTERM stops jobs cleanly
     try:
-        while pending or running:
-            while pending and len(running) < max_parallel:
-                index = pending.pop(0)
-                process = context.Process(target=_run_job, args=(index, jobs[index], threads, events), daemon=False)
-                process.start()
-                running[index] = process
-            drain(POLL_S)
-            reap_silent_exits()
+        while table.pending or table.running:
+            while table.pending and len(table.running) < max_parallel:
+                table.start_next(threads)
+            table.drain(POLL_S)
+            table.reap_silent_exits()
     except KeyboardInterrupt:
-        # Pass the interrupt on once (the jobs run in their own process groups, so a Ctrl-C in the
-        # terminal reaches only this process), then keep reading messages while they save checkpoints.
-        for process in running.values():
-            if process.is_alive() and process.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGINT)
-        deadline = time.monotonic() + STOP_WAIT_S
-        while any(process.is_alive() for process in running.values()) and time.monotonic() < deadline:
-            drain(POLL_S)
-        drain(0.2)
-        for index, process in list(running.items()):
-            if process.is_alive():
-                process.kill()
-            if index not in outcomes:
-                finish(index, JobOutcome(jobs[index], "interrupted"))
+        table.stop()
         raise
     finally:
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
-    return [outcomes[index] for index in range(len(jobs)) if index in outcomes]
+    return [table.outcomes[index] for index in range(len(jobs)) if index in table.outcomes]
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

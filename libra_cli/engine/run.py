@@ -56,10 +56,43 @@ def eql_frequency_denominator(info: dict[str, Any], mode: str) -> int:
     return int(info.get("num_annotated_images", info["num_images"]))
 
 
+def run_is_finished(layout: RunLayout, max_iters: int) -> bool:
+    """Trained and evaluated: the run's last checkpoint is at ``max_iters`` (or past it) and
+    ``eval/metrics.json`` exists. `libra ablate` and `libra demo` reuse such a run instead of training."""
+    if not layout.last.is_file():
+        return False
+    iteration = int(load_checkpoint(layout.last)["iteration"])
+    return iteration >= max_iters and layout.metrics.is_file()
+
+
 def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise LibraError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     return torch.device(name)
+
+
+def detector_with_state(
+    config: RunConfig, categories: dict[str, Any], state: dict[str, torch.Tensor], mismatch: str
+) -> nn.Module:
+    """The detector of ``config`` for a training set's ``categories`` (its ``dataset.json`` fields: category
+    ids, images per class, the EQL denominator's counts) with the trained ``state`` loaded. The state
+    supersedes the config's initial weights files, which are not read; a state of another shape is a
+    LibraError ``"<mismatch> (<torch's first line>)"``."""
+    from libra_cli.models.build import build_detector
+
+    config.model.weights = None
+    config.model.backbone_weights = None
+    model = build_detector(
+        config,
+        len(categories["category_ids"]),
+        images_per_class=torch.tensor(categories["images_per_class"]),
+        num_images=eql_frequency_denominator(categories, config.libra.eql_freq),
+    )
+    try:
+        model.load_state_dict(state)  # float16 tensors (a half weights file) are copied into float32 parameters
+    except RuntimeError as exc:
+        raise LibraError(f"{mismatch} ({str(exc).splitlines()[0]})") from exc
+    return model
 
 
 def load_trained_model(
@@ -69,8 +102,6 @@ def load_trained_model(
 
     Returns (config, model on device in eval mode, dataset info, checkpoint metadata).
     """
-    from libra_cli.models.build import build_detector
-
     layout = RunLayout(run_dir)
     if not layout.root.is_dir():
         raise LibraError(f"{run_dir}: run directory not found")
@@ -81,18 +112,7 @@ def load_trained_model(
     else:
         path = Path(checkpoint)
     state = load_checkpoint(path)
-    config.model.weights = None  # the checkpoint supersedes any initial weights file
-    config.model.backbone_weights = None
-    model = build_detector(
-        config,
-        len(info["category_ids"]),
-        images_per_class=torch.tensor(info["images_per_class"]),
-        num_images=eql_frequency_denominator(info, config.libra.eql_freq),
-    )
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise LibraError(f"{path}: does not match the run's detector ({str(exc).splitlines()[0]})") from exc
+    model = detector_with_state(config, info, state["model"], f"{path}: does not match the run's detector")
     target = resolve_device(device or config.train.device)
     model.to(target).eval()
     meta = {"checkpoint": str(path), "iteration": int(state["iteration"])}

@@ -21,12 +21,9 @@ no AP (None) and is left out of the mean, where the devkit would divide by zero.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from libra_cli.engine.metrics import evaluate_coco, load_ground_truth
 
 VOC_IOU_THRESHOLD = 0.5
 ELEVEN_RECALL_POINTS = tuple(k / 10 for k in range(11))  # 0, 0.1, …, 1 as exact tenths
@@ -116,20 +113,25 @@ def class_ap(
     return ap_area(recall, precision), ap_11_point(recall, precision)
 
 
-def evaluate_voc(gt: str | Path | dict, detections: Sequence[dict], **coco_options: Any) -> dict:
+def difficult_as_crowd(dataset: dict) -> dict:
+    """A VOC-read annotation dict with its difficult boxes marked ``iscrowd``, so that the COCO evaluation
+    ignores them as the devkit does."""
+    annotations = [{**ann, "iscrowd": int(bool(ann.get("difficult", 0)))} for ann in dataset["annotations"]]
+    return {**dataset, "annotations": annotations}
+
+
+def evaluate_voc(dataset: dict, detections: Sequence[dict], coco: dict) -> dict:
     """VOC mAP of COCO-format detections against a VOC-read annotation dict, plus the COCO-style numbers.
 
-    Returns ``{"format": "voc", "summary": {the 12 COCO numbers ("AP" stays the headline), "mAP" (area,
-    VOC2010+), "mAP_07" (11-point)}, "per_category": [{"category_id", "name", "AP", "AP50", "num_gt",
-    "AP_voc", "AP_voc07", "num_difficult"}, ...]}``. The COCO numbers come from pycocotools with difficult
-    boxes passed as ``iscrowd`` regions, so that they too are ignored; ``num_gt`` counts non-difficult boxes.
-    Detections are checked (image and category ids, boxes, scores) by the COCO evaluation first, which
-    ``coco_options`` (such as ``quiet``) go to.
+    ``dataset`` is :func:`difficult_as_crowd` of the ground truth and ``coco`` the COCO evaluation of
+    ``detections`` against it (:func:`libra_cli.engine.metrics.evaluate_detections` passes both), which has
+    checked the detections (image and category ids, boxes, scores). Returns ``{"format": "voc", "summary":
+    {the 12 COCO numbers ("AP" stays the headline), "mAP" (area, VOC2010+), "mAP_07" (11-point)},
+    "per_category": [{"category_id", "name", "AP", "AP50", "num_gt", "AP_voc", "AP_voc07", "num_difficult"},
+    ...]}``. The COCO numbers come from pycocotools with difficult boxes passed as ``iscrowd`` regions, so that
+    they too are ignored; ``num_gt`` counts non-difficult boxes.
     """
-    dataset = load_ground_truth(gt)
-    annotations = [{**ann, "iscrowd": int(bool(ann.get("difficult", 0)))} for ann in dataset["annotations"]]
-    coco = evaluate_coco({**dataset, "annotations": annotations}, detections, **coco_options)
-
+    annotations = dataset["annotations"]
     per_class_gt: dict[Any, dict[Any, tuple[list, list]]] = {}
     for ann in annotations:
         x, y, w, h = (float(v) for v in ann["bbox"])

@@ -13,7 +13,6 @@ detector ready for inference with what is needed to name its outputs.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +22,12 @@ import torch
 from torch import nn
 
 from libra_cli.config import RunConfig, apply_overrides, validate
-from libra_cli.engine.run import eql_frequency_denominator, load_trained_model, resolve_device
+from libra_cli.engine.run import detector_with_state, load_trained_model, resolve_device
 from libra_cli.errors import LibraError
-from libra_cli.io import atomic_write_bytes, load_tensors_safely
+from libra_cli.io import load_tensors_safely, write_named_by_hash
 from libra_cli.rundir import RunLayout
 
 WEIGHTS_FORMAT = "libra-weights-v1"
-HASH_DIGITS = 8  # hex digits of the SHA-256 put in a weights file's name
 # What a weights file keeps of the run's dataset.json: enough to build the detector and name its labels.
 CATEGORY_FIELDS = (
     "category_ids",
@@ -82,11 +80,7 @@ def export_weights(
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
-    path = out.with_name(f"{out.stem}-{digest[:HASH_DIGITS]}.pt")
-    if path.exists() and not overwrite:
-        raise LibraError(f"{path}: exists already (give --force to replace it)")
-    atomic_write_bytes(path, data)
+    path, digest = write_named_by_hash(out, data, overwrite=overwrite)
     summary = {
         "parameters": sum(parameter.numel() for parameter in model.parameters()),
         "bytes": len(data),
@@ -115,24 +109,12 @@ def read_weights_file(path: str | Path) -> dict[str, Any]:
 def load_weights_file(path: str | Path, device: str | None = None) -> LoadedDetector:
     """The detector of a weights file (:func:`export_weights`), in float32 on ``device`` (default: the
     config's device, else the CPU when CUDA is missing)."""
-    from libra_cli.models.build import build_detector
-
     payload = read_weights_file(path)
     config = apply_overrides(RunConfig(), payload["config"], f"{path}: config")
     validate(config)
-    config.model.weights = None  # the file's weights supersede any initial weights
-    config.model.backbone_weights = None
     categories = payload["categories"]
-    model = build_detector(
-        config,
-        len(categories["category_ids"]),
-        images_per_class=torch.tensor(categories["images_per_class"]),
-        num_images=eql_frequency_denominator(categories, config.libra.eql_freq),
-    )
-    try:
-        model.load_state_dict(payload["model"])  # float16 tensors are copied into the float32 parameters
-    except RuntimeError as exc:
-        raise LibraError(f"{path}: does not match its own config's detector ({str(exc).splitlines()[0]})") from exc
+    mismatch = f"{path}: does not match its own config's detector"
+    model = detector_with_state(config, categories, payload["model"], mismatch)
     model.to(resolve_device(device or available_device(config.train.device))).eval()
     return LoadedDetector(
         config,

@@ -15,6 +15,7 @@ Three parts, composed by plain calls:
 
 import math
 from collections import OrderedDict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -209,32 +210,19 @@ class BackboneWithBFP(nn.Module):
         backbone: a module mapping images [B, 3, H, W] to an ``OrderedDict`` of pyramid features, finest
             first, with an ``out_channels`` attribute — e.g. the result of
             ``torchvision.models.detection.backbone_utils.resnet_fpn_backbone``.
-        num_levels: must equal the number of feature maps the backbone returns (5 for torchvision's
-            ResNet-FPN with its extra max-pool level: '0', '1', '2', '3', 'pool'); a mismatch raises
-            ``ValueError`` at the first forward pass.
-        refine_level, refine_type, init: passed to ``BalancedFeaturePyramid``.
+        bfp_settings: ``num_levels``, ``refine_level``, ``refine_type``, ``init``, passed to
+            ``BalancedFeaturePyramid`` (its defaults where not given). ``num_levels`` must equal the number of
+            feature maps the backbone returns (5 for torchvision's ResNet-FPN with its extra max-pool level:
+            '0', '1', '2', '3', 'pool'); a mismatch raises ``ValueError`` at the first forward pass.
 
     ``out_channels`` is the backbone's, so the wrapper drops into ``FasterRCNN``/``RetinaNet`` unchanged.
     """
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        num_levels: int = 5,
-        refine_level: int = 2,
-        refine_type: str = "non_local",
-        init: str = "xavier",
-    ) -> None:
+    def __init__(self, backbone: nn.Module, **bfp_settings: Any) -> None:
         super().__init__()
         self.backbone = backbone
         self.out_channels: int = backbone.out_channels
-        self.bfp = BalancedFeaturePyramid(
-            in_channels=self.out_channels,
-            num_levels=num_levels,
-            refine_level=refine_level,
-            refine_type=refine_type,
-            init=init,
-        )
+        self.bfp = BalancedFeaturePyramid(in_channels=self.out_channels, **bfp_settings)
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         """``x`` [B, 3, H, W] -> the backbone's pyramid, same keys and shapes, balanced by the BFP."""

@@ -1,8 +1,8 @@
 """``build_detector``: compose a torchvision Faster R-CNN, Mask R-CNN or RetinaNet from a run config.
 
 Every part is a torchvision module passed in by constructor injection; the switched-on components of
-``libra_cli.components.COMPONENTS`` supply the parts they replace (``detector_parts``), and this module
-puts them in:
+``libra_cli.components.COMPONENTS`` supply the parts they replace (``models/parts.py``: ``detector_parts``),
+and this module puts them in:
 
 - a backbone wrapper (``--bfp``: ``BackboneWithBFP``, pyramid in, balanced pyramid out);
 - Faster R-CNN and Mask R-CNN: a RoI sampler (``--iou-sampling``, ``--ohem``), a box loss (``--balanced-l1``)
@@ -42,18 +42,12 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from libra_cli.components import (
-    MASK_RCNN,
-    TWO_STAGE,
-    DetectorParts,
-    TrainingStats,
-    detector_parts,
-    iou_balanced_sampler,
-)
+from libra_cli.components import MASK_RCNN, TWO_STAGE
 from libra_cli.config import RunConfig
 from libra_cli.errors import LibraError
 from libra_cli.io import load_tensors_safely
 from libra_cli.models.box_head import init_box_head_as_reference
+from libra_cli.models.parts import DetectorParts, TrainingStats, detector_parts
 from libra_cli.models.precision import float32_outputs
 from libra_cli.models.retinanet import P6FromC5P7NoReLU, use_batch_normalised_losses
 from libra_cli.models.roi_align import FastMultiScaleRoIAlign
@@ -265,7 +259,7 @@ def _build_faster_rcnn(
     anchor_sizes: tuple[tuple[int, ...], ...],
 ) -> FasterRCNN:
     """Faster R-CNN, or Mask R-CNN (``model.arch: mask_rcnn``: the same detector plus torchvision's mask
-    branch), with the RoI heads of the switched-on components."""
+    branch), with the RPN of the model settings and the RoI heads of the switched-on components."""
     model_cfg = config.model
     channels = backbone.out_channels
     anchors = AnchorGenerator(anchor_sizes, (tuple(model_cfg.aspect_ratios),) * len(anchor_sizes))
@@ -277,21 +271,8 @@ def _build_faster_rcnn(
     )
     box_head = TwoMLPHead(channels * 7 * 7, model_cfg.box_head_dim)
     predictor = FastRCNNPredictor(model_cfg.box_head_dim, num_classes + 1)
-    detector: type[FasterRCNN] = FasterRCNN
-    mask_branch: dict[str, nn.Module] = {}
-    if model_cfg.arch == MASK_RCNN:
-        detector = MaskRCNN
-        mask_branch = dict(
-            mask_roi_pool=FastMultiScaleRoIAlign(
-                ["0", "1", "2", "3"],
-                output_size=MASK_POOL_SIZE,
-                sampling_ratio=MASK_SAMPLING_RATIO,
-                implementation=model_cfg.roi_align,
-            ),
-            mask_head=MaskRCNNHeads(channels, MASK_HEAD_LAYERS, dilation=1),
-            mask_predictor=MaskRCNNPredictor(MASK_HEAD_LAYERS[-1], MASK_PREDICTOR_CHANNELS, num_classes + 1),
-        )
-    model = detector(
+    mask_branch = _mask_branch(config, channels, num_classes) if model_cfg.arch == MASK_RCNN else {}
+    model = (MaskRCNN if mask_branch else FasterRCNN)(
         backbone,
         num_classes=None,
         min_size=model_cfg.min_size,
@@ -311,20 +292,7 @@ def _build_faster_rcnn(
         box_positive_fraction=model_cfg.roi_positive_fraction,
         **mask_branch,
     )
-    if model_cfg.rpn_neg_pos_ub is not None:
-        from libra_cli.sampling import NegPosCappedSampler
-
-        plain = model.rpn.fg_bg_sampler
-        model.rpn.fg_bg_sampler = NegPosCappedSampler(
-            plain.batch_size_per_image, plain.positive_fraction, model_cfg.rpn_neg_pos_ub
-        )
-    if model_cfg.rpn_min_pos_iou is not None:
-        plain_matcher = model.rpn.proposal_matcher
-        model.rpn.proposal_matcher = FlooredLowQualityMatcher(
-            plain_matcher.high_threshold, plain_matcher.low_threshold, model_cfg.rpn_min_pos_iou
-        )
-    if model_cfg.rpn_loss_norm == "reference":
-        use_reference_rpn_loss(model.rpn)
+    _use_reference_rpn_choices(config, model.rpn)
     box_loss = parts.roi_box_loss if parts.roi_box_loss is not None else roi_box_loss(config)
     if parts.roi_sampler is not None or parts.eql_tail_mask is not None or box_loss is not None:
         model.roi_heads = LibraRoIHeads.from_plain(
@@ -338,6 +306,42 @@ def _build_faster_rcnn(
     if model_cfg.box_head_init == "reference":
         init_box_head_as_reference(model.roi_heads.box_head, model.roi_heads.box_predictor)
     return model
+
+
+def _mask_branch(config: RunConfig, channels: int, num_classes: int) -> dict[str, nn.Module]:
+    """Mask R-CNN's mask branch (torchvision's defaults, with the RoIAlign of ``model.roi_align``), as the
+    keyword arguments of ``MaskRCNN``."""
+    return dict(
+        mask_roi_pool=FastMultiScaleRoIAlign(
+            ["0", "1", "2", "3"],
+            output_size=MASK_POOL_SIZE,
+            sampling_ratio=MASK_SAMPLING_RATIO,
+            implementation=config.model.roi_align,
+        ),
+        mask_head=MaskRCNNHeads(channels, MASK_HEAD_LAYERS, dilation=1),
+        mask_predictor=MaskRCNNPredictor(MASK_HEAD_LAYERS[-1], MASK_PREDICTOR_CHANNELS, num_classes + 1),
+    )
+
+
+def _use_reference_rpn_choices(config: RunConfig, rpn: nn.Module) -> None:
+    """The reference code's RPN choices the model settings switch on, put into torchvision's RPN in place:
+    the cap on sampled negatives (``rpn_neg_pos_ub``), the floor on low-quality matches
+    (``rpn_min_pos_iou``) and the loss divisor (``rpn_loss_norm: reference``)."""
+    model_cfg = config.model
+    if model_cfg.rpn_neg_pos_ub is not None:
+        from libra_cli.sampling import NegPosCappedSampler
+
+        plain = rpn.fg_bg_sampler
+        rpn.fg_bg_sampler = NegPosCappedSampler(
+            plain.batch_size_per_image, plain.positive_fraction, model_cfg.rpn_neg_pos_ub
+        )
+    if model_cfg.rpn_min_pos_iou is not None:
+        plain_matcher = rpn.proposal_matcher
+        rpn.proposal_matcher = FlooredLowQualityMatcher(
+            plain_matcher.high_threshold, plain_matcher.low_threshold, model_cfg.rpn_min_pos_iou
+        )
+    if model_cfg.rpn_loss_norm == "reference":
+        use_reference_rpn_loss(rpn)
 
 
 def roi_box_loss(config: RunConfig):
@@ -354,8 +358,3 @@ def roi_box_loss(config: RunConfig):
     if math.isclose(model_cfg.roi_smooth_l1_beta, TORCHVISION_SMOOTH_L1_BETA, rel_tol=1e-9):
         return None
     return partial(F.smooth_l1_loss, beta=model_cfg.roi_smooth_l1_beta, reduction="sum")
-
-
-def iou_sampler_from_config(config: RunConfig):
-    """The IoU-balanced RoI sampler of a run's ``model`` and ``libra`` settings (Libra R-CNN §3.1)."""
-    return iou_balanced_sampler(config)

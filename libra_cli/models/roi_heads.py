@@ -225,15 +225,12 @@ class LibraRoIHeads(RoIHeads):
         plain: RoIHeads,
         *,
         num_classes: int,
-        sampler=None,
-        iou_sampler=None,
-        box_loss: Callable[..., torch.Tensor] | None = None,
-        balanced_l1: dict[str, float] | None = None,
-        eql_tail_mask: torch.Tensor | None = None,
-        eql_prior: float | None = None,
-        class_loss: Callable[..., torch.Tensor] | None = None,
+        **libra_parts: Any,
     ) -> LibraRoIHeads:
-        """The Libra head that reuses ``plain``'s modules (shared, not copied) and settings.
+        """The Libra head that reuses ``plain``'s modules (shared, not copied) and settings, with
+        ``libra_parts``: the keyword arguments of :class:`LibraRoIHeads` (``sampler``, ``box_loss``,
+        ``balanced_l1``, ``eql_tail_mask``, ``eql_prior``, ``class_loss``; ``iou_sampler`` is the older name of
+        ``sampler``).
 
         Reused: box_roi_pool, box_head, box_predictor (unless EQL replaces it), the mask branch (Mask
         R-CNN's mask_roi_pool, mask_head and mask_predictor, when ``plain`` has one), the matcher's IoU
@@ -265,16 +262,10 @@ class LibraRoIHeads(RoIHeads):
             plain.nms_thresh,
             plain.detections_per_img,
             num_classes=num_classes,
-            sampler=sampler,
-            iou_sampler=iou_sampler,
-            box_loss=box_loss,
-            balanced_l1=balanced_l1,
-            eql_tail_mask=eql_tail_mask,
-            eql_prior=eql_prior,
-            class_loss=class_loss,
             mask_roi_pool=plain.mask_roi_pool,
             mask_head=plain.mask_head,
             mask_predictor=plain.mask_predictor,
+            **libra_parts,
         )
 
     @property

@@ -120,13 +120,20 @@ def sample_by_iou_intervals(
     quota = int(num / num_bins)
     # The loop runs over the K bins only; each bin is selected with a vectorised mask.
     per_bin = [sample_uniformly(local[bins == k], quota, generator) for k in range(num_bins)]
-    taken = torch.cat(per_bin)
+    return pool[_topped_up(torch.cat(per_bin), local, num, generator)]
+
+
+def _topped_up(
+    taken: torch.Tensor, positions: torch.Tensor, num: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``taken`` (distinct elements of ``positions``, which is ``arange(M)``) followed by ``num − len(taken)``
+    more drawn uniformly from the positions not taken yet (as many as there are)."""
     shortfall = num - taken.numel()
-    if shortfall > 0:
-        untaken = torch.ones(pool.numel(), dtype=torch.bool, device=pool.device)
-        untaken[taken] = False
-        taken = torch.cat([taken, sample_uniformly(local[untaken], shortfall, generator)])
-    return pool[taken]
+    if shortfall <= 0:
+        return taken
+    untaken = torch.ones_like(positions, dtype=torch.bool)
+    untaken[taken] = False
+    return torch.cat([taken, sample_uniformly(positions[untaken], shortfall, generator)])
 
 
 def sample_negatives_by_iou(
@@ -153,11 +160,10 @@ def sample_negatives_by_iou(
        by IoU intervals (K ≥ 2) or uniformly (K < 2); a smaller one is taken whole.
     4. Interval sampling splits [lo, hi) into K equal bins with quota int(n_bin / K) each and fills
        the shortfall at random from the rest of the binned set (:func:`sample_by_iou_intervals`).
-       lo = max(floor_thr, 0). hi depends on ``bins_upper``:
-       ``"max-iou"`` (reference code, default): the largest IoU of any proposal in the image, GT boxes
-       included — normally 1.0, so with K = 3 the bins are [0, 1/3), [1/3, 2/3), [2/3, 1] and the top
-       bin, above the negative threshold, is empty; its quota goes to the random fill.
-       ``"neg-thr"`` (paper text): hi = ``neg_iou_thr``, so the K bins evenly cover the negatives.
+       lo = max(floor_thr, 0); hi: ``"max-iou"`` (reference code, default) the largest IoU of any proposal
+       in the image, GT boxes included — normally 1.0, so with K = 3 the bins are [0, 1/3), [1/3, 2/3),
+       [2/3, 1] and the top bin, above the negative threshold, is empty, its quota going to the random
+       fill; ``"neg-thr"`` (paper text) ``neg_iou_thr``, so the K bins evenly cover the negatives.
     5. The floor set fills ``expected − len(binned sample)`` at random; any remaining gap is filled at
        random from the candidates not chosen yet.
 
@@ -192,39 +198,42 @@ def sample_negatives_by_iou(
     # Work on positions 0..M-1 within `candidates` so that "not chosen yet" is a plain mask.
     positions = torch.arange(candidates.numel(), device=candidates.device)
     candidate_ious = max_iou[candidates]
-
-    # 2. floor set / binned set
-    if floor_thr < 0:
-        is_binned = torch.ones_like(positions, dtype=torch.bool)
-    elif floor_thr == 0:
-        is_binned = candidate_ious > 0
-    else:
-        is_binned = candidate_ious >= floor_thr
+    is_binned = _above_floor(candidate_ious, floor_thr)  # 2. floor set / binned set
     binned, floor = positions[is_binned], positions[~is_binned]
-
     # 3. sample the binned set
     n_bin = int(num_expected * (1 - floor_fraction))
     if binned.numel() <= n_bin:
         binned_sample = binned
-    elif num_bins >= 2:
-        # 4. interval sampling
-        lo = max(floor_thr, 0.0)
-        if bins_upper == "neg-thr":
-            hi = neg_iou_thr
-        else:
-            hi = float(max_iou.max()) if max_iou_overall is None else float(max_iou_overall)
+    elif num_bins >= 2:  # 4. interval sampling
+        lo, hi = _iou_bins_range(max_iou, floor_thr, bins_upper, neg_iou_thr, max_iou_overall)
         binned_sample = sample_by_iou_intervals(
             binned, candidate_ious[binned], n_bin, lo, hi, num_bins, generator, last_bin_closed=last_bin_closed
         )
     else:
         binned_sample = sample_uniformly(binned, n_bin, generator)
-
     # 5. the floor set, then any negative not chosen yet, fill the rest
     floor_sample = sample_uniformly(floor, num_expected - binned_sample.numel(), generator)
-    chosen = torch.cat([binned_sample, floor_sample])
-    gap = num_expected - chosen.numel()
-    if gap > 0:
-        unused = torch.ones_like(positions, dtype=torch.bool)
-        unused[chosen] = False
-        chosen = torch.cat([chosen, sample_uniformly(positions[unused], gap, generator)])
+    chosen = _topped_up(torch.cat([binned_sample, floor_sample]), positions, num_expected, generator)
     return candidates[chosen]
+
+
+def _above_floor(ious: torch.Tensor, floor_thr: float) -> torch.Tensor:
+    """Step 2: which candidates are binned (the rest is the floor set): all of them for ``floor_thr < 0``,
+    IoU > 0 for ``floor_thr = 0``, IoU ≥ ``floor_thr`` above it."""
+    if floor_thr < 0:
+        return torch.ones_like(ious, dtype=torch.bool)
+    if floor_thr == 0:
+        return ious > 0
+    return ious >= floor_thr
+
+
+def _iou_bins_range(
+    max_iou: torch.Tensor, floor_thr: float, bins_upper: str, neg_iou_thr: float, max_iou_overall: float | None
+) -> tuple[float, float]:
+    """Step 4's range [lo, hi] split into the IoU bins: lo = max(floor_thr, 0); hi = ``neg_iou_thr``
+    (``bins_upper="neg-thr"``) or the image's largest IoU (``"max-iou"``: ``max_iou_overall``, by default
+    ``max_iou.max()``)."""
+    lo = max(floor_thr, 0.0)
+    if bins_upper == "neg-thr":
+        return lo, neg_iou_thr
+    return lo, float(max_iou.max()) if max_iou_overall is None else float(max_iou_overall)

@@ -6,6 +6,8 @@ behaviour) share one call signature, ``sampler(labels, max_ious, matched_gt)``, 
 them — and :func:`hard_negatives` — without other changes.
 """
 
+from dataclasses import dataclass
+
 import torch
 
 from libra_cli.sampling.instance_balanced import sample_positives_per_instance
@@ -32,6 +34,7 @@ def _indices_to_mask(indices: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+@dataclass(eq=False)  # compared and hashed as objects, like the samplers of torchvision
 class IoUBalancedSampler:
     """Libra R-CNN's RoI sampler: instance-balanced positives and IoU-balanced negatives (Libra R-CNN §3.1).
 
@@ -52,43 +55,26 @@ class IoUBalancedSampler:
         pos_balance: sample surplus positives per GT instance (True) or uniformly (False).
     """
 
-    def __init__(
-        self,
-        batch_size_per_image: int = 512,
-        positive_fraction: float = 0.25,
-        num_bins: int = 3,
-        floor_thr: float = -1.0,
-        floor_fraction: float = 0.0,
-        bins_upper: str = "max-iou",
-        neg_iou_thr: float = 0.5,
-        pos_balance: bool = True,
-        last_bin_closed: bool = True,
-    ) -> None:
-        _validate_batch(batch_size_per_image, positive_fraction)
-        validate_iou_balanced_arguments(num_bins, floor_thr, floor_fraction, bins_upper, neg_iou_thr)
-        self.batch_size_per_image = batch_size_per_image
-        self.positive_fraction = positive_fraction
-        self.num_bins = num_bins
-        self.floor_thr = floor_thr
-        self.floor_fraction = floor_fraction
-        self.bins_upper = bins_upper
-        self.neg_iou_thr = neg_iou_thr
-        self.pos_balance = pos_balance
-        self.last_bin_closed = last_bin_closed
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    num_bins: int = 3
+    floor_thr: float = -1.0
+    floor_fraction: float = 0.0
+    bins_upper: str = "max-iou"
+    neg_iou_thr: float = 0.5
+    pos_balance: bool = True
+    last_bin_closed: bool = True
+
+    def __post_init__(self) -> None:
+        _validate_batch(self.batch_size_per_image, self.positive_fraction)
+        validate_iou_balanced_arguments(
+            self.num_bins, self.floor_thr, self.floor_fraction, self.bins_upper, self.neg_iou_thr
+        )
 
     @property
     def reading(self) -> str:
         """ "reference", "paper" or the two settings: see :func:`iou_sampling_reading`."""
         return iou_sampling_reading(self.floor_thr, self.bins_upper)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(batch_size_per_image={self.batch_size_per_image}, "
-            f"positive_fraction={self.positive_fraction}, num_bins={self.num_bins}, "
-            f"floor_thr={self.floor_thr}, floor_fraction={self.floor_fraction}, "
-            f"bins_upper={self.bins_upper!r}, neg_iou_thr={self.neg_iou_thr}, pos_balance={self.pos_balance}, "
-            f"last_bin_closed={self.last_bin_closed})"
-        )
 
     def __call__(
         self,
@@ -144,6 +130,7 @@ class IoUBalancedSampler:
         return positive_masks, negative_masks
 
 
+@dataclass(eq=False)
 class RandomSampler:
     """torchvision's random RoI sampler behind the same interface as :class:`IoUBalancedSampler`.
 
@@ -159,16 +146,11 @@ class RandomSampler:
         positive_fraction: the share of positives wanted.
     """
 
-    def __init__(self, batch_size_per_image: int = 512, positive_fraction: float = 0.25) -> None:
-        _validate_batch(batch_size_per_image, positive_fraction)
-        self.batch_size_per_image = batch_size_per_image
-        self.positive_fraction = positive_fraction
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(batch_size_per_image={self.batch_size_per_image}, "
-            f"positive_fraction={self.positive_fraction})"
-        )
+    def __post_init__(self) -> None:
+        _validate_batch(self.batch_size_per_image, self.positive_fraction)
 
     def __call__(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from libra_cli.cli.train import describe_components
+from libra_cli.cli.display import describe_components
 from libra_cli.config import load_config
 
 
