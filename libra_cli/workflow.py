@@ -227,7 +227,7 @@ def evaluate_run(
     from libra_cli.data.build import build_eval_dataset
     from libra_cli.engine.evaluate import evaluate_model
     from libra_cli.engine.run import load_trained_model
-    from libra_cli.engine.train import amp_dtype
+    from libra_cli.engine.step import amp_dtype
     from libra_cli.rundir import EvalFiles
 
     if (ann is None) != (images is None):
