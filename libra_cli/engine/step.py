@@ -19,11 +19,14 @@ from libra_cli.config import RunConfig
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's ``random`` and torch's global generator, from which the initial weights and the step's
+    random draws come."""
     random.seed(seed)
     torch.manual_seed(seed)
 
 
 def amp_dtype(config: RunConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` / ``train.amp_dtype`` on ``device``; None (float32) off CUDA."""
     if device.type != "cuda" or not config.train.amp:
         return None
     return torch.bfloat16 if config.train.amp_dtype == "bf16" else torch.float16
