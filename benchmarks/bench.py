@@ -71,7 +71,7 @@ from libra_cli import components
 from libra_cli.config import RunConfig, apply_overrides
 from libra_cli.data.coco import DetectionDataset
 from libra_cli.engine.run import resolve_device
-from libra_cli.engine.train import amp_dtype
+from libra_cli.engine.step import amp_dtype
 from libra_cli.errors import LibraError
 from libra_cli.models.build import build_detector
 from libra_cli.models.reference import torchvision_faster_rcnn

@@ -46,7 +46,7 @@ from benchmarks.training import make_train_step  # noqa: E402
 from benchmarks.workload import QUICK_SPEC, REPOSITORY, Settings, prepare_model, training_batches  # noqa: E402
 from libra_cli.config import RunConfig, apply_overrides, load_config  # noqa: E402
 from libra_cli.data.build import benchmark_paths, build_train_dataset, ensure_benchmark  # noqa: E402
-from libra_cli.engine.train import training_step  # noqa: E402
+from libra_cli.engine.step import training_step  # noqa: E402
 from libra_cli.models.build import build_detector  # noqa: E402
 from libra_cli.models.reference import torchvision_faster_rcnn  # noqa: E402
 

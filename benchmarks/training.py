@@ -1,6 +1,6 @@
 """1. Training step: seconds per step of every model, interleaved round-robin, and each model's peak memory.
 
-The step is libra's own (``libra_cli.engine.train.training_step``): forward with losses, backward, the
+The step is libra's own (``libra_cli.engine.step.training_step``): forward with losses, backward, the
 optimizer step — what a training run executes, minus its bookkeeping.
 """
 
@@ -30,7 +30,7 @@ from benchmarks.profiling import (
 )
 from benchmarks.workload import BenchmarkData, Settings, prepare_model
 from libra_cli.config import RunConfig
-from libra_cli.engine.train import TrainStep, training_step
+from libra_cli.engine.step import TrainStep, training_step
 
 BENCH_SCRIPT = Path(__file__).with_name("bench.py")  # the memory probe runs it in a fresh process
 

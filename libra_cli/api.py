@@ -117,7 +117,7 @@ class Detector:
     @torch.no_grad()
     def detect(self, images: Sequence[torch.Tensor], amp: bool | None = None) -> list[dict[str, torch.Tensor]]:
         """The model's raw outputs (``libra_cli.engine.evaluate.detect``) for float [3, H, W] tensors."""
-        from libra_cli.engine.train import amp_dtype
+        from libra_cli.engine.step import amp_dtype
 
         device = self.device
         config = self.config if amp is None else replace(self.config, train=replace(self.config.train, amp=amp))

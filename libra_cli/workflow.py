@@ -148,11 +148,21 @@ class RunJob:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    name: str
-    config: RunConfig
+    """What became of a run: ``run`` is what was asked for (a :class:`RunJob`, or a grid's ``PlannedRun``:
+    both have a ``name`` and a ``config``), ``metrics`` those of a run trained, ``error`` why one failed."""
+
+    run: Any
     outcome: Outcome
     metrics: dict[str, Any] | None = None
     error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def config(self) -> RunConfig:
+        return self.run.config
 
 
 def train_runs(
@@ -187,9 +197,9 @@ def train_runs(
         for result in results:
             job = by_name[result.job.name]
             if result.status == "done":
-                outcomes.append(_outcome(job, "resumed" if job.resume else "trained", result.result.metrics))
+                outcomes.append(RunOutcome(job, "resumed" if job.resume else "trained", result.result.metrics))
             else:
-                outcomes.append(_outcome(job, "failed", error=result.error or result.status))
+                outcomes.append(RunOutcome(job, "failed", error=result.error or result.status))
         return outcomes
     outcomes = []
     for index, job in enumerate(jobs):
@@ -198,15 +208,11 @@ def train_runs(
             result = train_run(job.config, resume=job.resume, hooks=display.training(job.config))
         except LibraError as exc:
             display.message(f"{job.name} failed: {exc}")
-            outcomes.append(_outcome(job, "failed", error=str(exc)))
+            outcomes.append(RunOutcome(job, "failed", error=str(exc)))
         else:
-            outcomes.append(_outcome(job, "resumed" if job.resume else "trained", result.metrics))
+            outcomes.append(RunOutcome(job, "resumed" if job.resume else "trained", result.metrics))
     display.next_run(total, total, None)
     return outcomes
-
-
-def _outcome(job: RunJob, outcome: Outcome, metrics: dict | None = None, error: str | None = None) -> RunOutcome:
-    return RunOutcome(job.name, job.config, outcome, metrics, error)
 
 
 def evaluate_run(
@@ -229,7 +235,7 @@ def evaluate_run(
     from libra_cli.data.build import build_eval_dataset
     from libra_cli.engine.evaluate import evaluate_model
     from libra_cli.engine.run import load_trained_model
-    from libra_cli.engine.train import amp_dtype
+    from libra_cli.engine.step import amp_dtype
     from libra_cli.rundir import EvalFiles
 
     if (ann is None) != (images is None):
@@ -350,13 +356,6 @@ def report_runs(run_dirs: Sequence[str | Path], out: str | Path, *, detections: 
 # --- several runs ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GridOutcome:
-    run: Any  # the PlannedRun
-    outcome: Outcome
-    error: str | None = None
-
-
 def train_grid(
     planned: Sequence[Any],
     *,
@@ -364,7 +363,7 @@ def train_grid(
     threads: int | None = None,
     display: Display = QUIET,
     states: Sequence[RunState] | None = None,
-) -> list[GridOutcome]:
+) -> list[RunOutcome]:
     """Train every planned run of a grid (``libra_cli.engine.ablate.plan_runs``) that is not finished:
     finished runs are skipped, stopped ones resumed, ``jobs`` at a time. A failed run is recorded and the
     grid goes on; Ctrl-C stops it with each run's checkpoint kept. ``states`` are the runs'
@@ -383,9 +382,10 @@ def train_grid(
     outcomes = []
     for run in planned:
         if run.name not in trained:
-            outcomes.append(GridOutcome(run, "skipped"))
+            outcomes.append(RunOutcome(run, "skipped"))
         else:
-            outcomes.append(GridOutcome(run, trained[run.name].outcome, trained[run.name].error))
+            done = trained[run.name]
+            outcomes.append(RunOutcome(run, done.outcome, done.metrics, done.error))
     return outcomes
 
 

@@ -30,7 +30,7 @@ from libra_cli.config import RunConfig
 from libra_cli.data.build import build_eval_dataset
 from libra_cli.data.coco import collate
 from libra_cli.engine.run import load_trained_model
-from libra_cli.engine.train import seed_everything
+from libra_cli.engine.step import seed_everything
 from libra_cli.errors import LibraError
 from libra_cli.models.probe import DetectorProbe
 from libra_cli.rundir import RunLayout

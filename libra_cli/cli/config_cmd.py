@@ -137,7 +137,7 @@ def _epoch_schedule(config: RunConfig) -> tuple[RunConfig, str]:
     ``data.drop_unannotated`` filter, which the line then mentions)."""
     from libra_cli.data.build import build_train_dataset, default_synth_spec, resolve_data_paths
     from libra_cli.data.synth import benchmark_exists
-    from libra_cli.engine.train import resolve_schedule, schedule_summary
+    from libra_cli.engine.schedule import resolve_schedule, schedule_summary
 
     data = config.data
     spec = default_synth_spec(data.synth_long_tail, data.synth_difficulty)

@@ -14,7 +14,7 @@ import torch
 from torchvision.ops import roi_align
 
 from benchmarks.sampler import realistic_roi_assignment
-from libra_cli.engine.train import TrainStep, forward_backward
+from libra_cli.engine.step import TrainStep, forward_backward
 from libra_cli.models.build import build_detector
 from libra_cli.models.roi_align import FastMultiScaleRoIAlign
 from libra_cli.sampling import IoUBalancedSampler

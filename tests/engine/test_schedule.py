@@ -9,15 +9,15 @@ import pytest
 import yaml
 
 from libra_cli.config import RunConfig, TrainConfig, load_config
-from libra_cli.engine.train import (
+from libra_cli.engine.schedule import (
     epoch_schedule,
     iterations_per_epoch,
     learning_rate,
     peak_lr,
     resolve_schedule,
     scaled_lr,
-    train,
 )
+from libra_cli.engine.train import train
 from libra_cli.errors import LibraError
 from tests.conftest import tiny_config
 

@@ -10,7 +10,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from libra_cli.engine.checkpoint import load_checkpoint
-from libra_cli.engine.train import apply_train_min_sizes, learning_rate, train
+from libra_cli.engine.schedule import learning_rate
+from libra_cli.engine.setup import apply_train_min_sizes
+from libra_cli.engine.train import train
 from libra_cli.errors import LibraError
 from libra_cli.models.build import build_detector
 from libra_cli.workflow import evaluate_run
@@ -209,7 +211,7 @@ def test_lvis_run_is_evaluated_with_lvis_metrics_and_logs_eql_tail_classes(tiny_
 
 def test_tail_ratio_warning_band():
     # The paper's λ gives TR = 9.08 %; a TR under a third (3.03 %) or over twice (18.16 %) of that warns.
-    from libra_cli.engine.train import tail_ratio_warning
+    from libra_cli.engine.eql_tail import tail_ratio_warning
 
     assert tail_ratio_warning(0.0853, 0.035) is None
     assert tail_ratio_warning(0.1609, 0.05) is None

@@ -16,7 +16,7 @@ import math
 import pytest
 import torch
 
-from libra_cli.engine.train import TrainStep, forward_backward
+from libra_cli.engine.step import TrainStep, forward_backward
 from libra_cli.losses import balanced_l1_loss, equalization_loss
 from libra_cli.models.bfp import NonLocal2d
 from libra_cli.models.build import build_detector

@@ -32,6 +32,7 @@ import pytest
 import torch
 
 from libra_cli.data.coco import DetectionDataset
+from libra_cli.engine import setup as training_setup
 from libra_cli.engine import train as train_module
 from libra_cli.engine.checkpoint import load_checkpoint
 from libra_cli.engine.distributed import DistributedContext
@@ -139,7 +140,7 @@ def test_two_gloo_processes_train_what_one_process_trains_with_the_same_global_b
 
 def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(tiny_benchmark, tmp_path, monkeypatch):
     two_ranks = DistributedContext(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
-    monkeypatch.setattr(train_module, "init_distributed", lambda device: two_ranks)
+    monkeypatch.setattr(training_setup, "init_distributed", lambda device: two_ranks)
     config = tiny_config(tiny_benchmark, tmp_path / "run", data__batch_size=3)
     with pytest.raises(LibraError, match="global batch of 3 images does not split evenly over 2 processes"):
         train_module.train(config)

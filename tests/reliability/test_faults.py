@@ -18,8 +18,10 @@ import torch
 from typer.testing import CliRunner
 
 from libra_cli.cli import app
+from libra_cli.engine import setup as training_setup
 from libra_cli.engine import train as train_module
 from libra_cli.engine.checkpoint import load_checkpoint
+from libra_cli.engine.interrupts import StepBoundaryInterrupts
 from libra_cli.errors import LibraError
 from tests.conftest import tiny_config
 from tests.reliability.helpers import read_log, run_libra, start_libra, train_losses, wait_until, write_preset
@@ -29,7 +31,7 @@ runner = CliRunner()
 
 def inject_nan(monkeypatch, term: str, at_step: int) -> None:
     """Make the detector's ``term`` NaN in its ``at_step``-th training forward pass (counting from 1)."""
-    build = train_module.build_detector
+    build = training_setup.build_detector
 
     def build_with_fault(*args, **kwargs):
         model = build(*args, **kwargs)
@@ -46,7 +48,7 @@ def inject_nan(monkeypatch, term: str, at_step: int) -> None:
         model.register_forward_hook(poison)
         return model
 
-    monkeypatch.setattr(train_module, "build_detector", build_with_fault)
+    monkeypatch.setattr(training_setup, "build_detector", build_with_fault)
 
 
 @pytest.mark.slow
@@ -171,7 +173,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(reference, 
 
 
 def test_a_signal_during_an_update_is_raised_when_the_update_is_complete():
-    interrupts = train_module.StepBoundaryInterrupts()
+    interrupts = StepBoundaryInterrupts()
     interrupts.install()
     finished = []
     try:
