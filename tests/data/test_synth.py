@@ -572,5 +572,6 @@ def test_the_config_accepts_exactly_the_named_difficulties():
 
     for name in DIFFICULTIES:
         assert load_config(None, {"data": {"synth_difficulty": name}}).data.synth_difficulty == name
-    with pytest.raises(LibraError, match="data.synth_difficulty .*must be one of default, coco-like, coco-hard; got 'extreme'"):
+    expected = "data.synth_difficulty .*must be one of default, coco-like, coco-hard; got 'extreme'"
+    with pytest.raises(LibraError, match=expected):
         load_config(None, {"data": {"synth_difficulty": "extreme"}})
