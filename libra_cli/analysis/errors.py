@@ -483,21 +483,6 @@ analyze_errors = Runner(
     errors_result,
     total=lambda inputs: len(inputs.ground_truth.category_ids),
     describe=lambda inputs: f"detections {inputs.detections_file} scored against {inputs.ground_truth.path}",
-)
-# errors.json, errors.csv (per category: the area under each curve) and errors.png (the overall stacked PR
-# areas) in RUN_DIR/analysis.
-write_errors = Files(
-    "errors", {"errors.csv": errors_csv}, {"errors.png": lambda result: figure_png(error_figure(result))}
-)
-
-ANALYSIS = Analysis(
-    "errors",
-    "detection errors (COCO analyze, TIDE)",
-    "Where the AP goes: the COCO error decomposition (C75 … FN) and TIDE's error kinds at IoU 0.5.\n\n"
-    "Reads RUN_DIR/eval/detections.json (with --ann, RUN_DIR/eval/<set>/detections.json when `libra eval --ann`\n"
-    "wrote it); does not run the model.",
-    analyze_errors,
-    write_errors,
     options=(
         Option(
             "ann",
@@ -514,6 +499,21 @@ ANALYSIS = Analysis(
             Path,
         ),
     ),
-    reads_model=False,
+)
+
+# errors.json, errors.csv (per category: the area under each curve) and errors.png (the overall stacked PR
+# areas) in RUN_DIR/analysis.
+write_errors = Files(
+    "errors", {"errors.csv": errors_csv}, {"errors.png": lambda result: figure_png(error_figure(result))}
+)
+
+ANALYSIS = Analysis(
+    "errors",
+    "detection errors (COCO analyze, TIDE)",
+    "Where the AP goes: the COCO error decomposition (C75 … FN) and TIDE's error kinds at IoU 0.5.\n\n"
+    "Reads RUN_DIR/eval/detections.json (with --ann, RUN_DIR/eval/<set>/detections.json when `libra eval --ann`\n"
+    "wrote it); does not run the model.",
+    analyze_errors,
+    write_errors,
     notes=lambda result: [f"note: {result['note']}"] if result["note"] else [],
 )

@@ -70,6 +70,7 @@ class Runner:
         measure: ``measure(inputs, progress)`` → the analysis JSON as a dict; ``progress(done, total)``.
         total: how many steps ``measure`` counts, for a progress bar opened before it starts.
         describe: a line naming what was read, printed by the command before the work (None: nothing).
+        options: the keywords of ``load`` as the command's flags.
     """
 
     def __init__(
@@ -78,8 +79,10 @@ class Runner:
         measure: Callable[[Any, Progress | None], dict[str, Any]],
         total: Callable[[Any], int] = lambda inputs: 0,
         describe: Callable[[Any], str | None] = lambda inputs: None,
+        options: tuple[Option, ...] = (),
     ) -> None:
         self.load, self.measure, self.total, self.describe = load, measure, total, describe
+        self.options = options
 
     def __call__(self, run_dir: str | Path, *, progress: Progress | None = None, **options: Any) -> dict[str, Any]:
         return self.measure(self.load(run_dir, **options), progress)
@@ -126,6 +129,7 @@ class ModelAnalysis(Runner):
     ``measure(run: ImageRun)`` returns the fields of the JSON after "analysis", "run", "images" and "split"
     (ending with "checkpoint"). ``needs_roi_head`` is why a RetinaNet run is refused (None: any detector).
     ``inference`` runs the walk under ``torch.inference_mode`` (an analysis that takes gradients says False).
+    ``options`` are its own settings, beside :data:`MODEL_OPTIONS` (``ImageRun.options`` holds their values).
     """
 
     def __init__(
@@ -137,9 +141,8 @@ class ModelAnalysis(Runner):
         inference: bool = True,
         options: tuple[Option, ...] = (),
     ) -> None:
-        super().__init__(self._load, self._measure, total=lambda run: run.inputs.num_images)
-        self.name, self.measure_run, self.needs_roi_head = name, measure, needs_roi_head
-        self.inference, self.options = inference, options
+        super().__init__(self._load, self._measure, total=lambda run: run.inputs.num_images, options=options)
+        self.name, self.measure_run, self.needs_roi_head, self.inference = name, measure, needs_roi_head, inference
 
     def __call__(  # the settings spelled out: they are the keywords callers and benchmarks pass
         self,
@@ -207,8 +210,7 @@ class Analysis:
 
     ``analyze(run_dir, progress=None, **options)`` → result dict (a :class:`Runner`), ``write(result)`` →
     {file name: path}. ``help`` is its command's help (first line: what ``libra analyze --help`` lists);
-    ``options`` its own settings beside :data:`MODEL_OPTIONS` (which only an analysis that ``reads_model``
-    takes); ``notes(result)`` lines the command prints under its tables.
+    ``notes(result)`` lines the command prints under its tables.
     """
 
     name: str
@@ -216,6 +218,14 @@ class Analysis:
     help: str
     analyze: Runner
     write: Callable[[dict[str, Any]], dict[str, Path]]
-    options: tuple[Option, ...] = ()
-    reads_model: bool = True
     notes: Callable[[dict[str, Any]], list[str]] = lambda result: []
+
+    @property
+    def reads_model(self) -> bool:
+        """Whether it runs the detector, and so takes :data:`MODEL_OPTIONS`."""
+        return isinstance(self.analyze, ModelAnalysis)
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        """Its own settings, beside :data:`MODEL_OPTIONS` where it ``reads_model``."""
+        return self.analyze.options

@@ -331,5 +331,4 @@ ANALYSIS = Analysis(
     "IoU of the negatives random, hard (OHEM) and IoU-balanced sampling pick (the paper's Fig. 2).",
     analyze_sampling,
     write_sampling,
-    options=(READING,),
 )

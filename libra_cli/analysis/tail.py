@@ -569,5 +569,4 @@ ANALYSIS = Analysis(
     "Per class: positive vs discouraging gradient of its logit, plain and with EQL weights (EQL paper Fig. 1).",
     analyze_tail,
     write_tail,
-    options=(OVER_TRAINING,),
 )

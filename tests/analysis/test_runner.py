@@ -26,7 +26,7 @@ def measure_count(run: ImageRun) -> dict:
 UNIT = Option("unit", "--unit", "images", "What to count.", choices=("images", "boxes"))
 analyze_count = ModelAnalysis("count", measure_count, options=(UNIT,))
 write_count = Files("count", {"count.csv": lambda result: f"walked\n{result['walked']}\n"})
-COUNT = Analysis("count", "a test", "Count the images walked.", analyze_count, write_count, options=(UNIT,))
+COUNT = Analysis("count", "a test", "Count the images walked.", analyze_count, write_count)
 
 
 def test_the_runner_walks_the_first_images_in_batches_and_counts_progress(tiny_run):
