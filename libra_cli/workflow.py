@@ -271,18 +271,30 @@ def evaluate_run(
 
 
 def analyse_run(
-    run_dir: str | Path, name: str, *, display: Display = QUIET, **options: Any
+    run_dir: str | Path,
+    name: str,
+    *,
+    display: Display = QUIET,
+    announce: Callable[[str], None] | None = None,
+    **options: Any,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Run the analysis ``name`` (a key of :data:`libra_cli.analysis.ANALYSES`) on a run and write its
     JSON, CSV and figure into ``RUN_DIR/analysis``; returns (result, {kind: path written}).
-    ``options`` are the analysis's own (num_images, split, checkpoint, device, seed, batch_size, …)."""
+    ``options`` are the analysis's own (num_images, split, checkpoint, device, seed, batch_size, …).
+    Its inputs are read and checked before the progress count starts; ``announce`` gets the line naming
+    them, where the analysis has one."""
     from libra_cli.analysis import ANALYSES
 
     if name not in ANALYSES:
         raise LibraError(f"analysis {name!r}: not one of {', '.join(ANALYSES)}")
     analysis = ANALYSES[name]
-    with display.count(f"{Path(run_dir).name} · {name}", options.get("num_images", 0)) as count:
-        result = analysis.analyze(run_dir, progress=count, **options)
+    runner = analysis.analyze
+    inputs = runner.load(run_dir, **options)
+    line = runner.describe(inputs)
+    if announce is not None and line is not None:
+        announce(line)
+    with display.count(f"{Path(run_dir).name} · {name}", runner.total(inputs)) as count:
+        result = runner.measure(inputs, count)
     return result, analysis.write(result)
 
 

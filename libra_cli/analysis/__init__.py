@@ -11,40 +11,28 @@
 - :func:`analyze_errors` (detection errors): the COCO error decomposition and TIDE's error kinds of the
   run's ``eval/detections.json`` — the one analysis that reads detections instead of running the model.
 
-Each returns a plain dict (the JSON written to ``RUN_DIR/analysis/<name>.json`` by the matching
-``write_*`` function, with a CSV and a PNG beside it). :data:`ANALYSES` lists them once, in the order
-commands, the demo and the report use.
+Each is one module ending with its :class:`~libra_cli.analysis.runner.Analysis`: ``analyze`` returns a plain dict
+(the JSON written to ``RUN_DIR/analysis/<name>.json`` by ``write``, with CSVs and PNGs beside it), run by the
+one runner of :mod:`libra_cli.analysis.runner`. :data:`ANALYSES` lists them once, in the order commands, the
+demo and the report use: a new analysis is its module and one line here.
 """
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
+from libra_cli.analysis import errors, features, gradients, sampling, tail
 from libra_cli.analysis.errors import analyze_errors, write_errors
 from libra_cli.analysis.features import analyze_features, write_features
 from libra_cli.analysis.gradients import analyze_gradients, write_gradients
+from libra_cli.analysis.runner import Analysis
 from libra_cli.analysis.sampling import analyze_sampling, write_sampling
 from libra_cli.analysis.tail import analyze_tail, write_tail
 
-
-@dataclass(frozen=True)
-class Analysis:
-    """One diagnostic: ``analyze(run_dir, **options)`` → result dict, ``write(result)`` → {kind: path}."""
-
-    name: str
-    level: str  # what it looks at, as the papers name it
-    analyze: Callable[..., dict[str, Any]]
-    write: Callable[[dict[str, Any]], dict[str, Any]]
-
-
-ANALYSES = {
+ANALYSES: dict[str, Analysis] = {
     analysis.name: analysis
     for analysis in (
-        Analysis("sampling", "sample level (Libra R-CNN Fig. 2)", analyze_sampling, write_sampling),
-        Analysis("features", "feature level (Libra R-CNN §3.2)", analyze_features, write_features),
-        Analysis("gradients", "objective level (Libra R-CNN Fig. 5)", analyze_gradients, write_gradients),
-        Analysis("tail", "class level (EQL Fig. 1)", analyze_tail, write_tail),
-        Analysis("errors", "detection errors (COCO analyze, TIDE)", analyze_errors, write_errors),
+        sampling.ANALYSIS,
+        features.ANALYSIS,
+        gradients.ANALYSIS,
+        tail.ANALYSIS,
+        errors.ANALYSIS,
     )
 }
 

@@ -46,7 +46,8 @@ from matplotlib.figure import Figure
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from libra_cli.analysis.common import Progress, csv_text, figure_png, write_analysis_files
+from libra_cli.analysis.common import Progress, csv_text, figure_png
+from libra_cli.analysis.runner import Analysis, Files, Option, Runner
 from libra_cli.analysis.tide import MAX_DETS, tide_errors
 from libra_cli.data.coco import read_annotation_file
 from libra_cli.engine.metrics import detect_annotation_format
@@ -390,31 +391,6 @@ def load_error_inputs(
     return ErrorInputs(layout.root, ground_truth, detections, files.detections)
 
 
-def analyze_errors(
-    run_dir: str | Path,
-    *,
-    ann: str | Path | None = None,
-    images: str | Path | None = None,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """The COCO error decomposition and TIDE's error kinds of a run's ``eval/detections.json``.
-
-    Args:
-        run_dir: a run directory evaluated by ``libra eval`` (or by training's final evaluation).
-        ann: the ground truth to score against (default: the file ``eval/metrics.json`` names, else the
-            run's val annotations).
-        images: the images of ``ann`` (only checked to exist; accepted like ``libra eval``'s flag).
-        progress: ``progress(done, total)`` after each category.
-
-    Returns:
-        The ``errors.json`` dict (see :func:`errors_result`).
-
-    Raises:
-        LibraError: as :func:`load_error_inputs`.
-    """
-    return errors_result(load_error_inputs(run_dir, ann=ann, images=images), progress)
-
-
 def errors_result(inputs: ErrorInputs, progress: Progress | None = None) -> dict[str, Any]:
     """The ``errors.json`` dict of loaded inputs: {"analysis": "errors", "run", "ann", "detections" (the file
     read), "format",
@@ -451,16 +427,13 @@ def _note(ground_truth: GroundTruth, dropped: int) -> str | None:
     return "; ".join(notes) or None
 
 
-def write_errors(result: dict[str, Any]) -> dict[str, Path]:
-    """Write ``errors.json``, ``errors.csv`` (per category: the area under each curve) and
-    ``errors.png`` (the overall stacked PR areas) into ``RUN_DIR/analysis``."""
+def errors_csv(result: dict[str, Any]) -> str:
+    """Per category: the area under each curve."""
     rows = [
         [entry["category_id"], entry["name"], *(_csv_number(entry[kind]) for kind in COCO_KINDS)]
         for entry in result["coco"]["per_category"]
     ]
-    tables = {"errors.csv": csv_text(["category_id", "name", *COCO_KINDS], rows)}
-    figures = {"errors.png": figure_png(error_figure(result))}
-    return write_analysis_files(result["run"], "errors", result, tables, figures)
+    return csv_text(["category_id", "name", *COCO_KINDS], rows)
 
 
 def _csv_number(value: float | None) -> str:
@@ -496,3 +469,51 @@ def error_figure(result: dict[str, Any]) -> Figure:
     axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="recall", ylabel="precision")
     axes.set_title(f"{Path(result['run']).name}: overall, area all, at most {MAX_DETS} detections per image")
     return figure
+
+
+# ---- the analysis ----------------------------------------------------------------------------------------
+
+# analyze_errors(run_dir, ann=None, images=None, progress=None): the ``errors.json`` dict of a run evaluated by
+# ``libra eval`` (or by training's final evaluation): ``ann`` the ground truth to score against (default: the
+# file ``eval/metrics.json`` names, else the run's val annotations), ``images`` its images (only checked to
+# exist, like ``libra eval``'s flag); ``progress(done, total)`` after each category. LibraError as
+# :func:`load_error_inputs`.
+analyze_errors = Runner(
+    load_error_inputs,
+    errors_result,
+    total=lambda inputs: len(inputs.ground_truth.category_ids),
+    describe=lambda inputs: f"detections {inputs.detections_file} scored against {inputs.ground_truth.path}",
+    options=(
+        Option(
+            "ann",
+            "--ann",
+            None,
+            "Ground truth to score against (default: the one `libra eval` used, else the val split).",
+            Path,
+        ),
+        Option(
+            "images",
+            "--images",
+            None,
+            "The images of --ann, as given to `libra eval` (only checked; boxes are all it reads).",
+            Path,
+        ),
+    ),
+)
+
+# errors.json, errors.csv (per category: the area under each curve) and errors.png (the overall stacked PR
+# areas) in RUN_DIR/analysis.
+write_errors = Files(
+    "errors", {"errors.csv": errors_csv}, {"errors.png": lambda result: figure_png(error_figure(result))}
+)
+
+ANALYSIS = Analysis(
+    "errors",
+    "detection errors (COCO analyze, TIDE)",
+    "Where the AP goes: the COCO error decomposition (C75 … FN) and TIDE's error kinds at IoU 0.5.\n\n"
+    "Reads RUN_DIR/eval/detections.json (with --ann, RUN_DIR/eval/<set>/detections.json when `libra eval --ann`\n"
+    "wrote it); does not run the model.",
+    analyze_errors,
+    write_errors,
+    notes=lambda result: [f"note: {result['note']}"] if result["note"] else [],
+)

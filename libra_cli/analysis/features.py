@@ -26,16 +26,8 @@ import torch
 from matplotlib.figure import Figure
 from torchvision.ops.poolers import initLevelMapper
 
-from libra_cli.analysis.common import (
-    DEFAULT_BATCH_SIZE,
-    Progress,
-    csv_text,
-    figure_png,
-    image_batches,
-    load_analysis_inputs,
-    pyramid_level_names,
-    write_analysis_files,
-)
+from libra_cli.analysis.common import csv_text, figure_png, pyramid_level_names
+from libra_cli.analysis.runner import Analysis, Files, ImageRun, ModelAnalysis
 from libra_cli.components import TWO_STAGE
 
 # Columns of a level's running sums: number of values, Σx, Σx², Σ|x|.
@@ -160,86 +152,81 @@ def pooled_level_range(
     return levels[0], levels[-1]
 
 
-def analyze_features(
-    run_dir: str | Path,
-    *,
-    num_images: int = 50,
-    split: str = "train",
-    checkpoint: str = "best",
-    device: str | None = None,
-    seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
+class _PyramidSums:
+    """Running sums over the batches: the FPN's and BFP's per-level sums, the BFP residual's Σx², the RoIs
+    per pooling level."""
+
+    def __init__(self) -> None:
+        self.fpn: torch.Tensor | None = None
+        self.bfp: torch.Tensor | None = None
+        self.residual_sq: torch.Tensor | None = None
+        self.roi_levels: dict[str, int] | None = None
+        self.level_keys: list[str] = []
+
+    @staticmethod
+    def _add(total: torch.Tensor | None, batch: torch.Tensor) -> torch.Tensor:
+        return batch if total is None else total + batch
+
+    def add_pyramids(
+        self, fpn: dict[str, torch.Tensor], features: dict[str, torch.Tensor], has_bfp: bool, sizes, padded
+    ) -> None:
+        self.level_keys = list(fpn.keys())
+        self.fpn = self._add(self.fpn, pyramid_sums(list(fpn.values()), sizes, padded))
+        if has_bfp:
+            self.bfp = self._add(self.bfp, pyramid_sums(list(features.values()), sizes, padded))
+            residual = [after - before for after, before in zip(features.values(), fpn.values(), strict=True)]
+            self.residual_sq = self._add(self.residual_sq, squared_norms(residual, sizes, padded))
+
+    def add_rois(self, counts: dict[str, int]) -> None:
+        self.roi_levels = counts if self.roi_levels is None else {k: self.roi_levels[k] + counts[k] for k in counts}
+
+    def levels(self, arch: str) -> list[dict[str, Any]]:
+        """Per level {"level", "key", "mean", "std", "mean_abs", "energy_share"}, with BFP also the same
+        prefixed "bfp_" and "bfp_residual_ratio"."""
+        assert self.fpn is not None  # the dataset has at least one image
+        names = pyramid_level_names(arch, len(self.level_keys))
+        levels: list[dict[str, Any]] = [
+            {"level": name, "key": key, **stats}
+            for name, key, stats in zip(names, self.level_keys, level_statistics(self.fpn), strict=True)
+        ]
+        if self.bfp is not None:
+            assert self.residual_sq is not None
+            for row, stats, res_sq, base_sq in zip(
+                levels, level_statistics(self.bfp), self.residual_sq.tolist(), self.fpn[:, SUM_SQ].tolist(), strict=True
+            ):
+                row.update({f"bfp_{name}": value for name, value in stats.items()})
+                row["bfp_residual_ratio"] = math.sqrt(res_sq / base_sq) if base_sq > 0 else None
+        return levels
+
+
+def measure_features(run: ImageRun) -> dict[str, Any]:
     """Per-level statistics of the FPN (and BFP) outputs and the RoI-to-level histogram.
 
-    Returns the ``features.json`` payload: {"analysis", "run", "images", "split", "levels": [per level
-    {"level", "mean", "std", "mean_abs", "energy_share"} plus, with BFP, the same prefixed "bfp_" and
-    "bfp_residual_ratio"], "bfp", "roi_levels": {"P2": count, …} or None, "roi_levels_note",
-    "checkpoint"}. Nothing is written.
+    Returns the ``features.json`` fields after the runner's: {"levels": [per level {"level", "mean",
+    "std", "mean_abs", "energy_share"} plus, with BFP, the same prefixed "bfp_" and "bfp_residual_ratio"],
+    "bfp", "roi_levels": {"P2": count, …} or None, "roi_levels_note", "checkpoint"}.
     """
-    inputs = load_analysis_inputs(
-        run_dir, num_images=num_images, split=split, checkpoint=checkpoint, device=device, seed=seed
-    )
+    inputs = run.inputs
     model, probe = inputs.model, inputs.probe
     has_bfp = probe.has_bfp
     is_faster_rcnn = inputs.arch in TWO_STAGE  # Faster and Mask R-CNN: an RoI head
-
-    fpn_sums: torch.Tensor | None = None
-    bfp_sums: torch.Tensor | None = None
-    residual_sq: torch.Tensor | None = None
-    roi_levels: dict[str, int] | None = None
-    level_keys: list[str] = []
-    done = 0
-    with torch.inference_mode():
-        for images, targets in image_batches(inputs.dataset, batch_size, inputs.device):
-            image_list, targets = probe.transform(images, targets)
-            sizes, padded = image_list.image_sizes, tuple(image_list.tensors.shape[-2:])
-            fpn, features = probe.pyramid(image_list)
-            level_keys = list(fpn.keys())
-            batch_sums = pyramid_sums(list(fpn.values()), sizes, padded)
-            fpn_sums = batch_sums if fpn_sums is None else fpn_sums + batch_sums
-            if has_bfp:
-                batch_bfp = pyramid_sums(list(features.values()), sizes, padded)
-                bfp_sums = batch_bfp if bfp_sums is None else bfp_sums + batch_bfp
-                residual = [after - before for after, before in zip(features.values(), fpn.values(), strict=True)]
-                batch_residual = squared_norms(residual, sizes, padded)
-                residual_sq = batch_residual if residual_sq is None else residual_sq + batch_residual
-
-            if is_faster_rcnn:
-                sampled = probe.sample(probe.training_proposals(image_list, features), targets).boxes
-                pooler = model.roi_heads.box_roi_pool
-                k_min, k_max = pooled_level_range(features, pooler.featmap_names, sizes)
-                counts = roi_level_histogram(
-                    torch.cat(sampled), k_min, k_max, pooler.canonical_scale, pooler.canonical_level
-                )
-                roi_levels = counts if roi_levels is None else {k: roi_levels[k] + counts[k] for k in counts}
-            done += len(images)
-            if progress is not None:
-                progress(done, inputs.num_images)
-
-    assert fpn_sums is not None  # the dataset has at least one image
-    names = pyramid_level_names(inputs.arch, len(level_keys))
-    levels: list[dict[str, Any]] = [
-        {"level": name, "key": key, **stats}
-        for name, key, stats in zip(names, level_keys, level_statistics(fpn_sums), strict=True)
-    ]
-    if has_bfp:
-        assert bfp_sums is not None and residual_sq is not None
-        fpn_sq = fpn_sums[:, SUM_SQ]
-        for row, stats, res_sq, base_sq in zip(
-            levels, level_statistics(bfp_sums), residual_sq.tolist(), fpn_sq.tolist(), strict=True
-        ):
-            row.update({f"bfp_{name}": value for name, value in stats.items()})
-            row["bfp_residual_ratio"] = math.sqrt(res_sq / base_sq) if base_sq > 0 else None
+    sums = _PyramidSums()
+    for images, targets in run.batches():
+        image_list, targets = probe.transform(images, targets)
+        sizes, padded = image_list.image_sizes, tuple(image_list.tensors.shape[-2:])
+        fpn, features = probe.pyramid(image_list)
+        sums.add_pyramids(fpn, features, has_bfp, sizes, padded)
+        if is_faster_rcnn:
+            sampled = probe.sample(probe.training_proposals(image_list, features), targets).boxes
+            pooler = model.roi_heads.box_roi_pool
+            k_min, k_max = pooled_level_range(features, pooler.featmap_names, sizes)
+            sums.add_rois(
+                roi_level_histogram(torch.cat(sampled), k_min, k_max, pooler.canonical_scale, pooler.canonical_level)
+            )
     return {
-        "analysis": "features",
-        "run": str(run_dir),
-        "images": inputs.num_images,
-        "split": split,
-        "levels": levels,
+        "levels": sums.levels(inputs.arch),
         "bfp": has_bfp,
-        "roi_levels": roi_levels,
+        "roi_levels": sums.roi_levels,
         "roi_levels_note": (
             "RoIs sampled by the run's RoI sampler (training-time proposals, GT boxes added), assigned to "
             "levels by torchvision's LevelMapper (canonical 224 px at level 4)"
@@ -248,6 +235,9 @@ def analyze_features(
         ),
         "checkpoint": inputs.checkpoint,
     }
+
+
+analyze_features = ModelAnalysis("features", measure_features)
 
 
 FEATURE_COLUMNS = ("mean", "std", "mean_abs", "energy_share")
@@ -304,12 +294,19 @@ def features_figure(result: dict[str, Any]) -> bytes:
     return figure_png(figure)
 
 
-def write_features(result: dict[str, Any]) -> dict[str, Path]:
-    """``features.json``, ``features.csv`` and ``features.png`` in ``RUN_DIR/analysis``."""
-    return write_analysis_files(
-        result["run"],
-        "features",
-        result,
-        {"features.csv": features_csv(result)},
-        {"features.png": features_figure(result)},
-    )
+write_features = Files("features", {"features.csv": features_csv}, {"features.png": features_figure})
+
+
+def features_notes(result: dict[str, Any]) -> list[str]:
+    """Why the RoI levels are missing, under the tables (a RetinaNet run)."""
+    return [f"RoI levels: {result['roi_levels_note']}"] if result["roi_levels"] is None else []
+
+
+ANALYSIS = Analysis(
+    "features",
+    "feature level (Libra R-CNN §3.2)",
+    "Per pyramid level: FPN (and BFP) activation statistics and the RoIs pooled from each level.",
+    analyze_features,
+    write_features,
+    notes=features_notes,
+)

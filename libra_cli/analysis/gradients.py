@@ -41,16 +41,8 @@ from matplotlib.figure import Figure
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.ops import boxes as box_ops
 
-from libra_cli.analysis.common import (
-    DEFAULT_BATCH_SIZE,
-    AnalysisInputs,
-    Progress,
-    csv_text,
-    figure_png,
-    image_batches,
-    load_analysis_inputs,
-    write_analysis_files,
-)
+from libra_cli.analysis.common import AnalysisInputs, csv_text, figure_png
+from libra_cli.analysis.runner import Analysis, Files, ImageRun, ModelAnalysis
 from libra_cli.components import TWO_STAGE
 from libra_cli.config import resolved_component_settings
 from libra_cli.losses import balanced_l1_grad, balanced_l1_loss, smooth_l1_grad, smooth_l1_loss_elementwise
@@ -207,10 +199,9 @@ class _Collector:
         )
 
 
-def _collect_faster_rcnn(inputs: AnalysisInputs, batch_size: int, collector: _Collector, progress) -> None:
-    heads, probe = inputs.model.roi_heads, inputs.probe
-    done = 0
-    for images, targets in image_batches(inputs.dataset, batch_size, inputs.device):
+def _collect_faster_rcnn(run: ImageRun, collector: _Collector) -> None:
+    heads, probe = run.inputs.model.roi_heads, run.inputs.probe
+    for images, targets in run.batches():
         with torch.no_grad():
             batch = probe.forward_to_proposals(images, targets)
             rois = probe.sample(batch.proposals, batch.targets)
@@ -233,15 +224,12 @@ def _collect_faster_rcnn(inputs: AnalysisInputs, batch_size: int, collector: _Co
                 else:
                     loss_cls, loss_reg = fastrcnn_loss(class_logits, box_regression, [image_labels], [image_targets])
                 collector.add(errors, loss_cls, loss_reg, [shared])
-        done += len(images)
-        if progress is not None:
-            progress(done, inputs.num_images)
 
 
-def _collect_retinanet(inputs: AnalysisInputs, batch_size: int, collector: _Collector, progress) -> None:
+def _collect_retinanet(run: ImageRun, collector: _Collector) -> None:
+    inputs = run.inputs
     model = inputs.model
-    done = 0
-    for images, targets in image_batches(inputs.dataset, batch_size, inputs.device):
+    for images, targets in run.batches():
         with torch.no_grad():
             image_list, targets = inputs.probe.transform(images, targets)
             features = list(inputs.probe.pyramid(image_list)[1].values())
@@ -267,9 +255,6 @@ def _collect_retinanet(inputs: AnalysisInputs, batch_size: int, collector: _Coll
             )
             errors = (image_outputs["bbox_regression"][0, foreground] - target_deltas).abs()
             collector.add(errors, losses["classification"], losses["bbox_regression"], shared)
-        done += len(images)
-        if progress is not None:
-            progress(done, inputs.num_images)
 
 
 def run_box_loss(inputs: AnalysisInputs) -> str:
@@ -279,37 +264,24 @@ def run_box_loss(inputs: AnalysisInputs) -> str:
     return "smooth_l1" if inputs.arch in TWO_STAGE else "l1"
 
 
-def analyze_gradients(
-    run_dir: str | Path,
-    *,
-    num_images: int = 50,
-    split: str = "train",
-    checkpoint: str = "best",
-    device: str | None = None,
-    seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
+def measure_gradients(run: ImageRun) -> dict[str, Any]:
     """Inlier/outlier gradient balance of smooth L1 and balanced L1, and classification vs regression.
 
-    Returns the ``gradients.json`` payload: {"analysis", "run", "images", "split", "num_samples"
-    (coordinates), "num_positives", "sample_unit", "mean_error", "losses": {"smooth_l1": {...},
-    "balanced_l1": {...}, "smooth_l1_beta_1": {...}}, "objective": {"loss_cls", "loss_reg",
-    "grad_norm_cls", "grad_norm_reg", "grad_ratio_reg_over_cls", "features", "run_box_loss",
-    "num_images"}, "curves", "checkpoint"}.
+    Returns the ``gradients.json`` fields after the runner's: {"num_samples" (coordinates),
+    "num_positives", "sample_unit", "mean_error", "losses": {"smooth_l1": {...}, "balanced_l1": {...},
+    "smooth_l1_beta_1": {...}}, "objective": {"loss_cls", "loss_reg", "grad_norm_cls", "grad_norm_reg",
+    "grad_ratio_reg_over_cls", "features", "run_box_loss", "num_images"}, "curves", "checkpoint"}.
     Objective values are means over the images with at least one sampled RoI (Faster R-CNN) or over all
-    images (RetinaNet). Nothing is written.
+    images (RetinaNet).
     """
-    inputs = load_analysis_inputs(
-        run_dir, num_images=num_images, split=split, checkpoint=checkpoint, device=device, seed=seed
-    )
+    inputs = run.inputs
     inputs.model.requires_grad_(False)  # gradients are taken with respect to features only
     collector = _Collector()
     if inputs.arch in TWO_STAGE:
-        _collect_faster_rcnn(inputs, batch_size, collector, progress)
+        _collect_faster_rcnn(run, collector)
         shared_features = "box head output (the input of the box predictor)"
     else:
-        _collect_retinanet(inputs, batch_size, collector, progress)
+        _collect_retinanet(run, collector)
         shared_features = "FPN maps (the input of both head towers)"
 
     errors = torch.cat(collector.errors) if collector.errors else torch.zeros(0, dtype=torch.float64)
@@ -320,10 +292,6 @@ def analyze_gradients(
     means = objective.mean(dim=0).tolist() if len(objective) else [None] * 4
     loss_cls, loss_reg, grad_cls, grad_reg = means
     return {
-        "analysis": "gradients",
-        "run": str(run_dir),
-        "images": inputs.num_images,
-        "split": split,
         "num_samples": int(errors.numel()),
         "num_positives": int(errors.numel()) // 4,
         "sample_unit": "coordinate",
@@ -347,6 +315,10 @@ def analyze_gradients(
         "curves": loss_curves(smooth_l1_betas=sorted({smooth_beta, 1.0})),
         "checkpoint": inputs.checkpoint,
     }
+
+
+# Gradients are taken, so the images are walked outside inference mode.
+analyze_gradients = ModelAnalysis("gradients", measure_gradients, inference=False)
 
 
 # ---- files ------------------------------------------------------------------------------------------------
@@ -445,12 +417,16 @@ def gradients_figure(result: dict[str, Any]) -> bytes:
     return figure_png(figure)
 
 
-def write_gradients(result: dict[str, Any]) -> dict[str, Path]:
-    """``gradients.json``/``.csv``/``.png`` plus ``gradients_curves.png``/``.csv`` in ``RUN_DIR/analysis``."""
-    return write_analysis_files(
-        result["run"],
-        "gradients",
-        result,
-        {"gradients.csv": gradients_csv(result), "gradients_curves.csv": curves_csv(result["curves"])},
-        {"gradients.png": gradients_figure(result), "gradients_curves.png": curves_figure(result["curves"])},
-    )
+write_gradients = Files(
+    "gradients",
+    {"gradients.csv": gradients_csv, "gradients_curves.csv": lambda result: curves_csv(result["curves"])},
+    {"gradients.png": gradients_figure, "gradients_curves.png": lambda result: curves_figure(result["curves"])},
+)
+
+ANALYSIS = Analysis(
+    "gradients",
+    "objective level (Libra R-CNN Fig. 5)",
+    "Inlier vs outlier gradients under smooth L1 and balanced L1, and classification vs regression.",
+    analyze_gradients,
+    write_gradients,
+)

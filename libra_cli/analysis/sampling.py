@@ -25,6 +25,7 @@ inner edge counts in the upper bin. "Share above 0.05" counts IoU > 0.05 strictl
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +33,12 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from libra_cli.analysis.common import (
-    DEFAULT_BATCH_SIZE,
-    Progress,
-    csv_text,
-    figure_png,
-    image_batches,
-    load_analysis_inputs,
-    require_faster_rcnn,
-    write_analysis_files,
-)
+from libra_cli.analysis.common import csv_text, figure_png
+from libra_cli.analysis.runner import Analysis, Files, ImageRun, ModelAnalysis, Option
 from libra_cli.config import RunConfig
 from libra_cli.errors import LibraError
 from libra_cli.models.parts import iou_sampler_from_config
+from libra_cli.models.probe import DetectorProbe
 from libra_cli.sampling import READINGS, IoUBalancedSampler, RandomSampler, hard_negatives
 
 METHODS = ("random", "hard", "iou_balanced")
@@ -184,97 +178,38 @@ def iou_balanced_sampler_for(config: RunConfig, reading: str | None = None) -> I
     return iou_sampler_from_config(config)
 
 
-def analyze_sampling(
-    run_dir: str | Path,
-    *,
-    num_images: int = 50,
-    split: str = "train",
-    checkpoint: str = "best",
-    device: str | None = None,
-    seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress | None = None,
-    reading: str | None = None,
-) -> dict[str, Any]:
+def measure_sampling(run: ImageRun) -> dict[str, Any]:
     """IoU histograms of the negatives picked by random, hard and IoU-balanced sampling (paper Fig. 2).
 
-    ``reading`` ("reference" or "paper") replaces the run's IoU-balanced floor and bins by a named
-    reading's (see ``libra_cli.sampling.READINGS``); None keeps the run's own settings.
+    The option ``reading`` ("reference" or "paper") replaces the run's IoU-balanced floor and bins by a
+    named reading's (see ``libra_cli.sampling.READINGS``); None keeps the run's own settings.
 
-    Returns the ``sampling.json`` payload: {"analysis", "run", "images", "split", "bin_edges",
-    "methods": {method: summarize_negatives(...)}, "settings", "checkpoint"}. Nothing is written.
-
-    Raises:
-        LibraError: a RetinaNet run (no RoI sampler), or bad input (see ``load_analysis_inputs``).
+    Returns the ``sampling.json`` fields after the runner's: {"bin_edges", "methods": {method:
+    summarize_negatives(...)}, "settings", "checkpoint"}.
     """
-    if reading is not None and reading not in READINGS:
-        raise LibraError(f"--reading: {reading!r} is not one of {', '.join(READINGS)}")
-    inputs = load_analysis_inputs(
-        run_dir, num_images=num_images, split=split, checkpoint=checkpoint, device=device, seed=seed
-    )
-    require_faster_rcnn(inputs.arch, "sampling", "RetinaNet samples no RoIs")
-    heads, probe = inputs.model.roi_heads, inputs.probe
+    inputs, seed = run.inputs, run.seed
+    heads = inputs.model.roi_heads
     sigmoid = getattr(heads, "eql_tail_mask", None) is not None
     random_sampler = RandomSampler(heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction)
-    iou_sampler = iou_balanced_sampler_for(inputs.config, reading)
+    iou_sampler = iou_balanced_sampler_for(inputs.config, run.options["reading"])
     generator = torch.Generator().manual_seed(seed)
-    edges = iou_bin_edges()
-
     picked: dict[str, list[torch.Tensor]] = {method: [] for method in METHODS}
     num_candidates = 0
-    done = 0
-    with torch.inference_mode():
-        for images, targets in image_batches(inputs.dataset, batch_size, inputs.device):
-            batch = probe.forward_to_proposals(images, targets)
-            proposals = batch.proposals_with_gt
-            matched_gt, labels, max_ious = probe.match(proposals, batch.targets)
+    for images, targets in run.batches():
+        for max_ious, negatives, chosen in _negatives_of_batch(
+            inputs.probe, images, targets, sigmoid, random_sampler, iou_sampler, generator
+        ):
+            for method, indices in chosen.items():
+                picked[method].append(max_ious[indices].float().cpu())
+            num_candidates += negatives.numel()
 
-            # The background loss of every negative proposal, in one pass through the box head.
-            negatives = [torch.where(image_labels == 0)[0] for image_labels in labels]
-            negative_boxes = [boxes[index] for boxes, index in zip(proposals, negatives, strict=True)]
-            _, class_logits, _ = probe.box_head(batch, negative_boxes)
-            negative_losses = background_classification_loss(class_logits, sigmoid).split(
-                [index.numel() for index in negatives]
-            )
-
-            for i in range(len(proposals)):
-                loss = torch.zeros(labels[i].shape, dtype=negative_losses[i].dtype, device=labels[i].device)
-                loss[negatives[i]] = negative_losses[i]
-                chosen = negatives_three_ways(
-                    labels[i],
-                    max_ious[i],
-                    matched_gt[i],
-                    loss,
-                    random_sampler=random_sampler,
-                    iou_sampler=iou_sampler,
-                    generator=generator,
-                )
-                for method, indices in chosen.items():
-                    picked[method].append(max_ious[i][indices].float().cpu())
-                num_candidates += negatives[i].numel()
-            done += len(images)
-            if progress is not None:
-                progress(done, inputs.num_images)
-
-    methods = {method: summarize_negatives(torch.cat(picked[method]), edges) for method in METHODS}
+    edges = iou_bin_edges()
     model_cfg = inputs.config.model
     return {
-        "analysis": "sampling",
-        "run": str(run_dir),
-        "images": inputs.num_images,
-        "split": split,
         "bin_edges": edges,
-        "methods": methods,
+        "methods": {method: summarize_negatives(torch.cat(picked[method]), edges) for method in METHODS},
         "settings": {
-            "batch_size_per_image": iou_sampler.batch_size_per_image,
-            "positive_fraction": iou_sampler.positive_fraction,
-            "num_bins": iou_sampler.num_bins,
-            "floor_thr": iou_sampler.floor_thr,
-            "floor_fraction": iou_sampler.floor_fraction,
-            "bins_upper": iou_sampler.bins_upper,
-            "reading": iou_sampler.reading,
-            "neg_iou_thr": iou_sampler.neg_iou_thr,
-            "pos_balance": iou_sampler.pos_balance,
+            **{name: getattr(iou_sampler, name) for name in SAMPLER_SETTINGS},
             "run_uses_iou_sampling": inputs.config.libra.iou_sampling,
             "rpn_pre_nms_top_n_train": model_cfg.rpn_pre_nms_top_n_train,
             "rpn_post_nms_top_n_train": model_cfg.rpn_post_nms_top_n_train,
@@ -284,6 +219,70 @@ def analyze_sampling(
         },
         "checkpoint": inputs.checkpoint,
     }
+
+
+# The IoU-balanced sampler's settings sampling.json records, in its order.
+SAMPLER_SETTINGS = (
+    "batch_size_per_image",
+    "positive_fraction",
+    "num_bins",
+    "floor_thr",
+    "floor_fraction",
+    "bins_upper",
+    "reading",
+    "neg_iou_thr",
+    "pos_balance",
+)
+
+
+def _negatives_of_batch(
+    probe: DetectorProbe,
+    images: list[torch.Tensor],
+    targets: list[dict[str, torch.Tensor]],
+    sigmoid: bool,
+    random_sampler: RandomSampler,
+    iou_sampler: IoUBalancedSampler,
+    generator: torch.Generator,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+    """Per image of a batch: (max IoU of each proposal [N], indices of the negatives, the negatives each
+    method picks as :func:`negatives_three_ways` gives them)."""
+    batch = probe.forward_to_proposals(images, targets)
+    proposals = batch.proposals_with_gt
+    matched_gt, labels, max_ious = probe.match(proposals, batch.targets)
+
+    # The background loss of every negative proposal, in one pass through the box head.
+    negatives = [torch.where(image_labels == 0)[0] for image_labels in labels]
+    negative_boxes = [boxes[index] for boxes, index in zip(proposals, negatives, strict=True)]
+    _, class_logits, _ = probe.box_head(batch, negative_boxes)
+    negative_losses = background_classification_loss(class_logits, sigmoid).split(
+        [index.numel() for index in negatives]
+    )
+    for i in range(len(proposals)):
+        loss = torch.zeros(labels[i].shape, dtype=negative_losses[i].dtype, device=labels[i].device)
+        loss[negatives[i]] = negative_losses[i]
+        chosen = negatives_three_ways(
+            labels[i],
+            max_ious[i],
+            matched_gt[i],
+            loss,
+            random_sampler=random_sampler,
+            iou_sampler=iou_sampler,
+            generator=generator,
+        )
+        yield max_ious[i], negatives[i], chosen
+
+
+READING = Option(
+    "reading",
+    "--reading",
+    None,
+    "IoU-balanced sampling as the reference code trains it (reference) or as the paper's text reads (paper); "
+    "default: the run's own settings.",
+    choices=tuple(READINGS),
+)
+analyze_sampling = ModelAnalysis(
+    "sampling", measure_sampling, needs_roi_head="RetinaNet samples no RoIs", options=(READING,)
+)
 
 
 def sampling_csv(result: dict[str, Any]) -> str:
@@ -324,12 +323,12 @@ def sampling_figure(result: dict[str, Any]) -> bytes:
     return figure_png(figure)
 
 
-def write_sampling(result: dict[str, Any]) -> dict[str, Path]:
-    """``sampling.json``, ``sampling.csv`` and ``sampling.png`` in ``RUN_DIR/analysis``."""
-    return write_analysis_files(
-        result["run"],
-        "sampling",
-        result,
-        {"sampling.csv": sampling_csv(result)},
-        {"sampling.png": sampling_figure(result)},
-    )
+write_sampling = Files("sampling", {"sampling.csv": sampling_csv}, {"sampling.png": sampling_figure})
+
+ANALYSIS = Analysis(
+    "sampling",
+    "sample level (Libra R-CNN Fig. 2)",
+    "IoU of the negatives random, hard (OHEM) and IoU-balanced sampling pick (the paper's Fig. 2).",
+    analyze_sampling,
+    write_sampling,
+)

@@ -42,17 +42,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from libra_cli.analysis.common import (
-    DEFAULT_BATCH_SIZE,
-    AnalysisInputs,
-    Progress,
-    csv_text,
-    figure_png,
-    image_batches,
-    load_analysis_inputs,
-    require_faster_rcnn,
-    write_analysis_files,
-)
+from libra_cli.analysis.common import AnalysisInputs, Progress, csv_text, figure_png
+from libra_cli.analysis.runner import Analysis, Files, ImageRun, ModelAnalysis, Option
 from libra_cli.engine.run import eql_frequency_denominator
 from libra_cli.errors import LibraError
 from libra_cli.losses import image_frequency, tail_class_mask, tail_ratio
@@ -300,12 +291,13 @@ def lvis_frequency_groups(inputs: AnalysisInputs) -> list[str | None]:
 
 
 def collect_tail_sums(
+    run: ImageRun,
     inputs: AnalysisInputs,
     tail_mask: torch.Tensor,
-    batch_size: int,
     on_images: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor] | None, int]:
-    """Accumulate :func:`tail_gradient_sums` over the RoIs the run's sampler picks on ``inputs.dataset``.
+    """Accumulate :func:`tail_gradient_sums` over the RoIs the run's sampler picks on ``inputs.dataset``
+    (one checkpoint of ``run``).
 
     Returns:
         (the summed dict, or None when no RoI was sampled; the number of RoIs). ``on_images(done)`` is
@@ -313,18 +305,15 @@ def collect_tail_sums(
     """
     heads, probe = inputs.model.roi_heads, inputs.probe
     classifier = roi_classifier(heads)
-    total, num_rois, done = None, 0, 0
+    total, num_rois = None, 0
     with torch.inference_mode():
-        for images, targets in image_batches(inputs.dataset, batch_size, inputs.device):
+        for images, targets in run.batches(inputs, on_images):
             batch = probe.forward_to_proposals(images, targets)
             rois = probe.sample(batch.proposals, batch.targets)
             _, class_logits, _ = probe.box_head(batch, rois.boxes)
             labels = torch.cat(rois.labels)
             total = add_sums(total, tail_gradient_sums(class_logits, labels, classifier, tail_mask))
             num_rois += labels.numel()
-            done += len(images)
-            if on_images is not None:
-                on_images(done)
     return total, num_rois
 
 
@@ -354,13 +343,13 @@ class PassProgress:
 
 
 def measure_tail(
+    run: ImageRun,
     inputs: AnalysisInputs,
     tail_mask: torch.Tensor,
-    batch_size: int,
     progress: PassProgress | None = None,
 ) -> dict[str, Any]:
-    """One checkpoint's per-class rows and group summaries (see :func:`analyze_tail`)."""
-    sums, num_rois = collect_tail_sums(inputs, tail_mask, batch_size, progress)
+    """One checkpoint's per-class rows and group summaries (see :func:`measure_tail_gradients`)."""
+    sums, num_rois = collect_tail_sums(run, inputs, tail_mask, progress)
     if sums is None:
         raise LibraError(f"{inputs.run_dir}: no RoI was sampled on the {inputs.num_images} images")
     if progress is not None:
@@ -402,56 +391,35 @@ def eql_summary(inputs: AnalysisInputs, tail_mask: torch.Tensor) -> dict[str, An
     }
 
 
-def analyze_tail(
-    run_dir: str | Path,
-    *,
-    num_images: int = 50,
-    split: str = "train",
-    checkpoint: str = "best",
-    device: str | None = None,
-    seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    over_training: bool = True,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
+def measure_tail_gradients(run: ImageRun) -> dict[str, Any]:
     """Per class: positive vs discouraging gradient of its logit, plain and with EQL's weights (EQL Fig. 1).
 
-    With ``over_training`` the ratios are also measured at each of the run's other checkpoints (each
-    loaded and seeded with ``seed`` like the analysed one); a checkpoint at an iteration already measured
-    is skipped (best.pt and last.pt of a finished run usually coincide).
+    With the option ``over_training`` the ratios are also measured at each of the run's other checkpoints
+    (each loaded and seeded with the seed like the analysed one); a checkpoint at an iteration already
+    measured is skipped (best.pt and last.pt of a finished run usually coincide).
 
-    Returns the ``tail.json`` payload: {"analysis", "run", "images", "split", "classifier", "eql":
-    {"trained_with_eql", "lambda", "tail_classes", "tail_ratio"}, "num_rois", "num_positive_rois",
-    "classes": [per class {label, category_id, name, frequency, images, image_frequency, tail,
-    positive_rois, positive, negative_foreground, negative_background, negative, ratio,
-    eql_negative_foreground, eql_negative, eql_ratio}, most training images first], "groups",
-    "over_training": [{checkpoint, iteration, num_rois, ratios, eql_ratios, groups}, oldest first; empty
-    without ``over_training``], "checkpoint", "seed"}. Nothing is written.
-
-    Raises:
-        LibraError: a RetinaNet run (no RoI classifier), or bad input (see ``load_analysis_inputs``).
+    Returns the ``tail.json`` fields after the runner's: {"classifier", "eql": {"trained_with_eql",
+    "lambda", "tail_classes", "tail_ratio"}, "num_rois", "num_positive_rois", "classes": [per class
+    {label, category_id, name, frequency, images, image_frequency, tail, positive_rois, positive,
+    negative_foreground, negative_background, negative, ratio, eql_negative_foreground, eql_negative,
+    eql_ratio}, most training images first], "groups", "over_training": [{checkpoint, iteration, num_rois,
+    ratios, eql_ratios, groups}, oldest first; empty without ``over_training``], "checkpoint", "seed"}.
     """
-    settings = {"num_images": num_images, "split": split, "device": device, "seed": seed}
-    inputs = load_analysis_inputs(run_dir, checkpoint=checkpoint, **settings)
-    require_faster_rcnn(inputs.arch, "tail", "RetinaNet has no RoI classifier")
+    inputs, over_training = run.inputs, run.options["over_training"]
     tail_mask = run_tail_mask(inputs)
     analysed = Path(inputs.checkpoint["checkpoint"]).resolve()
-    others = [path for path in checkpoint_files(run_dir) if path.resolve() != analysed] if over_training else []
-    bar = PassProgress(progress, inputs.num_images, 1 + len(others))
+    others = [path for path in checkpoint_files(run.run_dir) if path.resolve() != analysed] if over_training else []
+    bar = PassProgress(run.progress, inputs.num_images, 1 + len(others))
 
-    main = measure_tail(inputs, tail_mask, batch_size, bar)
+    main = measure_tail(run, inputs, tail_mask, bar)
     history = {main["checkpoint"]["iteration"]: training_entry(main)}
     for path in others:
-        other = load_analysis_inputs(run_dir, checkpoint=str(path), **settings)
+        other = run.load(str(path))
         if other.checkpoint["iteration"] in history:
             bar.skip_pass()
             continue
-        history[other.checkpoint["iteration"]] = training_entry(measure_tail(other, tail_mask, batch_size, bar))
+        history[other.checkpoint["iteration"]] = training_entry(measure_tail(run, other, tail_mask, bar))
     return {
-        "analysis": "tail",
-        "run": str(run_dir),
-        "images": inputs.num_images,
-        "split": split,
         "classifier": roi_classifier(inputs.model.roi_heads),
         "eql": eql_summary(inputs, tail_mask),
         "num_rois": main["num_rois"],
@@ -460,8 +428,25 @@ def analyze_tail(
         "groups": main["groups"],
         "over_training": [history[iteration] for iteration in sorted(history)] if over_training else [],
         "checkpoint": main["checkpoint"],
-        "seed": seed,
+        "seed": run.seed,
     }
+
+
+OVER_TRAINING = Option(
+    "over_training",
+    "--over-training/--no-over-training",
+    True,
+    "Also measure the run's other checkpoints.",
+    bool,
+)
+# Other checkpoints are loaded between the walks, so each walk opens inference mode itself.
+analyze_tail = ModelAnalysis(
+    "tail",
+    measure_tail_gradients,
+    needs_roi_head="RetinaNet has no RoI classifier",
+    inference=False,
+    options=(OVER_TRAINING,),
+)
 
 
 # ---- files ------------------------------------------------------------------------------------------------------
@@ -569,9 +554,19 @@ def tail_figure(result: dict[str, Any]) -> bytes:
     return figure_png(figure)
 
 
-def write_tail(result: dict[str, Any]) -> dict[str, Path]:
-    """``tail.json``, ``.csv``, ``.png`` (and ``tail_checkpoints.csv`` over training) in ``RUN_DIR/analysis``."""
-    tables = {"tail.csv": tail_csv(result)}
-    if result["over_training"]:
-        tables["tail_checkpoints.csv"] = tail_checkpoints_csv(result)
-    return write_analysis_files(result["run"], "tail", result, tables, {"tail.png": tail_figure(result)})
+write_tail = Files(
+    "tail",
+    {
+        "tail.csv": tail_csv,
+        "tail_checkpoints.csv": lambda result: tail_checkpoints_csv(result) if result["over_training"] else None,
+    },
+    {"tail.png": tail_figure},
+)
+
+ANALYSIS = Analysis(
+    "tail",
+    "class level (EQL Fig. 1)",
+    "Per class: positive vs discouraging gradient of its logit, plain and with EQL weights (EQL paper Fig. 1).",
+    analyze_tail,
+    write_tail,
+)

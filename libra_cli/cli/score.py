@@ -37,7 +37,7 @@ def score_command(
     console.print(metrics_table(metrics, title=f"{results.name} · {metrics['evaluator']}"))
     console.print(category_table(metrics))
     if "errors" in metrics:
-        from libra_cli.cli.analyze import error_tables
+        from libra_cli.report.analysis_tables import error_tables
         from libra_cli.report.terminal import render_rich
 
         for block in error_tables(metrics["errors"]):

@@ -195,6 +195,34 @@ def tail_lowest_classes_table(run: AnalysedRun, limit: int = LOWEST_CLASSES) -> 
     return table(headers, rows, [False, False, *(True for _ in headers[2:])], caption=caption)
 
 
+def error_tables(result: dict[str, Any]) -> list[Table]:
+    """The overall COCO breakdown (area under each curve and what the step from the previous kind gains)
+    and TIDE's ΔAP and count per error kind."""
+    coco, tide = result["coco"], result["tide"]
+    rows, previous = [], None
+    for kind in coco["kinds"]:
+        area = coco["overall"][kind]
+        gain = area - previous if area is not None and previous is not None else None
+        rows.append([kind, _fraction(area), _fraction(gain)])
+        previous = area if area is not None else previous
+    breakdown = table(
+        ["curve", "AP", "gain"], rows, [False, True, True], caption="COCO error decomposition (area all, overall)"
+    )
+    kinds = list(tide["delta_ap"])
+    tide_rows = [[kind, _fraction(tide["delta_ap"][kind]), str(tide["counts"][kind])] for kind in kinds]
+    errors = table(
+        ["error", "ΔAP50", "count"],
+        tide_rows,
+        [False, True, True],
+        caption=f"TIDE error kinds (AP50 {_fraction(tide['ap50'])})",
+    )
+    return [breakdown, errors]
+
+
+def _fraction(value: float | None) -> str:
+    return DASH if value is None else f"{value:.3f}"
+
+
 def _present(*blocks: Table | None) -> list[Table]:
     return [block for block in blocks if block is not None]
 
@@ -205,4 +233,5 @@ RUN_TABLES: dict[str, Callable[[AnalysedRun], list[Table]]] = {
     "features": lambda run: _present(features_table(run)),
     "gradients": lambda run: _present(gradients_table([run]), objective_table([run])),
     "tail": lambda run: _present(tail_table([run]), tail_lowest_classes_table(run)),
+    "errors": lambda run: error_tables(run.analyses["errors"]),
 }

@@ -1,5 +1,8 @@
 """The report as a list of blocks, rendered to Markdown (``markdown.py``) or HTML (``html.py``).
 
+Both formats walk the document the same way (:class:`Renderer`: the blocks in order, figures numbered from 1,
+inline parts and table cells rendered and joined); a format only says how each piece is written.
+
 Blocks hold raw text: every string — including the ones a dataset or a user provides (category names,
 run labels, file names) — is escaped by the renderer for its own format, so no builder has to think
 about escaping and nothing provided by a dataset can inject markup.
@@ -75,3 +78,76 @@ def para(*parts: Inline) -> Paragraph:
 
 def table(headers: list[str], rows: list[list[Cell]], numeric: list[bool] | None = None, caption: str | None = None):
     return Table(tuple(headers), tuple(tuple(row) for row in rows), tuple(numeric or [False] * len(headers)), caption)
+
+
+class Renderer:
+    """The walk every format shares. A format implements how text, code, strong text, a heading, a paragraph,
+    a table, a figure and a bullet list are written; :meth:`blocks` gives each block of a document rendered."""
+
+    def text(self, text: str) -> str:
+        raise NotImplementedError
+
+    def code(self, text: str) -> str:
+        raise NotImplementedError
+
+    def strong(self, text: str) -> str:
+        raise NotImplementedError
+
+    def heading(self, level: int, text: str) -> str:
+        """``level`` is already within 1..6."""
+        raise NotImplementedError
+
+    def paragraph(self, rendered: str) -> str:
+        """A paragraph of inline parts, already rendered and joined."""
+        raise NotImplementedError
+
+    def caption(self, text: str) -> str:
+        """A table's caption, with what separates it from the table."""
+        raise NotImplementedError
+
+    def table(self, headers: tuple[str, ...], rows: list[list[str]], numeric: tuple[bool, ...]) -> str:
+        """``rows``: each row's cells, already rendered; ``numeric``: per column, right-aligned numbers."""
+        raise NotImplementedError
+
+    def figure(self, block: Figure, number: int) -> str:
+        raise NotImplementedError
+
+    def bullets(self, items: list[str]) -> str:
+        """``items``: each item's inline parts, already rendered and joined."""
+        raise NotImplementedError
+
+    def inline(self, part: Inline) -> str:
+        if isinstance(part, Code):
+            return self.code(part.text)
+        if isinstance(part, Strong):
+            return self.strong(part.text)
+        return self.text(part)
+
+    def inlines(self, parts: tuple[Inline, ...]) -> str:
+        return "".join(self.inline(part) for part in parts)
+
+    def cell(self, cell: Cell) -> str:
+        return self.inlines(cell) if isinstance(cell, tuple) else self.inline(cell)
+
+    def render_table(self, block: Table) -> str:
+        numeric = block.numeric or tuple(False for _ in block.headers)
+        rows = [[self.cell(cell) for cell in row] for row in block.rows]
+        return (self.caption(block.caption) if block.caption else "") + self.table(block.headers, rows, numeric)
+
+    def blocks(self, document: Document) -> list[str]:
+        """Each block of ``document`` rendered, in order (the title is the format's to write)."""
+        rendered = []
+        figure_number = 0
+        for block in document.blocks:
+            if isinstance(block, Heading):
+                rendered.append(self.heading(max(1, min(block.level, 6)), block.text))
+            elif isinstance(block, Paragraph):
+                rendered.append(self.paragraph(self.inlines(block.parts)))
+            elif isinstance(block, Table):
+                rendered.append(self.render_table(block))
+            elif isinstance(block, Figure):
+                figure_number += 1
+                rendered.append(self.figure(block, figure_number))
+            elif isinstance(block, BulletList):
+                rendered.append(self.bullets([self.inlines(item) for item in block.items]))
+        return rendered

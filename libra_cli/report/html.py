@@ -11,18 +11,7 @@ import base64
 import html
 from pathlib import Path
 
-from libra_cli.report.document import (
-    BulletList,
-    Cell,
-    Code,
-    Document,
-    Figure,
-    Heading,
-    Inline,
-    Paragraph,
-    Strong,
-    Table,
-)
+from libra_cli.report.document import Document, Figure, Renderer
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 72rem; margin: 2rem auto;
@@ -42,63 +31,59 @@ def escape(text: str) -> str:
     return html.escape(str(text), quote=True)
 
 
-def render_inline(part: Inline) -> str:
-    if isinstance(part, Code):
-        return f"<code>{escape(part.text)}</code>"
-    if isinstance(part, Strong):
-        return f"<strong>{escape(part.text)}</strong>"
-    return escape(part)
-
-
-def render_cell(cell: Cell) -> str:
-    if isinstance(cell, tuple):
-        return "".join(render_inline(part) for part in cell)
-    return render_inline(cell)
-
-
 def _image_uri(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f"data:image/png;base64,{data}"
 
 
-def render_table(block: Table) -> str:
-    numeric = block.numeric or tuple(False for _ in block.headers)
-    parts = []
-    if block.caption:
-        parts.append(f'<p class="caption">{escape(block.caption)}</p>')
-    parts.append("<table>")
-    parts.append("<tr>" + "".join(f"<th>{escape(header)}</th>" for header in block.headers) + "</tr>")
-    for row in block.rows:
-        cells = "".join(
-            f'<td class="num">{render_cell(cell)}</td>' if is_number else f"<td>{render_cell(cell)}</td>"
-            for cell, is_number in zip(row, numeric, strict=False)
+class HtmlRenderer(Renderer):
+    """Figures are read from ``figure_dir`` (the report folder) and inlined."""
+
+    def __init__(self, figure_dir: Path) -> None:
+        self.figure_dir = figure_dir
+
+    def text(self, text: str) -> str:
+        return escape(text)
+
+    def code(self, text: str) -> str:
+        return f"<code>{escape(text)}</code>"
+
+    def strong(self, text: str) -> str:
+        return f"<strong>{escape(text)}</strong>"
+
+    def heading(self, level: int, text: str) -> str:
+        return f"<h{level}>{escape(text)}</h{level}>"
+
+    def paragraph(self, rendered: str) -> str:
+        return f"<p>{rendered}</p>"
+
+    def caption(self, text: str) -> str:
+        return f'<p class="caption">{escape(text)}</p>\n'
+
+    def table(self, headers: tuple[str, ...], rows: list[list[str]], numeric: tuple[bool, ...]) -> str:
+        parts = ["<table>", "<tr>" + "".join(f"<th>{escape(header)}</th>" for header in headers) + "</tr>"]
+        for cells in rows:
+            row = "".join(
+                f'<td class="num">{cell}</td>' if is_number else f"<td>{cell}</td>"
+                for cell, is_number in zip(cells, numeric, strict=False)
+            )
+            parts.append(f"<tr>{row}</tr>")
+        parts.append("</table>")
+        return "\n".join(parts)
+
+    def figure(self, block: Figure, number: int) -> str:
+        return (
+            f'<figure><img src="{_image_uri(self.figure_dir / block.file)}" alt="{escape(block.alt)}">'
+            f"<figcaption>Figure {number}. {escape(block.caption)}</figcaption></figure>"
         )
-        parts.append(f"<tr>{cells}</tr>")
-    parts.append("</table>")
-    return "\n".join(parts)
+
+    def bullets(self, items: list[str]) -> str:
+        return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
 
 
 def render_html(document: Document, figure_dir: Path) -> str:
     """The whole page; figures are read from ``figure_dir`` (the report folder) and inlined."""
-    body = [f"<h1>{escape(document.title)}</h1>"]
-    figure_number = 0
-    for block in document.blocks:
-        if isinstance(block, Heading):
-            level = max(1, min(block.level, 6))
-            body.append(f"<h{level}>{escape(block.text)}</h{level}>")
-        elif isinstance(block, Paragraph):
-            body.append("<p>" + "".join(render_inline(part) for part in block.parts) + "</p>")
-        elif isinstance(block, Table):
-            body.append(render_table(block))
-        elif isinstance(block, Figure):
-            figure_number += 1
-            body.append(
-                f'<figure><img src="{_image_uri(figure_dir / block.file)}" alt="{escape(block.alt)}">'
-                f"<figcaption>Figure {figure_number}. {escape(block.caption)}</figcaption></figure>"
-            )
-        elif isinstance(block, BulletList):
-            items = "".join("<li>" + "".join(render_inline(part) for part in item) + "</li>" for item in block.items)
-            body.append(f"<ul>{items}</ul>")
+    body = [f"<h1>{escape(document.title)}</h1>", *HtmlRenderer(figure_dir).blocks(document)]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{escape(document.title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"

@@ -11,18 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from libra_cli.report.document import (
-    BulletList,
-    Cell,
-    Code,
-    Document,
-    Figure,
-    Heading,
-    Inline,
-    Paragraph,
-    Strong,
-    Table,
-)
+from libra_cli.report.document import Document, Figure, Renderer
 
 _ALWAYS = "\\`*|~"  # backslash, code, emphasis, table cells, strikethrough
 _ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")  # only an "&" that would start an entity needs escaping
@@ -68,56 +57,42 @@ def escape_paragraph_start(rendered: str) -> str:
     return rendered
 
 
-def _code(text: str) -> str:
-    # Inside a code span nothing is interpreted, except that GFM tables still split cells at "|".
-    body = str(text).replace("\n", " ").replace("|", "\\|")
-    fence = "``" if "`" in body else "`"
-    pad = " " if "`" in body else ""
-    return f"{fence}{pad}{body}{pad}{fence}"
+class MarkdownRenderer(Renderer):
+    def text(self, text: str) -> str:
+        return escape_text(text)
 
+    def code(self, text: str) -> str:
+        # Inside a code span nothing is interpreted, except that GFM tables still split cells at "|".
+        body = str(text).replace("\n", " ").replace("|", "\\|")
+        fence = "``" if "`" in body else "`"
+        pad = " " if "`" in body else ""
+        return f"{fence}{pad}{body}{pad}{fence}"
 
-def render_inline(part: Inline) -> str:
-    if isinstance(part, Code):
-        return _code(part.text)
-    if isinstance(part, Strong):
-        return f"**{escape_text(part.text)}**"
-    return escape_text(part)
+    def strong(self, text: str) -> str:
+        return f"**{escape_text(text)}**"
 
+    def heading(self, level: int, text: str) -> str:
+        return f"{'#' * level} {escape_text(text)}"
 
-def render_cell(cell: Cell) -> str:
-    if isinstance(cell, tuple):
-        return "".join(render_inline(part) for part in cell)
-    return render_inline(cell)
+    def paragraph(self, rendered: str) -> str:
+        return escape_paragraph_start(rendered)
 
+    def caption(self, text: str) -> str:
+        return f"*{escape_text(text)}*\n\n"
 
-def render_table(block: Table) -> str:
-    numeric = block.numeric or tuple(False for _ in block.headers)
-    lines = []
-    if block.caption:
-        lines += [f"*{escape_text(block.caption)}*", ""]
-    lines.append("| " + " | ".join(escape_text(header) for header in block.headers) + " |")
-    lines.append("|" + "|".join("---:" if is_number else "---" for is_number in numeric) + "|")
-    for row in block.rows:
-        lines.append("| " + " | ".join(render_cell(cell) for cell in row) + " |")
-    return "\n".join(lines)
+    def table(self, headers: tuple[str, ...], rows: list[list[str]], numeric: tuple[bool, ...]) -> str:
+        lines = ["| " + " | ".join(escape_text(header) for header in headers) + " |"]
+        lines.append("|" + "|".join("---:" if is_number else "---" for is_number in numeric) + "|")
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+        return "\n".join(lines)
+
+    def figure(self, block: Figure, number: int) -> str:
+        return f"![{escape_text(block.alt)}]({quote(block.file)})\n\n*Figure {number}. {escape_text(block.caption)}*"
+
+    def bullets(self, items: list[str]) -> str:
+        return "\n".join("- " + item for item in items)
 
 
 def render_markdown(document: Document) -> str:
-    chunks = [f"# {escape_text(document.title)}"]
-    figure_number = 0
-    for block in document.blocks:
-        if isinstance(block, Heading):
-            chunks.append(f"{'#' * max(1, min(block.level, 6))} {escape_text(block.text)}")
-        elif isinstance(block, Paragraph):
-            chunks.append(escape_paragraph_start("".join(render_inline(part) for part in block.parts)))
-        elif isinstance(block, Table):
-            chunks.append(render_table(block))
-        elif isinstance(block, Figure):
-            figure_number += 1
-            chunks.append(
-                f"![{escape_text(block.alt)}]({quote(block.file)})\n\n"
-                f"*Figure {figure_number}. {escape_text(block.caption)}*"
-            )
-        elif isinstance(block, BulletList):
-            chunks.append("\n".join("- " + "".join(render_inline(part) for part in item) for item in block.items))
+    chunks = [f"# {escape_text(document.title)}", *MarkdownRenderer().blocks(document)]
     return "\n\n".join(chunks) + "\n"

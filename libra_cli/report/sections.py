@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import re
 import shutil
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from libra_cli.analysis.tide import TIDE_KINDS
@@ -363,6 +364,55 @@ def _sum_or_none(terms: dict[str, float]) -> float | None:
     return sum(terms.values()) if terms else None
 
 
+@dataclass(frozen=True)
+class AnalysisSection:
+    """The report's subsection of one analysis: a heading, what the paper found, the tables across the runs,
+    then per run its own tables and figures (None: a table without data, left out)."""
+
+    heading: str
+    intro: str | None
+    tables: Callable[[list[RunRecord]], list[Table | None]]
+    run_tables: Callable[[RunRecord], list[Table | None]]
+    figures: tuple[str, ...]
+
+
+ANALYSIS_SECTIONS = {
+    "sampling": AnalysisSection(
+        "Sample level: IoU of sampled negatives",
+        "Share of each sampler's negatives with IoU > 0.05; the paper (Fig. 2) finds more than 60% "
+        "of hard negatives above 0.05 but only 30% of randomly sampled ones.",
+        lambda runs: [analysis_tables.sampling_share_table(runs)],
+        lambda run: [analysis_tables.sampling_histogram_table(run)],
+        ("sampling.png",),
+    ),
+    "features": AnalysisSection(
+        "Feature level: pyramid statistics",
+        None,
+        lambda runs: [],
+        lambda run: [analysis_tables.features_table(run)],
+        ("features.png",),
+    ),
+    "gradients": AnalysisSection(
+        "Objective level: box-regression gradients",
+        "Inliers have a regression loss < 1, outliers ≥ 1 (Libra R-CNN §3.3); under smooth L1 the paper "
+        "finds that inliers contribute only about 30% of the gradient per sample that outliers do.",
+        lambda runs: [analysis_tables.gradients_table(runs), analysis_tables.objective_table(runs)],
+        lambda run: [],
+        ("gradients.png", "gradients_curves.png"),
+    ),
+    "tail": AnalysisSection(
+        "Class level: positive vs discouraging gradients",
+        "Per class, the gradient its logit receives from its own RoIs (positive) over the gradient from "
+        "all other RoIs (discouraging), averaged within each group of classes; the EQL paper (§3, Fig. 1) "
+        "finds the ratio far lower for rare classes, and EQL's weights remove the discouraging gradient "
+        "that tail classes receive from other classes' foreground RoIs.",
+        lambda runs: [analysis_tables.tail_table(runs)],
+        lambda run: [],
+        ("tail.png",),
+    ),
+}
+
+
 def add_analyses(document: Document, groups: list[RunGroup], out_dir: Path, names: FigureNames) -> None:
     runs = [run for group in groups for run in group.runs]
     if not any(run.analyses or run.figures or run.analysis_errors for run in runs):
@@ -374,61 +424,17 @@ def add_analyses(document: Document, groups: list[RunGroup], out_dir: Path, name
             document.add(para(f"{run.label}: {name} analysis skipped: {error}"))
     shown: set[Path] = set()
 
-    with_sampling = [run for run in runs if "sampling" in run.analyses]
-    if with_sampling:
-        document.add(Heading(3, "Sample level: IoU of sampled negatives"))
-        document.add(
-            para(
-                "Share of each sampler's negatives with IoU > 0.05; the paper (Fig. 2) finds more than 60% "
-                "of hard negatives above 0.05 but only 30% of randomly sampled ones."
-            )
-        )
-        document.add(analysis_tables.sampling_share_table(with_sampling))
-        for run in with_sampling:
-            histogram = analysis_tables.sampling_histogram_table(run)
-            if histogram is not None:
-                document.add(histogram)
-            _add_analysis_figures(document, run, ("sampling.png",), out_dir, names, shown)
-
-    with_features = [run for run in runs if "features" in run.analyses]
-    if with_features:
-        document.add(Heading(3, "Feature level: pyramid statistics"))
-        for run in with_features:
-            level_table = analysis_tables.features_table(run)
-            if level_table is not None:
-                document.add(level_table)
-            _add_analysis_figures(document, run, ("features.png",), out_dir, names, shown)
-
-    with_gradients = [run for run in runs if "gradients" in run.analyses]
-    if with_gradients:
-        document.add(Heading(3, "Objective level: box-regression gradients"))
-        document.add(
-            para(
-                "Inliers have a regression loss < 1, outliers ≥ 1 (Libra R-CNN §3.3); under smooth L1 the paper "
-                "finds that inliers contribute only about 30% of the gradient per sample that outliers do."
-            )
-        )
-        document.add(analysis_tables.gradients_table(with_gradients))
-        objective = analysis_tables.objective_table(with_gradients)
-        if objective is not None:
-            document.add(objective)
-        for run in with_gradients:
-            _add_analysis_figures(document, run, ("gradients.png", "gradients_curves.png"), out_dir, names, shown)
-
-    with_tail = [run for run in runs if "tail" in run.analyses]
-    if with_tail:
-        document.add(Heading(3, "Class level: positive vs discouraging gradients"))
-        document.add(
-            para(
-                "Per class, the gradient its logit receives from its own RoIs (positive) over the gradient from "
-                "all other RoIs (discouraging), averaged within each group of classes; the EQL paper (§3, Fig. 1) "
-                "finds the ratio far lower for rare classes, and EQL's weights remove the discouraging gradient "
-                "that tail classes receive from other classes' foreground RoIs."
-            )
-        )
-        document.add(analysis_tables.tail_table(with_tail))
-        for run in with_tail:
-            _add_analysis_figures(document, run, ("tail.png",), out_dir, names, shown)
+    for name, section in ANALYSIS_SECTIONS.items():
+        with_analysis = [run for run in runs if name in run.analyses]
+        if not with_analysis:
+            continue
+        document.add(Heading(3, section.heading))
+        if section.intro:
+            document.add(para(section.intro))
+        document.add(*(block for block in section.tables(with_analysis) if block is not None))
+        for run in with_analysis:
+            document.add(*(block for block in section.run_tables(run) if block is not None))
+            _add_analysis_figures(document, run, section.figures, out_dir, names, shown)
 
     others = [(run, path) for run in runs for path in run.figures if path not in shown]
     if others:
