@@ -298,6 +298,22 @@ def analyse_run(
     return result, analysis.write(result)
 
 
+ERRORS = "errors"  # the error decomposition of a run's evaluated detections (reads them; runs no model)
+
+
+def decompose_errors(run_dirs: Sequence[str | Path], *, display: Display = QUIET) -> list[Path]:
+    """The error decomposition (analysis ``errors``) of every run in ``run_dirs`` that holds evaluated
+    detections and no decomposition yet, so that a report of the runs says which error kinds moved; returns
+    the runs it analysed. A run without detections (never evaluated) is passed over."""
+    analysed = []
+    for run_dir in map(Path, run_dirs):
+        layout = RunLayout(run_dir)
+        if layout.detections.is_file() and not layout.has_analysis(ERRORS):
+            analyse_run(run_dir, ERRORS, display=display)
+            analysed.append(run_dir)
+    return analysed
+
+
 # --- any detector's results file ---------------------------------------------------------------------
 
 
@@ -403,7 +419,6 @@ def train_grid(
 
 DEMO_RUNS = (("baseline", "baseline"), ("libra", "libra"))  # (run name, preset)
 DEMO_ANALYSES = ("sampling", "features", "gradients")  # run the model on analysis_images images
-DEMO_ERRORS = "errors"  # the error decomposition of each run's evaluated detections
 DEMO_ANALYSIS_IMAGES = 50  # images per analysis: enough for stable shares, seconds per analysis on a CPU
 
 
@@ -471,8 +486,7 @@ def demo(
         for analysis in DEMO_ANALYSES:
             if not RunLayout(out / name).has_analysis(analysis):
                 analyse_run(out / name, analysis, display=display, num_images=analysis_images, device=device, seed=seed)
-        if not RunLayout(out / name).has_analysis(DEMO_ERRORS):
-            analyse_run(out / name, DEMO_ERRORS, display=display)  # reads the detections; no model
+    decompose_errors([out / name for name, _ in runs], display=display)
     report = report_runs([out / name for name, _ in runs], report_dir, title="libra demo")
     return DemoResult(
         metrics={name: metrics[name] for name, _ in runs},

@@ -12,7 +12,7 @@ from libra_cli.cli.ui import console, handle_errors
 from libra_cli.engine.ablate import PlannedRun, load_grid, plan_runs, report_dirs
 from libra_cli.engine.parallel import default_parallel_jobs
 from libra_cli.errors import LibraError
-from libra_cli.workflow import RunState, report_runs, run_state, train_grid
+from libra_cli.workflow import RunState, decompose_errors, report_runs, run_state, train_grid
 
 
 def plan_table(planned: list[PlannedRun], statuses: list[RunState], out_root: Path) -> Table:
@@ -39,7 +39,9 @@ def ablate_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what is already done; train nothing."),
     jobs: int = typer.Option(None, "--jobs", help="Runs trained at once (default: 2 on a multi-core CPU, 1 on GPU)."),
 ) -> None:
-    """Train a grid of configurations × seeds (finished runs skipped, stopped ones resumed), then report."""
+    """Train a grid of configurations × seeds (finished runs skipped, stopped ones resumed), then report.
+
+    Every evaluated run gets its error decomposition (RUN/analysis/errors.json, as `libra analyze errors`)."""
     spec = load_grid(grid)
     overrides: dict[str, dict] = {}
     if max_iters is not None:
@@ -61,6 +63,7 @@ def ablate_command(
     counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in ("trained", "resumed", "skipped", "failed")}
     console.print(", ".join(f"{count} {kind}" for kind, count in counts.items()))
     dirs = report_dirs(planned)
+    decompose_errors(dirs, display=RichDisplay())
     if dirs:
         path = report_runs(dirs, report or Path("reports") / name, title=f"Ablation: {name}")
         console.print(str(path), highlight=False, soft_wrap=True)

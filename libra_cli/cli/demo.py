@@ -11,7 +11,7 @@ from rich.panel import Panel
 from libra_cli.cli.display import RichDisplay
 from libra_cli.cli.ui import console, handle_errors
 from libra_cli.rundir import ANALYSIS, RunLayout
-from libra_cli.workflow import DEMO_ANALYSES, DEMO_ANALYSIS_IMAGES, DEMO_ERRORS, DemoResult, demo
+from libra_cli.workflow import DEMO_ANALYSES, DEMO_ANALYSIS_IMAGES, ERRORS, DemoResult, demo
 
 
 def summary_panel(result: DemoResult, synth_dir: Path, out: Path) -> Panel:
@@ -21,7 +21,7 @@ def summary_panel(result: DemoResult, synth_dir: Path, out: Path) -> Panel:
         summary = metrics["summary"]
         lines.append(f"{name:<11} {result.runs[name]}  AP {summary['AP']:.3f}  AP50 {summary['AP50']:.3f}")
         lines.append(f"{'':<11} metrics: {RunLayout(result.runs[name]).metrics}")
-    lines.append(f"analyses    {out}/<run>/{ANALYSIS}/ ({', '.join((*DEMO_ANALYSES, DEMO_ERRORS))})")
+    lines.append(f"analyses    {out}/<run>/{ANALYSIS}/ ({', '.join((*DEMO_ANALYSES, ERRORS))})")
     lines.append(f"report      {result.report}")
     lines.append(f"wall time   {result.minutes:.1f} min")
     lines.append("then        libra ablate experiments/ablation_table2.yaml --seeds 3")

@@ -395,3 +395,24 @@ def test_a_trained_run_is_analysed_against_the_ground_truth_its_evaluation_used(
     assert result["coco"]["overall"]["C75"] == pytest.approx(metrics["summary"]["AP75"], abs=1e-12)
     assert result["coco"]["overall"]["C50"] == pytest.approx(metrics["summary"]["AP50"], abs=1e-12)
     assert result["coco"]["overall"]["FN"] == 1.0
+
+
+# --- every run of a grid or the demo --------------------------------------------------------------------
+
+
+def test_decompose_errors_analyses_each_evaluated_run_once_and_passes_over_the_others(tmp_path):
+    from libra_cli.workflow import decompose_errors
+
+    # One perfect detection: TIDE's AP50 is 1. A run folder without eval/ was never evaluated.
+    run, ann = make_run(tmp_path, ground_truth([(1, 1, BOX)], num_images=1), [detection(1, 1, BOX, 0.9)])
+    (run / "eval" / "metrics.json").write_text(json.dumps({"summary": {}, "ann_file": str(ann)}))
+    unevaluated = tmp_path / "unevaluated"
+    unevaluated.mkdir()
+    assert decompose_errors([run, unevaluated]) == [run]
+    saved = json.loads((run / "analysis" / "errors.json").read_text())
+    assert saved["tide"]["ap50"] == pytest.approx(1.0)
+    assert not (unevaluated / "analysis").exists()
+    # A second pass finds the decomposition written and leaves it as it was.
+    before = (run / "analysis" / "errors.json").read_bytes()
+    assert decompose_errors([run, unevaluated]) == []
+    assert (run / "analysis" / "errors.json").read_bytes() == before
