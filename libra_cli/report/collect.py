@@ -8,7 +8,9 @@ shows per experiment is shown per group (mean ± sample std over its seeds).
 
 from __future__ import annotations
 
+import math
 import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,3 +251,36 @@ def loss_terms(record: dict[str, Any]) -> dict[str, float]:
 
 def train_records(run: RunRecord) -> list[dict[str, Any]]:
     return [record for record in run.log if record.get("type") == "train" and isinstance(record.get("iter"), int)]
+
+
+# A logged total loss this many times the run's median logged loss marks training that went unstable: a
+# healthy run's first logged window (still in warm-up) is about 2-3 times its median.
+SPIKE_FACTOR = 10.0
+
+
+@dataclass(frozen=True)
+class LossSpike:
+    """The first logged window whose total loss was at least ``SPIKE_FACTOR`` × the run's median."""
+
+    iteration: int
+    loss: float
+    median: float
+
+
+def loss_spike(run: RunRecord) -> LossSpike | None:
+    """Where ``run``'s training loss first rose to ``SPIKE_FACTOR`` times its median logged loss (or became
+    non-finite), or None: a diverged or nearly diverged run, whose metrics speak of that instability rather
+    than of its configuration."""
+    losses = [
+        (record["iter"], float(record["loss"]))
+        for record in train_records(run)
+        if isinstance(record.get("loss"), int | float) and not isinstance(record.get("loss"), bool)
+    ]
+    finite = sorted(loss for _, loss in losses if math.isfinite(loss))
+    if not finite:
+        return None
+    median = statistics.median(finite)
+    for iteration, loss in losses:
+        if not math.isfinite(loss) or loss >= SPIKE_FACTOR * median:
+            return LossSpike(iteration, loss, median)
+    return None

@@ -16,7 +16,15 @@ from pathlib import Path
 from libra_cli.analysis.tide import TIDE_KINDS
 from libra_cli.errors import LibraError
 from libra_cli.report import analysis_tables, detections, plots, tables
-from libra_cli.report.collect import RunGroup, RunRecord, loss_terms, split_loss_terms, train_records
+from libra_cli.report.collect import (
+    SPIKE_FACTOR,
+    RunGroup,
+    RunRecord,
+    loss_spike,
+    loss_terms,
+    split_loss_terms,
+    train_records,
+)
 from libra_cli.report.document import BulletList, Code, Document, Figure, Heading, Strong, Table, para, table
 from libra_cli.report.significance import IntervalFinder
 from libra_cli.rundir import ANALYSIS, METRICS, RunLayout
@@ -130,7 +138,28 @@ def add_metrics(document: Document, groups: list[RunGroup]) -> None:
             + ". AR1, AR10 and AR100: recall with at most 1, 10 and 100 detections per image.",
         )
     )
+    add_unstable_runs(document, groups)
     add_masks_and_voc(document, groups)
+
+
+def add_unstable_runs(document: Document, groups: list[RunGroup]) -> None:
+    """One sentence per run whose training loss spiked (:func:`loss_spike`): its metrics, and every mean
+    over seeds that includes them, speak of that instability more than of the configuration."""
+    for group in groups:
+        for run in group.runs:
+            spike = loss_spike(run)
+            if spike is None:
+                continue
+            ap = (run.metrics or {}).get("summary", {}).get("AP")
+            ended = f"; it ended at AP {ap:.3f}" if isinstance(ap, int | float) else ""
+            document.add(
+                para(
+                    Strong(f"{run.label}: training went unstable."),
+                    f" Its logged loss reached {spike.loss:.4g} at iteration {spike.iteration}, at least "
+                    f"{SPIKE_FACTOR:g}× its median {spike.median:.3g}{ended}. A mean over seeds that includes "
+                    "this run measures that instability as much as the configuration.",
+                )
+            )
 
 
 def add_masks_and_voc(document: Document, groups: list[RunGroup]) -> None:

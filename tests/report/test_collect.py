@@ -98,3 +98,29 @@ def test_broken_metrics_is_a_one_line_error_and_broken_analysis_is_skipped(tmp_p
     with pytest.raises(LibraError, match="metrics.json: expected a JSON object") as error:
         load_run(run_dir)
     assert "\n" not in str(error.value)
+
+
+# --- unstable training ----------------------------------------------------------------------------------
+
+
+def _train_log(losses: list[float]) -> list[dict]:
+    return [{"type": "train", "iter": 20 * (index + 1), "lr": 0.02, "loss": loss} for index, loss in enumerate(losses)]
+
+
+def test_a_loss_ten_times_the_median_marks_the_run_unstable_and_the_report_says_so(tmp_path):
+    from libra_cli.report import build_report
+    from libra_cli.report.collect import LossSpike, load_run, loss_spike
+
+    # Losses 2.0, 1.0, 1.0, 83.9, 0.9, 0.9, 0.9: the median is 1.0, and 83.9 ≥ 10 × 1.0 at iteration 80.
+    diverged = make_run(
+        tmp_path, "diverged", seed=1, summary=coco_summary(0.0), log=_train_log([2.0, 1.0, 1.0, 83.9, 0.9, 0.9, 0.9])
+    )
+    assert loss_spike(load_run(diverged)) == LossSpike(iteration=80, loss=83.9, median=1.0)
+    # A warm-up start 2.6 × the median (2.4 against 0.92) is no spike.
+    healthy = make_run(tmp_path, "healthy", summary=coco_summary(0.5), log=_train_log([2.4, 1.0, 0.92, 0.9, 0.8]))
+    assert loss_spike(load_run(healthy)) is None
+
+    markdown = build_report([healthy, diverged], tmp_path / "report").read_text()
+    assert "diverged: training went unstable." in markdown
+    assert "reached 83.9 at iteration 80, at least 10× its median 1; it ended at AP 0.000" in markdown
+    assert "healthy: training went unstable" not in markdown
