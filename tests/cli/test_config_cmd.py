@@ -54,7 +54,9 @@ def test_the_1x_presets_train_12_epochs_of_1500_iterations_on_the_coco_hard_benc
     assert (config["train"]["epochs"], config["train"]["max_iters"]) == (12, 1500)
     assert [round(m * 1500) for m in config["train"]["lr_milestones"]] == [1000, 1375]
     assert config["train"]["warmup_iters"] == 100
-    assert "= 1500 iterations" in result.output.splitlines()[-1]
+    # The reference's rate per image: lr 0.02 for 16 images, linearly scaled to the batch of 4: 0.02 × 4 / 16.
+    assert config["train"]["scale_lr"] is True and config["train"]["reference_batch"] == 16
+    assert "= 1500 iterations; peak lr 0.005," in result.output.splitlines()[-1]
 
 
 def test_with_the_dataset_flags_an_epoch_schedule_is_printed_in_iterations(tiny_benchmark):
