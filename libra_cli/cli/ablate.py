@@ -33,15 +33,17 @@ def ablate_command(
     ),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per configuration (0 … N−1)."),
     out_root: Path = typer.Option(None, "--out-root", help="Folder for the runs (default: runs/ablate/GRID_NAME)."),
-    report: Path = typer.Option(None, "--report", help="Report folder (default: reports/GRID_NAME)."),
+    report: Path = typer.Option(
+        None,
+        "--report",
+        help="Report folder (default: reports/GRID_NAME); each evaluated run's errors are decomposed first.",
+    ),
     max_iters: int = typer.Option(None, "--max-iters", help="Override every run's number of iterations."),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N for every run."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what is already done; train nothing."),
     jobs: int = typer.Option(None, "--jobs", help="Runs trained at once (default: 2 on a multi-core CPU, 1 on GPU)."),
 ) -> None:
-    """Train a grid of configurations × seeds (finished runs skipped, stopped ones resumed), then report.
-
-    Every evaluated run gets its error decomposition (RUN/analysis/errors.json, as `libra analyze errors`)."""
+    """Train a grid of configurations × seeds (finished runs skipped, stopped ones resumed), then report."""
     spec = load_grid(grid)
     overrides: dict[str, dict] = {}
     if max_iters is not None:
