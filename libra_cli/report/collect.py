@@ -244,9 +244,13 @@ def loss_terms(record: dict[str, Any]) -> dict[str, float]:
         for name, value in record.items()
         if name not in LOG_META_KEYS
         and (name.startswith("loss_") or name in ("classification", "bbox_regression"))
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
+        and _is_number(value)
     }
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number of a log line (bool is an int to Python, not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def train_records(run: RunRecord) -> list[dict[str, Any]]:
@@ -272,9 +276,7 @@ def loss_spike(run: RunRecord) -> LossSpike | None:
     non-finite), or None: a diverged or nearly diverged run, whose metrics speak of that instability rather
     than of its configuration."""
     losses = [
-        (record["iter"], float(record["loss"]))
-        for record in train_records(run)
-        if isinstance(record.get("loss"), int | float) and not isinstance(record.get("loss"), bool)
+        (record["iter"], float(record["loss"])) for record in train_records(run) if _is_number(record.get("loss"))
     ]
     finite = sorted(loss for _, loss in losses if math.isfinite(loss))
     if not finite:
