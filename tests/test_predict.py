@@ -208,3 +208,19 @@ def test_bmp_webp_and_rgba_files_give_the_pngs_detections(runs, benchmark, tmp_p
     for other in others:  # lossless files of the same pixels: the same detections, bit for bit
         torch.testing.assert_close(other.boxes, reference.boxes, rtol=0, atol=0)
         torch.testing.assert_close(other.scores, reference.scores, rtol=0, atol=0)
+
+
+def test_retinanet_predicts_a_batch_of_one_small_image(runs):
+    # 32 FPN channels in 32 groups and a 96-pixel image: P7 is 1 × 1, so in a batch of one each GroupNorm
+    # group of the head holds one value (torch's GroupNorm refuses that). Every image is normalised on its
+    # own, so the image alone gets the detections it gets beside a copy of itself.
+    detector = Detector.from_run(runs["retinanet"])
+    assert detector.config.model.fpn_channels == 32 and detector.config.model.norm == "gn"
+    torch.manual_seed(3)
+    image = torch.rand(3, 96, 96)
+    alone = detector.predict(image, batch_size=1)[0]
+    paired = detector.predict([image, image.clone()], batch_size=2)[0]
+    assert len(alone.boxes) == len(paired.boxes) > 0
+    assert torch.allclose(alone.boxes, paired.boxes, atol=1e-3)
+    assert torch.allclose(alone.scores, paired.scores, atol=1e-5)
+    assert torch.equal(alone.labels, paired.labels)

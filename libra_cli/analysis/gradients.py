@@ -234,9 +234,8 @@ def _collect_retinanet(run: ImageRun, collector: _Collector) -> None:
             image_list, targets = inputs.probe.transform(images, targets)
             features = list(inputs.probe.pyramid(image_list)[1].values())
             anchors = model.anchor_generator(image_list, features)
-        # The heads run once on the whole batch (GroupNorm refuses a single 1 × 1 map, as P7 of a small
-        # image is). Each image's losses depend on its own slice only, so their gradients with respect to
-        # the batch's maps are that image's gradients.
+        # The heads run once on the whole batch. Each image's losses depend on its own slice only, so their
+        # gradients with respect to the batch's maps are that image's gradients.
         shared = [level.detach().requires_grad_(True) for level in features]
         with torch.enable_grad():
             head_outputs = model.head(shared)

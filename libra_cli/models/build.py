@@ -49,7 +49,7 @@ from libra_cli.io import load_tensors_safely
 from libra_cli.models.box_head import init_box_head_as_reference
 from libra_cli.models.parts import DetectorParts, TrainingStats, detector_parts
 from libra_cli.models.precision import float32_outputs
-from libra_cli.models.retinanet import P6FromC5P7NoReLU, use_batch_normalised_losses
+from libra_cli.models.retinanet import GroupNorm, P6FromC5P7NoReLU, use_batch_normalised_losses
 from libra_cli.models.roi_align import FastMultiScaleRoIAlign
 from libra_cli.models.roi_heads import TORCHVISION_SMOOTH_L1_BETA, LibraRoIHeads
 from libra_cli.models.rpn import FlooredLowQualityMatcher, use_reference_rpn_loss
@@ -217,7 +217,7 @@ def build_detector(
             backbone.out_channels,
             anchors.num_anchors_per_location()[0],
             num_classes + 1,
-            norm_layer=partial(nn.GroupNorm, GROUP_NORM_GROUPS) if model_cfg.norm == "gn" else None,
+            norm_layer=partial(GroupNorm, GROUP_NORM_GROUPS) if model_cfg.norm == "gn" else None,
         )
         if parts.retinanet_head is not None:
             parts.retinanet_head(head)

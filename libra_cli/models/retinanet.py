@@ -2,7 +2,8 @@
 
 - :func:`use_balanced_l1` — balanced L1 in the regression head (Libra R-CNN §3.3);
 - :func:`use_batch_normalised_losses` — losses divided by the batch's Σᵢ max(1, positivesᵢ), as the reference;
-- :class:`P6FromC5P7NoReLU` — P6 from C5 and no ReLU before P7, as the reference's FPN builds them.
+- :class:`P6FromC5P7NoReLU` — P6 from C5 and no ReLU before P7, as the reference's FPN builds them;
+- :class:`GroupNorm` — the head's GroupNorm, defined also where a group holds a single value.
 
 Libra RetinaNet's box loss is balanced L1 with α = 0.5, γ = 1.5, β = 0.11 and loss weight 1.0, in place
 of torchvision's L1. ``use_balanced_l1`` swaps the head's regression head for a subclass that shares the
@@ -11,6 +12,8 @@ torchvision's.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -24,6 +27,26 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 from libra_cli.losses import balanced_l1_loss
 
 RETINANET_BALANCED_L1_BETA = 0.11
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` that also runs where each group holds a single value.
+
+    That happens in RetinaNet's head when the channels equal the groups (32) and the map is one pixel for a
+    batch of one image (P7 of a small image): ``torch.nn.functional.group_norm`` then refuses the input.
+    The normalised value of a single element, (x − mean) / √(var + ε), is 0, so the output is the bias (0
+    without an affine part) and its gradient with respect to the input is 0. Everywhere else this is
+    ``nn.GroupNorm`` itself, and the parameters and state_dict keys are the same.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        per_group = input.shape[0] * (self.num_channels // self.num_groups) * math.prod(input.shape[2:])
+        if per_group != 1 or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return super().forward(input)
+        centred = input - input  # keeps the graph: the gradient reaching the input is 0
+        if self.bias is None:
+            return centred
+        return centred + self.bias.view(1, -1, *([1] * (input.dim() - 2)))
 
 
 class BalancedL1RegressionHead(RetinaNetRegressionHead):

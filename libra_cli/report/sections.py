@@ -166,31 +166,23 @@ def add_masks_and_voc(document: Document, groups: list[RunGroup]) -> None:
     """Mask R-CNN runs: box and mask AP side by side. Pascal VOC runs: the VOC mAP beside the COCO-style AP."""
     masked = [group for group in groups if tables.has_masks(group)]
     if masked:
-        document.add(Heading(3, "Box and mask AP"))
-        document.add(
-            para(
-                "Mask R-CNN runs: the box metrics above next to the mask metrics (COCOeval or LVISEval with "
-                "iouType segm on ",
-                Code("eval/segmentations.json"),
-                "). Fractions in [0, 1].",
-            )
+        intro = para(
+            "Mask R-CNN runs: the box metrics above next to the mask metrics (COCOeval or LVISEval with iouType "
+            "segm on ",
+            Code("eval/segmentations.json"),
+            "). Fractions in [0, 1].",
         )
-        document.add(tables.box_and_mask_table(masked))
+        document.add(Heading(3, "Box and mask AP"), intro, tables.box_and_mask_table(masked))
         lvis_masked = [group for group in masked if tables.is_lvis(group)]
         if lvis_masked:
-            names = ("AP", "APr", "APc", "APf")
-            document.add(tables.box_and_mask_table(lvis_masked, names))
+            document.add(tables.box_and_mask_table(lvis_masked, ("AP", "APr", "APc", "APf")))
     voc = [group for group in groups if tables.is_voc(group)]
     if voc:
-        document.add(Heading(3, "Pascal VOC mAP"))
-        document.add(
-            para(
-                "At IoU 0.5, difficult objects ignored: mAP is the area under the precision–recall curve "
-                "(VOC2010+), mAP_07 the VOC2007 11-point metric; AP50 and AP are the COCO-style numbers of "
-                "the same detections."
-            )
+        intro = para(
+            "At IoU 0.5, difficult objects ignored: mAP is the area under the precision–recall curve (VOC2010+), "
+            "mAP_07 the VOC2007 11-point metric; AP50 and AP are the COCO-style numbers of the same detections."
         )
-        document.add(tables.metrics_table(voc, tables.VOC_METRICS))
+        document.add(Heading(3, "Pascal VOC mAP"), intro, tables.metrics_table(voc, tables.VOC_METRICS))
 
 
 def add_ablation(document: Document, groups: list[RunGroup], baseline: RunGroup | None) -> None:

@@ -210,8 +210,18 @@ def test_gradients_command_on_a_fresh_libra_run(fresh_libra_run):
 
 @pytest.mark.slow
 def test_gradients_on_retinanet_use_foreground_anchors(fresh_retinanet_run):
-    # Two images: the untrained GroupNorm head cannot run on one 96-pixel image (P7 is 1 × 1).
-    result = analyze_gradients(fresh_retinanet_run, num_images=2, checkpoint="last")
-    check_payload(result, 2)
+    # Three images in batches of two: the last batch holds one 96-pixel image, whose P7 is 1 × 1 (the
+    # head's GroupNorm then has one value per group). Each image's losses depend on its own maps only, so
+    # the result equals that of one batch of three.
+    result = analyze_gradients(fresh_retinanet_run, num_images=3, checkpoint="last", batch_size=2)
+    check_payload(result, 3)
     assert result["losses"]["balanced_l1"]["beta"] == pytest.approx(0.11)  # Libra RetinaNet's β
     assert result["objective"]["features"].startswith("FPN maps")
+    whole = analyze_gradients(fresh_retinanet_run, num_images=3, checkpoint="last", batch_size=3)
+    assert whole["num_samples"] == result["num_samples"]
+    for name in ("smooth_l1", "balanced_l1"):
+        for key, value in whole["losses"][name].items():  # None where a side has no samples (no outliers)
+            expected = value if value is None else pytest.approx(value, rel=1e-4)
+            assert result["losses"][name][key] == expected, (name, key)
+    for key in ("loss_cls", "loss_reg", "grad_norm_cls", "grad_norm_reg"):
+        assert result["objective"][key] == pytest.approx(whole["objective"][key], rel=1e-4), key

@@ -16,6 +16,7 @@ from torchvision.models.detection.retinanet import (
 from libra_cli.errors import LibraError
 from libra_cli.models.retinanet import (
     BalancedL1RegressionHead,
+    GroupNorm,
     P6FromC5P7NoReLU,
     use_balanced_l1,
     use_batch_normalised_losses,
@@ -246,3 +247,31 @@ def test_batch_normaliser_counts_an_image_without_positives_as_one():
     batch = head.compute_loss(targets, outputs, anchors, matched)
     assert plain["bbox_regression"].item() == pytest.approx(0.25, rel=1e-6)
     assert batch["bbox_regression"].item() == pytest.approx(15.0 / 31, rel=1e-6)
+
+
+def test_group_norm_of_single_value_groups_is_its_bias():
+    # One image, 4 channels in 4 groups, a 1 × 1 map: each group holds one value, x − mean = 0, so the
+    # output is the bias and no gradient reaches the input (torch's own GroupNorm refuses this input).
+    norm = GroupNorm(4, 4)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([2.0, -1.0, 0.5, 3.0]))
+        norm.bias.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    x = torch.tensor([5.0, -7.0, 0.25, 100.0]).view(1, 4, 1, 1).requires_grad_(True)
+    with pytest.raises(ValueError):
+        nn.GroupNorm(4, 4)(x)
+    out = norm(x)
+    assert out.flatten().tolist() == [1.0, 2.0, 3.0, 4.0]
+    out.sum().backward()
+    assert x.grad.flatten().tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert GroupNorm(4, 4, affine=False)(x).flatten().tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_group_norm_elsewhere_is_torchs_and_keeps_its_keys():
+    torch.manual_seed(0)
+    plain = nn.GroupNorm(2, 4)
+    ours = GroupNorm(2, 4)
+    ours.load_state_dict(plain.state_dict())
+    assert list(ours.state_dict()) == list(plain.state_dict()) == ["weight", "bias"]
+    for shape in [(1, 4, 1, 1), (2, 4, 1, 1), (1, 4, 3, 3)]:  # two values per group or more: torch's path
+        x = torch.randn(shape)
+        assert torch.equal(ours(x), plain(x))
