@@ -55,7 +55,6 @@ class AnalysisInputs:
         checkpoint: {"checkpoint": path, "iteration": int} of the weights loaded.
         dataset: the first ``num_images`` images of the split, without augmentation.
         split: "train" or "val".
-        device: where the model and the images live.
     """
 
     run_dir: Path
@@ -65,7 +64,11 @@ class AnalysisInputs:
     checkpoint: dict[str, Any]
     dataset: Dataset
     split: str
-    device: torch.device
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives, and so where its images go."""
+        return next(self.model.parameters()).device
 
     @property
     def probe(self) -> DetectorProbe:
@@ -121,7 +124,6 @@ def load_analysis_inputs(
         checkpoint=meta,
         dataset=subset,
         split=split,
-        device=next(model.parameters()).device,
     )
 
 

@@ -237,7 +237,6 @@ def setup_training(
         val_set=data.val_set,
         log=log,
         start_iter=start_iter,
-        completed=start_iter,
         best_ap=best_ap,
         window=window,
         step_rng=step_rng,

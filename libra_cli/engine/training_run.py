@@ -3,7 +3,7 @@ that change as it runs (a checkpoint is made of them, ``engine/resume.py``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -50,7 +50,7 @@ class TrainingRun:
     val_set: DetectionDataset
     log: JsonlLog | NoLog
     start_iter: int  # the first iteration this process runs: 0, or the resumed checkpoint's
-    completed: int  # optimizer steps taken; what a checkpoint records
+    completed: int = field(init=False)  # optimizer steps taken, from start_iter on; what a checkpoint records
     best_ap: float  # the best validation AP so far; −1 before the first evaluation
     window: list[dict[str, torch.Tensor]]  # loss terms of the steps since the last log record
     # The random state at the last step boundary, which is what a checkpoint of `completed` steps holds
@@ -62,3 +62,6 @@ class TrainingRun:
     @property
     def device(self) -> torch.device:
         return self.ctx.device
+
+    def __post_init__(self) -> None:
+        self.completed = self.start_iter
