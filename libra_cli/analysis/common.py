@@ -114,7 +114,6 @@ def load_analysis_inputs(
     dataset = build_eval_dataset(info[ann_key], info[images_key], info["category_ids"], config.data.on_bad_sample)
     if len(dataset) == 0:
         raise LibraError(f"{info[ann_key]}: the {split} split has no images")
-    subset = Subset(dataset, range(min(num_images, len(dataset))))
     seed_everything(seed)
     return AnalysisInputs(
         run_dir=Path(run_dir),
@@ -122,7 +121,7 @@ def load_analysis_inputs(
         model=model,
         dataset_info=info,
         checkpoint=meta,
-        dataset=subset,
+        dataset=Subset(dataset, range(min(num_images, len(dataset)))),  # the first num_images
         split=split,
     )
 

@@ -212,14 +212,13 @@ def evaluate_model(
     """
     start = time.perf_counter()
     rank, world_size = get_rank(), get_world_size()
-    max_dets = max_detections_for(dataset.format)
     local = predict(
         model,
         dataset,
         device=device,
         batch_size=batch_size,
         num_workers=num_workers,
-        max_detections=max_dets,
+        max_detections=max_detections_for(dataset.format),
         autocast_dtype=autocast_dtype,
         progress=progress,
         indices=None if world_size == 1 else range(rank, len(dataset), world_size),
