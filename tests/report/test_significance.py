@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from libra_cli.config import load_config
+from libra_cli.config import apply_overrides, load_config
+from libra_cli.engine.ablate import load_grid
 from libra_cli.report.collect import find_baseline, group_runs, load_runs
 from libra_cli.report.significance import (
     BETTER,
@@ -461,6 +463,30 @@ def test_the_measured_spread_belongs_to_its_preset_and_schedule_only():
     assert measured_seed_spread(load_config("baseline", {"train": {"max_iters": 1500}})) is None
     assert measured_seed_spread(load_config("libra")) is None
     assert measured_seed_spread(load_config("baseline", {"libra": {"bfp": True}})) is None
+
+
+def test_the_12_epoch_spreads_belong_to_their_grid_rows():
+    # reports/table2_1x_3seeds/: the baseline row is paper_baseline_1x with the RPN cap (5 negatives per
+    # positive), 12 epochs = 1,500 iterations on the 500-image benchmark; the preset alone has no cap.
+    baseline, libra = MEASURED_SEED_SPREADS[1], MEASURED_SEED_SPREADS[2]
+    capped = load_config("paper_baseline_1x", {"model": {"rpn_neg_pos_ub": 5}, "train": {"max_iters": 1500}})
+    assert measured_seed_spread(capped) is baseline
+    assert measured_seed_spread(load_config("paper_baseline_1x", {"train": {"max_iters": 1500}})) is None
+    assert measured_seed_spread(replace(capped, train=replace(capped.train, max_iters=450))) is None
+    grid = load_grid("ablation_table2_1x")
+    full = apply_overrides(grid.base, {**grid.runs["balanced_l1"], "train": {"max_iters": 1500, "seed": 2}}, "test")
+    assert measured_seed_spread(full) is libra
+    assert libra.describe("AP") == (
+        "ablation_table2_1x's balanced_l1 row at 1500 iterations: std 0.013 over 3 seeds "
+        "(reports/table2_1x_3seeds/, balanced_l1 row)"
+    )
+    # One run of each against the other: s₁ = 0.0011, s₂ = 0.0127, σ² = 0.00016250, σ = 0.012748;
+    # df = σ⁴ / (s₁⁴/2 + s₂⁴/2) = 2.6406e-8 / 1.3008e-8 = 2.0300, t(0.975, 2.0300) = 4.2423 (the t density
+    # integrated numerically), tσ = 0.054079; a bootstrap interval [0.01, 0.03] around 0.02 grows to
+    # 0.02 ∓ √(0.01² + 0.054079²) = 0.02 ∓ 0.054995.
+    widened = with_training_noise(DeltaInterval(0.02, 0.01, 0.03, BOOTSTRAP, "bootstrap"), baseline, libra)
+    assert (widened.low, widened.high) == pytest.approx((-0.034995, 0.074995), abs=1e-5)
+    assert widened.verdict == WITHIN_NOISE
 
 
 def test_a_report_of_two_single_runs_never_says_better_or_worse_from_the_bootstrap_alone(tmp_path):
