@@ -58,29 +58,20 @@ class SeedSpread:
 MEASURED_SEED_SPREADS = (
     # reports/table2_3seeds/: the baseline row (seeds 0, 1, 2: AP 0.501, 0.526, 0.497), the `baseline` preset.
     SeedSpread(
-        "baseline",
-        450,
-        3,
-        {"AP": 0.016, "AP50": 0.020, "AP75": 0.009, "APs": 0.014, "APm": 0.034, "APl": 0.043},
+        "baseline", 450, 3, {"AP": 0.016, "AP50": 0.020, "AP75": 0.009, "APs": 0.014, "APm": 0.034, "APl": 0.043},
         "reports/table2_3seeds/, baseline row",
     ),
     # reports/table2_1x_3seeds/: ablation_table2_1x's baseline row, paper_baseline_1x with the RPN cap
     # (seeds 0, 1, 2: AP 0.6052, 0.6038, 0.6031), and its full Libra row (AP 0.6310, 0.6223, 0.6061).
     SeedSpread(
-        "ablation_table2_1x",
-        1500,
-        3,
+        "ablation_table2_1x", 1500, 3,
         {"AP": 0.0011, "AP50": 0.0068, "AP75": 0.0063, "APs": 0.0019, "APm": 0.0095, "APl": 0.1058},
-        "reports/table2_1x_3seeds/, baseline row",
-        row="baseline",
+        "reports/table2_1x_3seeds/, baseline row", row="baseline",
     ),
     SeedSpread(
-        "ablation_table2_1x",
-        1500,
-        3,
+        "ablation_table2_1x", 1500, 3,
         {"AP": 0.0127, "AP50": 0.0151, "AP75": 0.0161, "APs": 0.0145, "APm": 0.0035, "APl": 0.0321},
-        "reports/table2_1x_3seeds/, balanced_l1 row",
-        row="balanced_l1",
+        "reports/table2_1x_3seeds/, balanced_l1 row", row="balanced_l1",
     ),
 )
 
