@@ -25,6 +25,8 @@ from typing import Any
 import torch
 import torchvision
 
+from libra_cli.engine.machine import cpu_model_name
+
 
 @dataclass(frozen=True)
 class TimingSummary:
@@ -159,17 +161,6 @@ def update_section_file(
     document = replace_section(document, title, body)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(document.rstrip("\n") + "\n", encoding="utf-8")
-
-
-def cpu_model_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_description(device: torch.device) -> list[str]:

@@ -17,6 +17,7 @@ from libra_cli.data.sampler import IterationBatchSampler, aspect_ratio_groups, r
 from libra_cli.engine.checkpoint import rng_state
 from libra_cli.engine.distributed import DistributedContext, init_distributed
 from libra_cli.engine.eql_tail import eql_tail_info
+from libra_cli.engine.machine import machine_record
 from libra_cli.engine.resume import RunFinished, open_checkpoint, restore_checkpoint
 from libra_cli.engine.run import dataset_info, eql_frequency_denominator
 from libra_cli.engine.schedule import check_resumed_schedule, peak_lr, resolve_schedule, schedule_summary
@@ -127,6 +128,7 @@ def start_run_directory(
         "world_size": ctx.world_size,
         "skipped": data.skipped,
         "schedule": schedule_summary(config, len(data.train_set)),
+        "machine": machine_record(ctx.device),
     }
     if config.libra.eql:
         start_record["eql"] = eql_tail_info(config.libra.eql_lambda, data.info, config.libra.eql_freq)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from libra_cli.config import RunConfig
+from libra_cli.engine.machine import ARITHMETIC_FIELDS
 from libra_cli.errors import LibraError
 from libra_cli.rundir import RunLayout
 
@@ -25,6 +26,8 @@ IGNORED_KEYS = ("train.out",)
 # Keys of a training log line that are not loss terms.
 LOG_META_KEYS = ("type", "iter", "lr", "loss", "time_per_iter", "data_time_per_iter", "memory_mb")
 _SEED_DIR = re.compile(r"^seed[_-]?\d+$")
+# machine_key of a run whose starts (the first and its resumes) ran on machines of different arithmetic
+SEVERAL_MACHINES = "several machines"
 
 
 @dataclass
@@ -48,6 +51,13 @@ class RunRecord:
     @property
     def components(self) -> list[str]:
         return self.config.libra.enabled()
+
+    @property
+    def machines(self) -> list[dict[str, Any] | None]:
+        """The machine of each start of the run, the first and every resume (``engine/machine.py``), oldest
+        first; None for a start whose log record does not name one (a run trained before they were recorded)."""
+        starts = [record for record in self.log if record.get("type") == "start"]
+        return [record["machine"] if isinstance(record.get("machine"), dict) else None for record in starts]
 
     @property
     def iterations(self) -> int | None:
@@ -91,6 +101,36 @@ class RunGroup:
                 metrics = metrics.get("segm") or {}
             values.append(metrics.get("summary", {}).get(name))
         return values
+
+
+def arithmetic(machine: dict[str, Any]) -> tuple[Any, ...]:
+    """The fields of a machine record that decide a run's arithmetic (``ARITHMETIC_FIELDS``)."""
+    return tuple(machine.get(name) for name in ARITHMETIC_FIELDS)
+
+
+def machine_key(run: RunRecord) -> tuple[Any, ...] | str | None:
+    """What two runs must share to compute alike: the arithmetic of the machine every start of ``run`` ran
+    on, :data:`SEVERAL_MACHINES` when its starts ran on machines that differ in it, None when a start does
+    not record its machine."""
+    machines = run.machines
+    if not machines or any(machine is None for machine in machines):
+        return None
+    keys = {arithmetic(machine) for machine in machines if machine is not None}
+    return keys.pop() if len(keys) == 1 else SEVERAL_MACHINES
+
+
+def describe_machine(machine: dict[str, Any]) -> str:
+    """One line: "NVIDIA H200 (CUDA 12.8), torch 2.14.1, torchvision 0.29.1" on a GPU; on a CPU its model, the
+    instruction set torch used and the threads."""
+    if machine.get("device") == "cuda":
+        where = f"{machine.get('gpu', 'a GPU')} (CUDA {machine.get('cuda', '?')})"
+    else:
+        threads = machine.get("threads")
+        where = (
+            f"{machine.get('cpu', 'a CPU')} ({machine.get('cpu_capability', '?')}), "
+            f"{threads} thread{'' if threads == 1 else 's'}"
+        )
+    return f"{where}, torch {machine.get('torch', '?')}, torchvision {machine.get('torchvision', '?')}"
 
 
 def flatten_config(config: dict[str, Any]) -> dict[str, Any]:

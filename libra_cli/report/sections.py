@@ -17,11 +17,14 @@ from libra_cli.analysis.tide import TIDE_KINDS
 from libra_cli.errors import LibraError
 from libra_cli.report import analysis_tables, detections, plots, tables
 from libra_cli.report.collect import (
+    SEVERAL_MACHINES,
     SPIKE_FACTOR,
     RunGroup,
     RunRecord,
+    describe_machine,
     loss_spike,
     loss_terms,
+    machine_key,
     split_loss_terms,
     train_records,
 )
@@ -105,6 +108,38 @@ def add_runs(document: Document, groups: list[RunGroup]) -> None:
     document.add(tables.runs_table(groups))
     items = [(f"{run.label}: ", Code(str(run.path))) for group in groups for run in group.runs]
     document.add(BulletList(tuple(items)))
+    add_machines(document, [run for group in groups for run in group.runs])
+
+
+def add_machines(document: Document, runs: list[RunRecord]) -> None:
+    """Which machine each run trained on (``engine/machine.py``), and what it means when they differ."""
+    machines: dict[tuple, tuple[str, list[str]]] = {}
+    unrecorded, moved = [], []
+    for run in runs:
+        key = machine_key(run)
+        if key is None:
+            unrecorded.append(run.label)
+        elif key == SEVERAL_MACHINES:
+            moved.append(run.label)
+        else:
+            machines.setdefault(key, (describe_machine(run.machines[0]), []))[1].append(run.label)
+    who = "The runs that record their machine trained" if unrecorded else "Trained"
+    if len(machines) == 1 and not moved:
+        document.add(para(f"{who} on one machine: {next(iter(machines.values()))[0]}."))
+    elif machines or moved:
+        document.add(
+            para(
+                f"{who} on several machines. A seed fixes a run's initial weights, data order and samples, not "
+                "its floating-point arithmetic: the same config and seed on another processor, thread count or "
+                "library version is another run, as far from the first as another seed. Where the runs of a "
+                "seed trained on different machines, a Δ paired over seeds pairs them by seed only."
+            )
+        )
+        items = [(f"{description}: {', '.join(labels)}",) for description, labels in machines.values()]
+        items += [(f"resumed on another machine: {label}",) for label in moved]
+        document.add(BulletList(tuple(items)))
+    if unrecorded:
+        document.add(para(f"Machine not recorded (trained before libra recorded it): {', '.join(unrecorded)}."))
 
 
 def add_metrics(document: Document, groups: list[RunGroup]) -> None:

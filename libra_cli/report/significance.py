@@ -39,13 +39,13 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from libra_cli.errors import LibraError
-from libra_cli.report.collect import RunGroup, RunRecord
+from libra_cli.report.collect import SEVERAL_MACHINES, RunGroup, RunRecord, machine_key
 from libra_cli.report.training_noise import SeedSpread, measured_seed_spread
 from libra_cli.rundir import RunLayout
 
@@ -495,7 +495,7 @@ class IntervalFinder:
         values = _present(group.summary_values(metric))
         base_by_seed, by_seed = _by_seed(self.baseline, metric), _by_seed(group, metric)
         if len(base_by_seed) >= 2 and base_by_seed.keys() == by_seed.keys():
-            return paired_interval(base_by_seed, by_seed)
+            return with_machines_named(paired_interval(base_by_seed, by_seed), self.baseline, group)
         if len(base_values) >= 2 and len(values) >= 2:
             return welch_interval(base_values, values)
         delta = sum(values) / len(values) - sum(base_values) / len(base_values) if values and base_values else None
@@ -527,6 +527,30 @@ class IntervalFinder:
             result = DeltaInterval(result.delta, result.low, result.high, result.method, detail)
         spreads = (measured_seed_spread(base_run.config, metric), measured_seed_spread(run.config, metric))
         return with_training_noise(result, *spreads, metric=metric)
+
+
+def with_machines_named(interval: DeltaInterval, baseline: RunGroup, group: RunGroup) -> DeltaInterval:
+    """A paired interval whose detail names the seeds paired across machines (:func:`seeds_on_other_machines`)."""
+    apart = seeds_on_other_machines(baseline, group)
+    if not apart:
+        return interval
+    seeds = f"seed{'s' if len(apart) > 1 else ''} {', '.join(map(str, apart))}"
+    return replace(interval, detail=f"{interval.detail}; {seeds} on other machines")
+
+
+def seeds_on_other_machines(baseline: RunGroup, group: RunGroup) -> list[int]:
+    """The seeds whose run in ``group`` and run in ``baseline`` trained on machines of different arithmetic
+    (``report.collect.machine_key``): paired by seed, such runs still differ in their rounding. Runs that do
+    not record their machine are not counted."""
+    base = {run.seed: machine_key(run) for run in baseline.runs}
+    apart = []
+    for run in group.runs:
+        mine, theirs = machine_key(run), base.get(run.seed)
+        if mine is None or theirs is None:
+            continue
+        if mine != theirs or SEVERAL_MACHINES in (mine, theirs):
+            apart.append(run.seed)
+    return sorted(set(apart))
 
 
 def _evaluated_run(group: RunGroup, metric: str) -> RunRecord:

@@ -10,6 +10,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from libra_cli.engine.checkpoint import load_checkpoint
+from libra_cli.engine.machine import machine_record
 from libra_cli.engine.schedule import learning_rate
 from libra_cli.engine.setup import apply_train_min_sizes
 from libra_cli.engine.train import train
@@ -57,6 +58,13 @@ def test_resume_is_exact_with_repeat_factors_grouping_and_multi_scale(tiny_lvis_
     assert [r["iter"] for r in part_log] == [1, 2, 3, 4, 5]
     for a, b in zip(full_log, part_log, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    # Each start, the first and the resume, names the machine it ran on: this one, torch's threads included.
+    starts = [r for r in read_log(part_dir) if r["type"] == "start"]
+    assert [r["iter"] for r in starts] == [0, 2]
+    here = {"device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__}
+    for start in starts:
+        assert {key: start["machine"][key] for key in here} == here
+        assert start["machine"] == machine_record(torch.device("cpu"))
     # Another sampling setting would change the data order: a resume with it is refused.
     for changed in ({"data__repeat_factor_thr": 0.5}, {"data__aspect_ratio_grouping": False}):
         with pytest.raises(LibraError, match="the data order depends on it"):
