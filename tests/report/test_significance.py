@@ -506,3 +506,23 @@ def test_a_report_of_two_single_runs_never_says_better_or_worse_from_the_bootstr
     every = rows_of(intervals_table(groups, baseline, IntervalFinder(baseline)))
     cells = " ".join(str(value) for row in every for value in row.values())
     assert "better" not in cells and "worse" not in cells
+
+
+def test_the_second_machines_iou_sampling_and_bfp_spreads_belong_to_their_rows():
+    # reports/table2_1x_3seeds/second_machine/: AP 0.6087, 0.6104, 0.5967 over seeds 0, 1, 2; mean 0.605267,
+    # deviations +0.003433, +0.005133, −0.008567, Σd² = 1.11527e-4, s = √(Σd² / 2) = 0.007467 → 0.0075.
+    (iou,) = [spread for spread in MEASURED_SEED_SPREADS if spread.row == "iou_sampling"]
+    assert iou.std["AP"] == pytest.approx(0.007467, abs=5e-5)
+    grid = load_grid("ablation_table2_1x")
+    config = apply_overrides(grid.base, {**grid.runs["iou_sampling"], "train": {"max_iters": 1500, "seed": 1}}, "t")
+    assert measured_seed_spread(config) is iou
+    assert iou.describe("AP") == (
+        "ablation_table2_1x's iou_sampling row at 1500 iterations: std 0.007 over 3 seeds "
+        "(reports/table2_1x_3seeds/second_machine/, iou_sampling row)"
+    )
+    # The BFP row (IoU sampling + BFP) is another configuration with its own spread: AP 0.6066, 0.5929, 0.5881,
+    # mean 0.595867, deviations +0.010733, −0.002967, −0.007767, Σd² = 1.84326e-4, s = 0.009600.
+    (bfp,) = [spread for spread in MEASURED_SEED_SPREADS if spread.row == "bfp"]
+    assert bfp.std["AP"] == pytest.approx(0.009600, abs=5e-5)
+    bfp_config = apply_overrides(grid.base, {**grid.runs["bfp"], "train": {"max_iters": 1500}}, "t")
+    assert measured_seed_spread(bfp_config) is bfp
