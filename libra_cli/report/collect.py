@@ -115,7 +115,7 @@ def machine_key(run: RunRecord) -> tuple[Any, ...] | str | None:
     machines = run.machines
     if not machines or any(machine is None for machine in machines):
         return None
-    keys = {arithmetic(machine) for machine in machines if machine is not None}
+    keys = {arithmetic(machine) for machine in machines}
     return keys.pop() if len(keys) == 1 else SEVERAL_MACHINES
 
 
