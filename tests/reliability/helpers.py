@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -78,8 +79,15 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "COLUMNS": "200", **extra}
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and a child inherits
+    # that; the tests that press Ctrl-C mean a command run from a terminal, whatever started pytest.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_libra(args: list[str], log_file: Path, **env: str) -> subprocess.Popen:
-    """``python -m libra_cli ARGS`` in a child process, its output going to ``log_file``."""
+    """``python -m libra_cli ARGS`` in a child process, its output going to ``log_file``, with Ctrl-C
+    (SIGINT) handled as in a terminal."""
     with open(log_file, "w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "libra_cli", *args],
@@ -87,6 +95,7 @@ def start_libra(args: list[str], log_file: Path, **env: str) -> subprocess.Popen
             env=subprocess_env(**env),
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=_ctrl_c_as_in_a_terminal,
         )
 
 

@@ -173,6 +173,8 @@ def test_ctrl_c_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(reference, 
 
 
 def test_a_signal_during_an_update_is_raised_when_the_update_is_complete():
+    before = signal.getsignal(signal.SIGINT)  # Python's own handler, or SIG_IGN when started in the background
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupts = StepBoundaryInterrupts()
     interrupts.install()
     finished = []
@@ -190,7 +192,9 @@ def test_a_signal_during_an_update_is_raised_when_the_update_is_complete():
         assert finished == ["after the signal"]
     finally:
         interrupts.restore()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        restored = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, before)
+    assert restored is signal.default_int_handler  # the handler that was there before install
 
 
 class InterruptAfter:
