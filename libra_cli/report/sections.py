@@ -721,9 +721,13 @@ def add_errors(
     )
     for run, problem in problems:
         document.add(para(f"{run.label}: errors analysis skipped: {problem}"))
+    runs_by_note: dict[str, list[str]] = {}
     for run, data in analysed:
         if data.get("note"):
-            document.add(para(f"{run.label}: {data['note']}"))
+            runs_by_note.setdefault(data["note"], []).append(run.label)
+    for note, labels in runs_by_note.items():  # a note shared by several runs is printed once
+        who = "Every run" if len(labels) == len(analysed) > 1 else ", ".join(labels)
+        document.add(para(f"{who}: {note}"))
     if not analysed:
         return set()
     grouped = grouped_errors(groups, analysed)

@@ -41,7 +41,9 @@ BASELINE_SEED0 = errors_json(
 BASELINE_SEED1 = errors_json(
     (0.28, 0.50, 0.60, 0.62, 0.66, 0.80, 1.0), {"cls": 0.04, "loc": 0.10, "bkg": 0.10, "miss": 0.15}
 )
-BL1 = errors_json((0.38, 0.54, 0.62, 0.64, 0.68, 0.84, 1.0), {"cls": 0.05, "loc": 0.05, "bkg": 0.09, "miss": 0.14})
+BL1_CURVES = (0.38, 0.54, 0.62, 0.64, 0.68, 0.84, 1.0)
+TIDE = {"cls": 0.05, "loc": 0.05, "bkg": 0.09, "miss": 0.14}
+BL1 = errors_json(BL1_CURVES, TIDE)
 # No supercategories: Sim is undefined.
 EQL = errors_json(
     (0.30, 0.50, 0.60, None, 0.63, 0.80, 1.0), {"cls": 0.02, "loc": 0.08, "bkg": 0.10, "miss": 0.15}, "LVIS note"
@@ -154,6 +156,20 @@ def test_change_against_the_baseline_mean(report):
     ):
         assert expectation in section
     assert "eql: LVIS note" in section
+
+
+def test_a_note_shared_by_several_runs_is_printed_once(tmp_path):
+    # Three LVIS runs carry the same note and one carries another: the shared note once, naming its runs; with
+    # every run sharing it, "Every run".
+    lvis, other = "LVIS scored with the COCO protocol", "another note"
+    runs = [
+        make_run(tmp_path, name, log=[], analyses={"errors": errors_json(BL1_CURVES, TIDE, note)})
+        for name, note in (("a", lvis), ("b", lvis), ("c", lvis), ("d", other))
+    ]
+    section = build_report(runs, tmp_path / "mixed").read_text().split(HEADING, 1)[1].split("\n## ", 1)[0]
+    assert section.count(lvis) == 1 and f"a, b, c: {lvis}" in section and f"d: {other}" in section
+    shared = build_report(runs[:3], tmp_path / "shared").read_text().split(HEADING, 1)[1].split("\n## ", 1)[0]
+    assert shared.count(lvis) == 1 and f"Every run: {lvis}" in shared
 
 
 def test_each_configurations_errors_figure_is_copied_once(report):
