@@ -41,19 +41,29 @@ class Component:
     replaces: str  # the detector part it replaces; two switched-on components may not replace the same one
     archs: tuple[str, ...]  # the architectures it applies to
     table2_step: bool = False  # one of the cumulative steps of Libra R-CNN Table 2 (in this order)
+    settings: tuple[str, ...] = ()  # the ``LibraConfig`` fields that act on training only while it is on
 
 
 # fmt: off
 COMPONENTS = (
     Component("iou_sampling", "IoU-balanced sampling", "Libra R-CNN §3.1", "RoI sampler", TWO_STAGE,
-              table2_step=True),
-    Component("bfp", "BFP", "Libra R-CNN §3.2", "neck", BOTH, table2_step=True),
-    Component("balanced_l1", "balanced L1", "Libra R-CNN §3.3", "box loss", BOTH, table2_step=True),
-    Component("eql", "EQL", "EQL paper §3", "classifier", TWO_STAGE),
+              table2_step=True, settings=("iou_bins", "iou_floor_thr", "iou_floor_fraction", "iou_bins_upper",
+                                          "iou_last_bin", "pos_balance")),
+    Component("bfp", "BFP", "Libra R-CNN §3.2", "neck", BOTH, table2_step=True,
+              settings=("bfp_refine", "bfp_refine_level", "bfp_init")),
+    Component("balanced_l1", "balanced L1", "Libra R-CNN §3.3", "box loss", BOTH, table2_step=True,
+              settings=("bl1_alpha", "bl1_gamma", "bl1_beta")),
+    Component("eql", "EQL", "EQL paper §3", "classifier", TWO_STAGE,
+              settings=("eql_lambda", "eql_freq", "eql_prior")),
     Component("ohem", "OHEM", "Shrivastava et al., CVPR 2016", "RoI sampler", TWO_STAGE),
 )
 # fmt: on
 SWITCHES = tuple(component.switch for component in COMPONENTS)
+
+
+def setting_owner(name: str) -> Component | None:
+    """The component whose ``LibraConfig`` setting ``name`` is (``eql_prior`` → EQL), None for a switch."""
+    return next((component for component in COMPONENTS if name in component.settings), None)
 
 
 def enabled_components(config: Any) -> list[Component]:

@@ -23,6 +23,21 @@ def test_each_component_is_one_boolean_switch_listed_once_in_the_papers_order():
     assert len({component.label for component in COMPONENTS}) == len(COMPONENTS)
 
 
+def test_every_other_libra_setting_belongs_to_exactly_one_component():
+    # LibraConfig's fields that are not switches each tune one component (config.py's comments): the report
+    # marks them "(EQL off)" etc. in a run with their component off. OHEM has no setting of its own.
+    others = [field.name for field in dataclasses.fields(LibraConfig) if field.name not in SWITCHES]
+    owners = {name: [c.switch for c in COMPONENTS if name in c.settings] for name in others}
+    assert owners == {
+        "iou_bins": ["iou_sampling"], "iou_floor_thr": ["iou_sampling"], "iou_floor_fraction": ["iou_sampling"],
+        "iou_bins_upper": ["iou_sampling"], "iou_last_bin": ["iou_sampling"], "pos_balance": ["iou_sampling"],
+        "bfp_refine": ["bfp"], "bfp_refine_level": ["bfp"], "bfp_init": ["bfp"],
+        "bl1_alpha": ["balanced_l1"], "bl1_gamma": ["balanced_l1"], "bl1_beta": ["balanced_l1"],
+        "eql_lambda": ["eql"], "eql_freq": ["eql"], "eql_prior": ["eql"],
+    }  # fmt: skip
+    assert components.setting_owner("eql_prior").label == "EQL" and components.setting_owner("eql") is None
+
+
 def test_the_table_describes_and_the_models_layer_builds_each_row_once():
     # components.py imports no implementation; models/parts.py holds one build per switch, in table order,
     # and none for a component the table does not list.

@@ -143,8 +143,16 @@ def resolved_setting(config: RunConfig, key: str) -> str:
     ``libra.bfp_refine_level`` and ``libra.bl1_beta`` resolve per architecture
     (``resolved_component_settings``: refine level 2 for Faster / Mask R-CNN, 1 for RetinaNet — P4 in
     both pyramids; β 1.0 and 0.11), the data files to the synthetic benchmark in ``data.synth_dir``.
-    A resolved default is marked "(default)"; every other value prints as it is saved.
+    A resolved default is marked "(default)"; every other value prints as it is saved. A component's
+    setting in a run with that component off is marked so ("0.035 (EQL off)"): it did not act on training.
     """
+    section, name = key.split(".", 1)
+    owner = components.setting_owner(name) if section == "libra" else None
+    shown = _resolved_value(config, key)
+    return f"{shown} ({owner.label} off)" if owner and not getattr(config.libra, owner.switch) else shown
+
+
+def _resolved_value(config: RunConfig, key: str) -> str:
     section, name = key.split(".", 1)
     value = getattr(getattr(config, section), name)
     resolved = resolved_component_settings(config)

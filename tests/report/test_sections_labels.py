@@ -67,14 +67,20 @@ def config(arch: str = "faster_rcnn", **libra) -> RunConfig:
     ("arch", "libra", "key", "expected"),
     [
         # config.py: bfp_refine_level None → 2 (P4) for Faster R-CNN (P2–P6), 1 (P4) for RetinaNet (P3–P7).
-        ("faster_rcnn", {}, "libra.bfp_refine_level", "2 (P4, default)"),
-        ("retinanet", {}, "libra.bfp_refine_level", "1 (P4, default)"),
-        ("faster_rcnn", {"bfp_refine_level": 3}, "libra.bfp_refine_level", "3 (P5)"),
-        ("retinanet", {"bfp_refine_level": 0}, "libra.bfp_refine_level", "0 (P3)"),
+        ("faster_rcnn", {"bfp": True}, "libra.bfp_refine_level", "2 (P4, default)"),
+        ("retinanet", {"bfp": True}, "libra.bfp_refine_level", "1 (P4, default)"),
+        ("faster_rcnn", {"bfp": True, "bfp_refine_level": 3}, "libra.bfp_refine_level", "3 (P5)"),
+        ("retinanet", {"bfp": True, "bfp_refine_level": 0}, "libra.bfp_refine_level", "0 (P3)"),
         # bl1_beta None → 1.0 for Faster R-CNN, 0.11 for RetinaNet.
-        ("faster_rcnn", {}, "libra.bl1_beta", "1 (default)"),
-        ("retinanet", {}, "libra.bl1_beta", "0.11 (default)"),
-        ("retinanet", {"bl1_beta": 0.5}, "libra.bl1_beta", "0.5"),
+        ("faster_rcnn", {"balanced_l1": True}, "libra.bl1_beta", "1 (default)"),
+        ("retinanet", {"balanced_l1": True}, "libra.bl1_beta", "0.11 (default)"),
+        ("retinanet", {"balanced_l1": True, "bl1_beta": 0.5}, "libra.bl1_beta", "0.5"),
+        # A component's setting in a run with the component off did not act on training, and says so.
+        ("faster_rcnn", {"eql_lambda": 0.035}, "libra.eql_lambda", "0.035 (EQL off)"),
+        ("faster_rcnn", {"eql": True, "eql_lambda": 0.035}, "libra.eql_lambda", "0.035"),
+        ("retinanet", {}, "libra.bl1_beta", "0.11 (default) (balanced L1 off)"),
+        ("faster_rcnn", {"bfp": False}, "libra.bfp_refine_level", "2 (P4, default) (BFP off)"),
+        ("faster_rcnn", {"iou_sampling": False}, "libra.pos_balance", "True (IoU-balanced sampling off)"),
         # train_ann None → the default synthetic benchmark, generated in data.synth_dir.
         ("faster_rcnn", {}, "data.train_ann", "synthetic benchmark in data/synth (default)"),
         # Everything else prints as saved.
